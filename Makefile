@@ -1,0 +1,50 @@
+# trustpod developer entry points. Everything runs from .venv; `make test` installs what it needs.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the tests drive for real (swtpm/tpm2 for vTPM, veritysetup for dm-verity,
+# squashfs/e2fs for images, redis/postgres for replica backends, wrk for load).
+APT_PKGS := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config cryptsetup-bin squashfs-tools \
+            e2fsprogs redis-server postgresql wrk busybox-static cpio
+EXTRAS := server,verifiers,guest,backends,dev
+export TRUSTPOD_VECTORS ?= $(abspath ../shared/vectors)
+
+.PHONY: all venv sysdeps lint typecheck test demo bench clean
+
+all: test
+
+sysdeps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml | sysdeps
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+venv: sysdeps $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy src
+
+test: venv lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider
+
+demo: venv
+	$(BIN)/python -m trustpod.demo
+
+bench: venv
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache

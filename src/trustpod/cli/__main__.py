@@ -1,0 +1,3 @@
+from trustpod.cli.main import main
+
+raise SystemExit(main())

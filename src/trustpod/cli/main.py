@@ -1,0 +1,94 @@
+"""``trustpod`` entry point: one parser, one sub-command group per module, one error handler.
+
+Each group module exposes ``register(subparsers)`` which adds its parser and sets ``func`` (a
+callable taking the parsed ``argparse.Namespace`` and returning an exit code). Group modules import
+their heavy dependencies inside the handlers so ``trustpod --help`` stays fast.
+
+Exit codes: 0 ok; 1 verification failed or policy denied; 2 usage or configuration error;
+3 a dependency (network, storage, device) failed; 4 input could not be parsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from trustpod import __version__
+from trustpod.errors import (
+    AuthenticationError,
+    ConfigError,
+    DependencyError,
+    EvidenceError,
+    NotFoundError,
+    PolicyDenied,
+    TrustpodError,
+    VerificationError,
+)
+
+__all__ = ["build_parser", "exit_code_for", "main"]
+
+#: Sub-command group modules, in help order.
+GROUPS = (
+    "kbs",
+    "client",
+    "admin",
+    "verify",
+    "collateral",
+    "initdata",
+    "secret",
+    "guest",
+    "verity",
+    "image",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trustpod", description="Confidential Containers trust stack (KBS, verifiers, guest)."
+    )
+    parser.add_argument("--version", action="version", version=f"trustpod {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)"
+    )
+    sub = parser.add_subparsers(dest="group", metavar="COMMAND")
+    sub.required = True
+    for name in GROUPS:
+        mod_name = f"trustpod.cli.{name}"
+        try:
+            module = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod_name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def exit_code_for(exc: TrustpodError) -> int:
+    if isinstance(exc, ConfigError):
+        return 2
+    if isinstance(exc, DependencyError):
+        return 3
+    if isinstance(exc, EvidenceError):
+        return 4
+    if isinstance(exc, VerificationError | PolicyDenied | AuthenticationError | NotFoundError):
+        return 1
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        rc: int = args.func(args)
+        return rc
+    except TrustpodError as exc:
+        print(f"trustpod: error: {exc.diagnostics()}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        return 130

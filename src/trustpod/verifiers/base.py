@@ -1,0 +1,163 @@
+"""The verifier interface and registry keyed by TEE name (kbs-types serde names).
+
+Contract (upstream ``deps/verifier/src/lib.rs``): a verifier takes the TEE's ``primary_evidence``
+JSON value, the expected report_data (the 48-byte runtime-data digest, or whatever the caller
+binds), the expected initdata digest (or ``None`` when none was sent) and ``now``; it returns one
+or more ``TeeClaims`` (claims JSON + tee class ``cpu``/``gpu``/...) or raises. It never returns a
+failure value: every failed check raises ``VerificationError`` (or ``EvidenceError`` for bytes
+that do not parse) naming the failed step in ``reason``.
+
+Claims must use upstream's names and encodings per TEE, including ``report_data`` and
+``init_data`` (the attestation service lifts those two to the top of the policy input).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from trustpod.errors import ConfigError, VerificationError
+
+__all__ = [
+    "KNOWN_TEES",
+    "TeeClaims",
+    "Verifier",
+    "VerifierFactory",
+    "VerifierRegistry",
+    "VerifierSettings",
+    "VerifyInput",
+]
+
+_log = logging.getLogger(__name__)
+
+#: TEE name -> "module:factory". A factory takes ``VerifierSettings`` and returns a ``Verifier``.
+#: Modules are imported when the registry is built; a TEE whose module is absent is unknown.
+KNOWN_TEES: dict[str, str] = {
+    "sample": "trustpod.verifiers.sample:create",
+    "snp": "trustpod.verifiers.snp:create",
+    "az-snp-vtpm": "trustpod.verifiers.az_snp_vtpm:create",
+    "az-tdx-vtpm": "trustpod.verifiers.az_tdx_vtpm:create",
+    "tdx": "trustpod.verifiers.tdx:create",
+    "tpm": "trustpod.verifiers.tpm:create",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyInput:
+    """What the caller expects the evidence to be bound to.
+
+    Attributes:
+        report_data: expected runtime-data binding (48-byte SHA-384 of the JCS runtime data in
+            the KBS flow; arbitrary bytes from ``trustpod verify --report-data``).
+        init_data_digest: expected initdata digest, or ``None`` when no initdata was sent.
+        now: the time at which certificates, CRLs and collateral must be valid.
+    """
+
+    report_data: bytes
+    init_data_digest: bytes | None
+    now: _dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TeeClaims:
+    """One claims set produced by a verifier, with its tee class (``cpu``, ``gpu``, ...)."""
+
+    claims: dict[str, Any]
+    tee_class: str = "cpu"
+
+
+class Verifier(Protocol):
+    """Port implemented by every TEE verifier."""
+
+    tee: str
+
+    def verify(self, evidence: Any, expected: VerifyInput) -> list[TeeClaims]:
+        """Verify ``evidence`` (the ``primary_evidence`` JSON value) or raise."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierSettings:
+    """Settings shared by verifier factories (from ``[attestation_service.verifier_config]``).
+
+    Attributes:
+        collateral_dir: offline store / persistent cache for VCEKs, vendor roots and Intel
+            collateral (layout in docs/collateral.md). ``None``: in-memory only.
+        amd_kds_url: AMD KDS base URL, or ``None`` to stay offline.
+        intel_pcs_url: Intel PCS/PCCS base URL, or ``None`` to stay offline.
+        allowed_vmpls: SNP VMPLs accepted (upstream: only 0).
+        insecure_emulated_roots: DER certificates of emulated vendor roots to trust in addition
+            to the pinned real ones. Testing only; warns whenever a verifier is built with them.
+        fetch_timeout_s: per-request timeout for collateral services.
+        max_evidence_bytes: upper bound on any decoded evidence blob.
+        extra: verifier-specific options by TEE name (``{"tdx": {"tcb_update_type": "early"}}``).
+    """
+
+    collateral_dir: Path | None = None
+    amd_kds_url: str | None = None
+    intel_pcs_url: str | None = None
+    allowed_vmpls: frozenset[int] = frozenset({0})
+    insecure_emulated_roots: tuple[bytes, ...] = ()
+    fetch_timeout_s: float = 10.0
+    max_evidence_bytes: int = 2 * 1024 * 1024
+    extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+VerifierFactory = Callable[[VerifierSettings], Verifier]
+
+
+class VerifierRegistry:
+    """Verifiers keyed by TEE name. Unknown TEEs are errors (fail closed)."""
+
+    def __init__(self, verifiers: Mapping[str, Verifier]) -> None:
+        if not verifiers:
+            raise ConfigError("no verifiers configured", reason="config.no_verifiers")
+        self._verifiers = dict(verifiers)
+
+    @classmethod
+    def build(
+        cls, settings: VerifierSettings | None = None, tees: tuple[str, ...] | None = None
+    ) -> VerifierRegistry:
+        """Build every known verifier (or only ``tees``) whose module is installed."""
+        settings = settings or VerifierSettings()
+        if settings.insecure_emulated_roots:
+            _log.warning(
+                "insecure_emulated_roots is set: evidence signed by an EMULATED vendor "
+                "root will verify. Never use this in production."
+            )
+        found: dict[str, Verifier] = {}
+        for tee, target in KNOWN_TEES.items():
+            if tees is not None and tee not in tees:
+                continue
+            mod_name, _, attr = target.partition(":")
+            try:
+                module = importlib.import_module(mod_name)
+            except ModuleNotFoundError as exc:
+                if exc.name != mod_name:
+                    raise
+                _log.debug("verifier for %s not available (%s missing)", tee, mod_name)
+                continue
+            factory: VerifierFactory = getattr(module, attr)
+            found[tee] = factory(settings)
+        return cls(found)
+
+    @property
+    def tees(self) -> tuple[str, ...]:
+        return tuple(sorted(self._verifiers))
+
+    def get(self, tee: str) -> Verifier:
+        try:
+            return self._verifiers[tee]
+        except KeyError:
+            raise VerificationError(
+                f"no verifier for TEE {tee!r}; known: {', '.join(self.tees)}",
+                reason="verifier.unknown_tee",
+            ) from None
+
+    def verify(self, tee: str, evidence: Any, expected: VerifyInput) -> list[TeeClaims]:
+        return self.get(tee).verify(evidence, expected)

@@ -1,0 +1,160 @@
+"""SQLite backend of the storage port: the embedded default that needs no server.
+
+One table ``kv(namespace, key, value, PRIMARY KEY(namespace, key))`` in WAL mode. Every thread gets
+its own connection (``sqlite3`` connections must not be shared across threads), and several
+processes may open the same file: WAL lets readers run while one writer commits, and
+``busy_timeout`` makes a writer wait for the lock instead of failing. ``put(..., overwrite=False)``
+is an atomic ``INSERT ... ON CONFLICT DO NOTHING``, so replicas racing to install a default agree
+on one winner.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from trustpod.errors import ConfigError, DependencyError
+from trustpod.storage.port import NAMESPACES
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "SqliteStore"]
+
+#: How long a writer waits for another process's write lock before failing (milliseconds).
+DEFAULT_BUSY_TIMEOUT_MS = 10_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID
+"""
+
+
+class SqliteStore:
+    """``KeyValueStore`` over one SQLite file (WAL, a connection per thread).
+
+    Args:
+        path: the database file; its directory is created when missing.
+        busy_timeout_ms: how long to wait for a lock held by another connection or process.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> None:
+        self.path = Path(path)
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the storage directory {self.path.parent}: {exc}",
+                reason="storage.sqlite.path",
+                fix="set [storage_backend.backends.sqlite] path to a writable location",
+            ) from exc
+        conn = self._conn()
+        with self._errors("initialise"):
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(_SCHEMA)
+
+    # -- connections ---------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._errors("open"):
+                conn = sqlite3.connect(
+                    str(self.path),
+                    timeout=self._busy_timeout_ms / 1000,
+                    isolation_level=None,  # autocommit: each statement is its own transaction
+                    check_same_thread=False,
+                )
+                conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _errors(self, what: str) -> _ErrorScope:
+        return _ErrorScope(what, self.path)
+
+    @staticmethod
+    def _check_ns(namespace: str) -> None:
+        if namespace not in NAMESPACES:
+            raise ConfigError(
+                f"unknown storage namespace {namespace!r}", reason="storage.namespace"
+            )
+
+    # -- KeyValueStore ---------------------------------------------------------------------------
+    def get(self, namespace: str, key: str) -> bytes | None:
+        self._check_ns(namespace)
+        with self._errors("read"):
+            row = (
+                self._conn()
+                .execute("SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key))
+                .fetchone()
+            )
+        return None if row is None else bytes(row[0])
+
+    def put(self, namespace: str, key: str, value: bytes, *, overwrite: bool = True) -> bool:
+        self._check_ns(namespace)
+        if overwrite:
+            sql = (
+                "INSERT INTO kv(namespace, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(namespace, key) DO UPDATE SET value=excluded.value"
+            )
+        else:
+            sql = "INSERT INTO kv(namespace, key, value) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+        with self._errors("write"):
+            cur = self._conn().execute(sql, (namespace, key, bytes(value)))
+        return cur.rowcount > 0
+
+    def delete(self, namespace: str, key: str) -> bool:
+        self._check_ns(namespace)
+        with self._errors("delete"):
+            cur = self._conn().execute(
+                "DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key)
+            )
+        return cur.rowcount > 0
+
+    def list_keys(self, namespace: str) -> list[str]:
+        self._check_ns(namespace)
+        with self._errors("list"):
+            rows = (
+                self._conn()
+                .execute("SELECT key FROM kv WHERE namespace=? ORDER BY key", (namespace,))
+                .fetchall()
+            )
+        return [str(r[0]) for r in rows]
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing is best effort
+                pass
+        self._local = threading.local()
+
+
+class _ErrorScope:
+    """Turns ``sqlite3`` failures into ``DependencyError`` naming the operation and the file."""
+
+    def __init__(self, what: str, path: Path) -> None:
+        self._what = what
+        self._path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, sqlite3.Error):
+            raise DependencyError(
+                f"SQLite {self._what} failed on {self._path}: {exc}",
+                reason=f"storage.sqlite.{self._what}",
+                fix="check that the file is writable and not on a network filesystem",
+            ) from exc
+        return False

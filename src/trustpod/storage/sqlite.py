@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Literal
 
 from trustpod.errors import ConfigError, DependencyError
 from trustpod.storage.port import NAMESPACES
@@ -61,20 +62,21 @@ class SqliteStore:
 
     # -- connections ---------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            with self._errors("open"):
-                conn = sqlite3.connect(
-                    str(self.path),
-                    timeout=self._busy_timeout_ms / 1000,
-                    isolation_level=None,  # autocommit: each statement is its own transaction
-                    check_same_thread=False,
-                )
-                conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
+        existing: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if existing is not None:
+            return existing
+        with self._errors("open"):
+            conn = sqlite3.connect(
+                str(self.path),
+                timeout=self._busy_timeout_ms / 1000,
+                isolation_level=None,  # autocommit: each statement is its own transaction
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        self._local.conn = conn
+        with self._all_lock:
+            self._all.append(conn)
         return conn
 
     def _errors(self, what: str) -> _ErrorScope:
@@ -150,7 +152,7 @@ class _ErrorScope:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> Literal[False]:
         if isinstance(exc, sqlite3.Error):
             raise DependencyError(
                 f"SQLite {self._what} failed on {self._path}: {exc}",

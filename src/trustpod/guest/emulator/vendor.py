@@ -281,7 +281,8 @@ class EmulatedVendor:
             and isinstance(vcek_key, ec.EllipticCurvePrivateKey)
         ):
             raise ConfigError("unexpected key types in vendor dir", reason="emulator.vendor_load")
-        return cls(*certs, ark_key, ask_key, vcek_key, chip_id, tcb, product)
+        ark, ask, vcek = certs
+        return cls(ark, ask, vcek, ark_key, ask_key, vcek_key, chip_id, tcb, product)
 
 
 def _ca_usage() -> x509.KeyUsage:

@@ -1,0 +1,1 @@
+"""Vendor collateral (certificates, CRLs, TCB info) from services, stores and caches."""

@@ -1,0 +1,1 @@
+"""Pure parsers for TEE evidence (bytes in, frozen dataclasses out)."""

@@ -1,0 +1,241 @@
+"""Streaming format and verify over files: bounded memory, big sequential reads.
+
+The pure core (``trustpod.verity.core``) does the geometry and the hashing; this module owns
+the file descriptors. Memory is O(``chunk_bytes``) whatever the image size: level 0 digests are
+written to the hash file as they are computed and the upper levels are hashed back from it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from trustpod.errors import DependencyError, EvidenceError
+from trustpod.verity.core import (
+    ROOT_LEVEL,
+    SUPERBLOCK_SIZE,
+    BlockHasher,
+    TreeGeometry,
+    VerityCorruption,
+    VerityParams,
+)
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "Progress", "format_tree", "read_exact", "verify_tree"]
+
+#: bytes read per I/O call (a whole number of blocks is taken); bounds memory use
+DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+
+#: ``progress(done_bytes, total_bytes)``
+Progress = Callable[[int, int], None]
+
+
+def read_exact(fd: int, size: int, offset: int, what: str) -> bytes:
+    """``pread`` exactly ``size`` bytes or raise a truncation error naming ``what``."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        try:
+            chunk = os.pread(fd, size - got, offset + got)
+        except OSError as exc:
+            raise DependencyError(f"cannot read {what}: {exc}", reason="verity.io") from exc
+        if not chunk:
+            raise EvidenceError(
+                f"{what} is truncated: needed {size} bytes at offset {offset}, got {got}",
+                reason="verity.truncated",
+                fix="the file is shorter than its verity parameters say; was it copied completely?",
+            )
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _write(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.pwrite(fd, view, offset)
+        except OSError as exc:
+            raise DependencyError(f"cannot write hash device: {exc}", reason="verity.io") from exc
+        view = view[n:]
+        offset += n
+
+
+def _chunks(total_blocks: int, block_size: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
+    """(first_block, block_count) pairs covering ``total_blocks``."""
+    per = max(1, chunk_bytes // block_size)
+    for first in range(0, total_blocks, per):
+        yield first, min(per, total_blocks - first)
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    fd: int
+    offset: int
+    blocks: int
+    block_size: int
+    what: str
+
+
+def _digest_stream(
+    src: _Source, hasher: BlockHasher, chunk_bytes: int, progress: Progress | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """Yield (first_block, concatenated digests) for the blocks of ``src``, chunk by chunk."""
+    total = src.blocks * src.block_size
+    for first, count in _chunks(src.blocks, src.block_size, chunk_bytes):
+        buf = read_exact(
+            src.fd, count * src.block_size, src.offset + first * src.block_size, src.what
+        )
+        yield first, hasher.digests(buf, src.block_size)
+        if progress is not None:
+            progress((first + count) * src.block_size, total)
+
+
+def format_tree(
+    data_fd: int,
+    hash_fd: int,
+    params: VerityParams,
+    *,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: Progress | None = None,
+) -> tuple[bytes, TreeGeometry]:
+    """Write the hash tree (and superblock) for ``params``; return (root hash, geometry)."""
+    geo = TreeGeometry.compute(params)
+    hasher = BlockHasher(params)
+    if geo.entry_size != hasher.digest_size:  # digests fill their slots for sha256/sha512
+        raise EvidenceError("digest slot padding is not supported", reason="verity.algorithm")
+    hbs = params.hash_block_size
+    dbs = params.data_block_size
+    data = _Source(data_fd, 0, params.data_blocks, dbs, "data device")
+    if not geo.levels:
+        # (1) a single data block: no hash blocks, root = H(salt || block)
+        root = hasher.digest(read_exact(data_fd, dbs, 0, "data device"))
+        if progress is not None:
+            progress(dbs, dbs)
+    else:
+        # (2) level 0 from the data, written sequentially; then each level from the one below
+        for level in geo.levels:
+            src = (
+                data
+                if level.index == 0
+                else _Source(
+                    hash_fd,
+                    geo.level_offset(level.index - 1),
+                    geo.levels[level.index - 1].blocks,
+                    hbs,
+                    "hash device",
+                )
+            )
+            out = geo.level_offset(level.index)
+            written = 0
+            for _first, digests in _digest_stream(
+                src, hasher, chunk_bytes, progress if level.index == 0 else None
+            ):
+                _write(hash_fd, digests, out + written)
+                written += len(digests)
+            pad = (-written) % hbs
+            if pad:
+                _write(hash_fd, b"\x00" * pad, out + written)
+        top = geo.levels[-1]
+        root = hasher.digest(read_exact(hash_fd, hbs, geo.level_offset(top.index), "hash device"))
+    # (3) superblock at the hash offset (cryptsetup VERITY_write_sb), then make sure the device
+    # reaches the end of the tree even when the last thing written was shorter
+    if params.superblock:
+        _write(hash_fd, _superblock_bytes(params), params.hash_offset)
+    if os.fstat(hash_fd).st_size < geo.end_offset:
+        os.ftruncate(hash_fd, geo.end_offset)
+    return root, geo
+
+
+def _superblock_bytes(params: VerityParams) -> bytes:
+    from trustpod.verity.core import Superblock
+
+    sb = Superblock(
+        hash_type=params.hash_type,
+        uuid=params.uuid,
+        algorithm=params.algorithm,
+        data_block_size=params.data_block_size,
+        hash_block_size=params.hash_block_size,
+        data_blocks=params.data_blocks,
+        salt=params.salt,
+    )
+    raw = sb.to_bytes()
+    assert len(raw) == SUPERBLOCK_SIZE
+    return raw
+
+
+def _first_mismatch(
+    src: _Source,
+    hasher: BlockHasher,
+    stored_fd: int,
+    stored_offset: int,
+    chunk_bytes: int,
+    limit_blocks: int,
+    progress: Progress | None = None,
+) -> int | None:
+    """Index of the first block of ``src`` whose digest differs from the stored entry."""
+    limited = _Source(src.fd, src.offset, min(src.blocks, limit_blocks), src.block_size, src.what)
+    size = hasher.digest_size
+    for first, digests in _digest_stream(limited, hasher, chunk_bytes, progress):
+        stored = read_exact(stored_fd, len(digests), stored_offset + first * size, "hash device")
+        if digests != stored:
+            for i in range(0, len(digests), size):
+                if not hmac.compare_digest(digests[i : i + size], stored[i : i + size]):
+                    return first + i // size
+    return None
+
+
+def verify_tree(
+    data_fd: int,
+    hash_fd: int,
+    params: VerityParams,
+    root_hash: bytes,
+    *,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: Progress | None = None,
+) -> TreeGeometry:
+    """Raise ``VerityCorruption`` naming the first bad data block and the level, else return."""
+    geo = TreeGeometry.compute(params)
+    hasher = BlockHasher(params)
+    hbs = params.hash_block_size
+    dbs = params.data_block_size
+    nlevels = len(geo.levels)
+    # (1) the root: H(top hash block), or H(data block) for a single-block image
+    if nlevels == 0:
+        top = read_exact(data_fd, dbs, 0, "data device")
+    else:
+        top = read_exact(hash_fd, hbs, geo.level_offset(nlevels - 1), "hash device")
+    if not hmac.compare_digest(hasher.digest(top), root_hash):
+        raise VerityCorruption(0, ROOT_LEVEL, nlevels)
+    if nlevels == 0:
+        return geo
+    # (2) top-down: hash each stored level and compare with the entries one level up; a
+    # mismatch at entry j of level i means hash block j of level i - 1 (or data block j) changed
+    found: tuple[int, int] | None = None  # (first data block, level)
+    limit = params.data_blocks
+    for level in reversed(geo.levels):
+        if level.index == 0:
+            src = _Source(data_fd, 0, params.data_blocks, dbs, "data device")
+            span = 1
+        else:
+            below = geo.levels[level.index - 1]
+            src = _Source(hash_fd, geo.level_offset(below.index), below.blocks, hbs, "hash device")
+            span = geo.entries_per_block**level.index
+        bad = _first_mismatch(
+            src,
+            hasher,
+            hash_fd,
+            geo.level_offset(level.index),
+            chunk_bytes,
+            -(-limit // span),
+            progress if level.index == 0 else None,
+        )
+        if bad is not None:
+            start = geo.data_range(level.index, bad)[0]
+            if found is None or start < found[0]:
+                found = (start, level.index)
+                limit = start
+    if found is not None:
+        raise VerityCorruption(found[0], found[1], nlevels)
+    return geo

@@ -1,0 +1,255 @@
+"""Azure confidential VM attesters ``az-snp-vtpm`` and ``az-tdx-vtpm`` (vTPM + HCL report).
+
+Facts (kinvolk/azure-cvm-tooling ``az-cvm-vtpm``, guest-components ``attester/src/az_*_vtpm``,
+trustee ``deps/verifier/src/az_snp_vtpm``):
+
+* The paravisor (HCL) keeps its report in vTPM NV index ``0x01400001``; writing 64 bytes of
+  user data to NV index ``0x01400002`` makes it regenerate the report so that its var_data JSON
+  carries ``"user-data": HEX(user data)`` and the SNP/TD report's ``REPORT_DATA[0..32]`` is
+  SHA-256(var_data). Azure's NV index holds 2600 bytes (zero padding after ``report_size``).
+* The attestation key is the persistent RSA key at ``0x81000003``; quotes cover the 24 SHA-256
+  PCRs and carry the report data, unpadded, as qualifying data.
+* Evidence v2: ``{"version": 2, "tpm_quote": {"signature": hex(raw RSASSA signature),
+  "message": hex(TPMS_ATTEST), "pcrs": [hex x 24]}, "hcl_report": b64url, "vcek": b64url(DER)}``
+  for SNP; TDX has ``"td_quote": b64url`` instead of ``vcek``. base64url is padded (serde_with
+  ``Base64<UrlSafe>``).
+* ``bind_init_data`` extends SHA-256 PCR 8 with the 32-byte digest.
+
+The vTPM is reached through the ``TpmDevice`` port (tpm2-pytss on ``/dev/tpmrm0``, or the
+emulated CVM's swtpm / software TPM); the VCEK and the TD quote come from small ports whose
+production implementations call Azure IMDS.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from trustpod.errors import ConfigError, DependencyError, EvidenceError
+from trustpod.guest.attesters.tpm import (
+    ALL_PCRS,
+    INIT_DATA_PCR,
+    TpmDevice,
+    check_sha256_digest,
+)
+
+__all__ = [
+    "AZ_EVIDENCE_VERSION",
+    "HCL_REPORT_SIZE",
+    "VTPM_AK_HANDLE",
+    "VTPM_HCL_REPORT_NV_INDEX",
+    "VTPM_USER_DATA_NV_INDEX",
+    "VTPM_USER_DATA_SIZE",
+    "AzSnpVtpmAttester",
+    "AzTdxVtpmAttester",
+    "AzVtpmSettings",
+    "FileVcekSource",
+    "ImdsTdQuoteSource",
+    "ImdsVcekSource",
+    "TdQuoteSource",
+    "VcekSource",
+    "b64url_padded",
+]
+
+_log = logging.getLogger(__name__)
+
+VTPM_HCL_REPORT_NV_INDEX = 0x01400001
+VTPM_USER_DATA_NV_INDEX = 0x01400002
+VTPM_USER_DATA_SIZE = 64
+VTPM_AK_HANDLE = 0x81000003
+#: Size of Azure's HCL report NV index; shorter reads (swtpm caps an index at 2048 bytes) are
+#: zero-padded to it so the evidence is laid out exactly as on Azure.
+HCL_REPORT_SIZE = 2600
+AZ_EVIDENCE_VERSION = 2
+_HCL_HEADER_SIZE = 32
+_TD_REPORT_SIZE = 1024
+_IMDS_THIM_URL = "http://169.254.169.254/metadata/THIM/amd/certification"
+_IMDS_TDQUOTE_URL = "http://169.254.169.254/acc/tdquote"
+
+
+def b64url_padded(data: bytes) -> str:
+    """URL-safe base64 *with* padding, as serde_with ``Base64<UrlSafe>`` writes it."""
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class AzVtpmSettings:
+    """Where the Azure vTPM artefacts live (Azure's values by default)."""
+
+    tcti: str = "device:/dev/tpmrm0"
+    hcl_nv_index: int = VTPM_HCL_REPORT_NV_INDEX
+    user_data_nv_index: int = VTPM_USER_DATA_NV_INDEX
+    ak_handle: int = VTPM_AK_HANDLE
+    imds_timeout_s: float = 10.0
+
+
+class VcekSource(Protocol):
+    """Port: the VCEK certificate (DER) of the platform the CVM runs on."""
+
+    def vcek_der(self) -> bytes: ...
+
+
+class TdQuoteSource(Protocol):
+    """Port: turn a TD report into a signed TD quote (Azure: IMDS ``/acc/tdquote``)."""
+
+    def td_quote(self, td_report: bytes) -> bytes: ...
+
+
+class FileVcekSource:
+    """VCEK from a file (PEM or DER), e.g. the emulated vendor directory's ``vcek.pem``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def vcek_der(self) -> bytes:
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read VCEK {self.path}: {exc}", reason="az.vcek") from exc
+        try:
+            if raw.lstrip().startswith(b"-----BEGIN"):
+                cert = x509.load_pem_x509_certificate(raw)
+            else:
+                cert = x509.load_der_x509_certificate(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{self.path} is not a certificate", reason="az.vcek") from exc
+        return cert.public_bytes(serialization.Encoding.DER)
+
+
+class ImdsVcekSource:
+    """VCEK from Azure IMDS (THIM): ``GET /metadata/THIM/amd/certification``, ``vcekCert``."""
+
+    def __init__(self, url: str = _IMDS_THIM_URL, *, timeout_s: float = 10.0) -> None:
+        self.url, self.timeout_s = url, timeout_s
+
+    def vcek_der(self) -> bytes:
+        import httpx
+
+        try:
+            resp = httpx.get(self.url, headers={"Metadata": "true"}, timeout=self.timeout_s)
+            resp.raise_for_status()
+            pem = str(resp.json()["vcekCert"]).encode()
+            cert = x509.load_pem_x509_certificate(pem)
+        except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
+            raise DependencyError(
+                f"cannot fetch the VCEK from Azure IMDS: {exc}", reason="az.imds_vcek"
+            ) from exc
+        return cert.public_bytes(serialization.Encoding.DER)
+
+
+class ImdsTdQuoteSource:
+    """TD quote from Azure IMDS: ``POST /acc/tdquote {"report": b64url(td_report)}``."""
+
+    def __init__(self, url: str = _IMDS_TDQUOTE_URL, *, timeout_s: float = 10.0) -> None:
+        self.url, self.timeout_s = url, timeout_s
+
+    def td_quote(self, td_report: bytes) -> bytes:
+        import httpx
+
+        body = {"report": base64.urlsafe_b64encode(td_report).decode().rstrip("=")}
+        try:
+            resp = httpx.post(self.url, json=body, timeout=self.timeout_s)
+            resp.raise_for_status()
+            text = str(resp.json()["quote"])
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
+            raise DependencyError(
+                f"cannot get a TD quote from Azure IMDS: {exc}", reason="az.imds_tdquote"
+            ) from exc
+
+
+class _AzVtpmBase:
+    tee = ""
+
+    def __init__(self, device: TpmDevice, settings: AzVtpmSettings | None = None) -> None:
+        self.device = device
+        self.settings = settings or AzVtpmSettings()
+
+    def hcl_report(self, report_data: bytes) -> bytes:
+        """Bind ``report_data`` as HCL user data and read back the regenerated HCL report."""
+        if len(report_data) > VTPM_USER_DATA_SIZE:
+            raise EvidenceError(
+                f"report data is {len(report_data)} bytes; the HCL user data holds "
+                f"{VTPM_USER_DATA_SIZE}",
+                reason="az.report_data_size",
+            )
+        # (1) user data (zero-padded to 64) -> NV 0x01400002: the paravisor regenerates the report.
+        user_data = report_data.ljust(VTPM_USER_DATA_SIZE, b"\0")
+        self.device.nv_write(self.settings.user_data_nv_index, user_data)
+        # (2) read the HCL report from NV 0x01400001, padded to Azure's NV size.
+        raw = self.device.nv_read(self.settings.hcl_nv_index)
+        if len(raw) > HCL_REPORT_SIZE:
+            raise DependencyError("HCL report larger than expected", reason="az.hcl_size")
+        return raw.ljust(HCL_REPORT_SIZE, b"\0")
+
+    def tpm_quote(self, report_data: bytes) -> dict[str, Any]:
+        # (3) quote the 24 SHA-256 PCRs with the unpadded report data as qualifying data.
+        quote = self.device.quote(self.settings.ak_handle, ALL_PCRS, report_data)
+        return {
+            "signature": quote.raw_signature.hex(),
+            "message": quote.message.hex(),
+            "pcrs": [p.hex() for p in quote.pcrs],
+        }
+
+    def bind_init_data(self, digest: bytes) -> None:
+        # Upstream utils::extend_pcr(digest, INIT_DATA_PCR): SHA-256, exactly 32 bytes.
+        digest = check_sha256_digest(digest, what="initdata digest")
+        _log.info("extending PCR %d with the initdata digest %s", INIT_DATA_PCR, digest.hex())
+        self.device.pcr_extend(INIT_DATA_PCR, digest)
+
+    def extend_runtime_measurement(self, event_digest: bytes, register_index: int) -> None:
+        # Azure vTPM: the PCR index is used as-is (pcr_to_ccmr is the identity), SHA-256 bank.
+        if not 0 <= register_index <= max(ALL_PCRS):
+            raise EvidenceError(f"invalid PCR index {register_index}", reason="az.pcr_index")
+        self.device.pcr_extend(
+            register_index, check_sha256_digest(event_digest, what="event digest")
+        )
+
+
+class AzSnpVtpmAttester(_AzVtpmBase):
+    """``az-snp-vtpm`` evidence v2."""
+
+    tee = "az-snp-vtpm"
+
+    def __init__(
+        self, device: TpmDevice, vcek: VcekSource, settings: AzVtpmSettings | None = None
+    ) -> None:
+        super().__init__(device, settings)
+        self.vcek = vcek
+
+    def get_evidence(self, report_data: bytes) -> Any:
+        hcl = self.hcl_report(report_data)
+        return {
+            "version": AZ_EVIDENCE_VERSION,
+            "tpm_quote": self.tpm_quote(report_data),
+            "hcl_report": b64url_padded(hcl),
+            "vcek": b64url_padded(self.vcek.vcek_der()),
+        }
+
+
+class AzTdxVtpmAttester(_AzVtpmBase):
+    """``az-tdx-vtpm`` evidence v2: the TD report inside the HCL report is quoted via IMDS."""
+
+    tee = "az-tdx-vtpm"
+
+    def __init__(
+        self, device: TpmDevice, quoter: TdQuoteSource, settings: AzVtpmSettings | None = None
+    ) -> None:
+        super().__init__(device, settings)
+        self.quoter = quoter
+
+    def get_evidence(self, report_data: bytes) -> Any:
+        hcl = self.hcl_report(report_data)
+        td_report = hcl[_HCL_HEADER_SIZE : _HCL_HEADER_SIZE + _TD_REPORT_SIZE]
+        return {
+            "version": AZ_EVIDENCE_VERSION,
+            "tpm_quote": self.tpm_quote(report_data),
+            "hcl_report": b64url_padded(hcl),
+            "td_quote": b64url_padded(self.quoter.td_quote(td_report)),
+        }

@@ -15,6 +15,7 @@ from trustpod.errors import ConfigError, DependencyError, EvidenceError
 from trustpod.verity.core import SUPERBLOCK_SIZE, Superblock, TreeGeometry, VerityParams
 from trustpod.verity.stream import (
     DEFAULT_CHUNK_BYTES,
+    DEFAULT_WORKERS,
     Progress,
     format_tree,
     read_exact,
@@ -89,6 +90,7 @@ def format_files(
     allow_partial_tail: bool = False,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: Progress | None = None,
+    workers: int = DEFAULT_WORKERS,
 ) -> FormatResult:
     """``veritysetup format DATA HASH``; ``params.data_blocks`` is replaced from the data size."""
     data_fd = _open(data_path, os.O_RDONLY, "data device")
@@ -111,7 +113,12 @@ def format_files(
                         fix=f"pass --hash-offset {end} or more, and --data-blocks",
                     )
             root, geo = format_tree(
-                data_fd, hash_fd, params, chunk_bytes=chunk_bytes, progress=progress
+                data_fd,
+                hash_fd,
+                params,
+                chunk_bytes=chunk_bytes,
+                progress=progress,
+                workers=workers,
             )
         finally:
             os.close(hash_fd)
@@ -150,6 +157,7 @@ def verify_files(
     *,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: Progress | None = None,
+    workers: int = DEFAULT_WORKERS,
 ) -> TreeGeometry:
     """``veritysetup verify``: raise ``VerityCorruption`` (first bad block + level) or return."""
     if len(root_hash) != params.digest_size:
@@ -178,7 +186,13 @@ def verify_files(
                     fix="the hash device was not copied completely, or the parameters differ",
                 )
             return verify_tree(
-                data_fd, hash_fd, params, root_hash, chunk_bytes=chunk_bytes, progress=progress
+                data_fd,
+                hash_fd,
+                params,
+                root_hash,
+                chunk_bytes=chunk_bytes,
+                progress=progress,
+                workers=workers,
             )
         finally:
             os.close(hash_fd)

@@ -152,4 +152,9 @@ def parse_pck_chain(pem: bytes) -> tuple[tuple[bytes, ...], PckExtensions]:
         raise _fail(f"chain is not PEM certificates: {exc}") from exc
     if not 2 <= len(certs) <= MAX_CHAIN_CERTS:
         raise _fail(f"chain has {len(certs)} certificates (expected 2..{MAX_CHAIN_CERTS})")
-    return tuple(c.public_bytes(Encoding.DER) for c in certs), parse_pck_extensions(certs[0])
+    try:
+        pck = parse_pck_extensions(certs[0])
+        der = tuple(c.public_bytes(Encoding.DER) for c in certs)
+    except ValueError as exc:  # cryptography parses extensions lazily
+        raise _fail(f"leaf certificate is malformed: {exc}") from exc
+    return der, pck

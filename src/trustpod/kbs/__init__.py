@@ -1,0 +1,1 @@
+"""trustpod KBS: Trustee-compatible key broker service (RCAR, resources, admin, metrics)."""

@@ -1,0 +1,277 @@
+"""The KBS HTTP application (Starlette): routes of reference §1.1, metrics, errors, audit.
+
+Transport only: bodies are read with the size limit enforced while streaming, JSON is parsed once,
+every ``TrustpodError`` goes through ``http_errors.error_reply`` (and denials into the audit log),
+and anything else is logged and answered 500 with the error body (never a hang).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from trustpod.errors import AuthenticationError, NotFoundError, TrustpodError
+from trustpod.kbs.admin_auth import AdminAuthorizer
+from trustpod.kbs.core import KbsCore, parse_resource_path
+from trustpod.kbs.http_errors import (
+    ERROR_TYPE_PREFIX,
+    BodyTooLarge,
+    Denial,
+    MalformedBody,
+    error_reply,
+)
+from trustpod.kbs.metrics import KbsMetrics
+from trustpod.protocol import SESSION_COOKIE
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger("trustpod.kbs")
+_JSON = "application/json"
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class MetricsMiddleware:
+    """Request metrics for ``/kbs*`` paths (§7), response sizes in the response histogram."""
+
+    def __init__(self, app: ASGIApp, metrics: KbsMetrics) -> None:
+        self.app = app
+        self.m = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/kbs"):
+            await self.app(scope, receive, send)
+            return
+        m = self.m
+        start = time.perf_counter()
+        m.http_requests.inc()
+        m.active.inc()
+        size_in = 0
+        size_out = 0
+
+        async def counting_receive() -> Message:
+            nonlocal size_in
+            msg = await receive()
+            size_in += len(msg.get("body", b""))
+            return msg
+
+        async def counting_send(msg: Message) -> None:
+            nonlocal size_out
+            if msg["type"] == "http.response.body":
+                size_out += len(msg.get("body", b""))
+            await send(msg)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            m.active.dec()
+            m.http_duration.observe(time.perf_counter() - start)
+            m.http_request_size.observe(size_in)
+            m.http_response_size.observe(size_out)
+
+
+class KbsHttp:
+    """Route handlers bound to one ``KbsCore``."""
+
+    def __init__(self, core: KbsCore, admin: AdminAuthorizer) -> None:
+        self.core = core
+        self.admin = admin
+        self.limit = core.config.http_server.max_body_bytes
+        self.upstream_codes = core.config.trustpod.upstream_status_codes
+        self.cookie_exp = core.sessions.lifetime
+
+    # -- helpers -------------------------------------------------------------------------------
+    async def body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            raise BodyTooLarge(f"payload reached size limit ({self.limit} bytes)")
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > self.limit:
+                raise BodyTooLarge(f"payload reached size limit ({self.limit} bytes)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json(self, request: Request) -> Any:
+        raw = await self.body(request)
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedBody("request body is not valid JSON") from exc
+
+    def error(self, request: Request, exc: TrustpodError, variant: str) -> Response:
+        reply = error_reply(exc, default_variant=variant, upstream_status_codes=self.upstream_codes)
+        entry: dict[str, Any] = {
+            "method": request.method,
+            "path": request.url.path,
+            "status": reply.status,
+            "variant": reply.variant,
+            "reason": exc.reason,
+            "message": exc.message,
+        }
+        if isinstance(exc, Denial):
+            entry["explain"] = exc.explain
+        self.core.audit.record(reply.request_id, entry)
+        return Response(reply.body(), reply.status, headers=reply.headers())
+
+    def check_admin(self, request: Request) -> None:
+        uri = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        self.admin.check(request.headers.get("authorization"), uri)
+
+    def wrap(self, fn: Handler, variant: str) -> Handler:
+        async def handler(request: Request) -> Response:
+            try:
+                return await fn(request)
+            except TrustpodError as exc:
+                return self.error(request, exc, variant)
+            except Exception:
+                _log.exception("internal error on %s %s", request.method, request.url.path)
+                body = json.dumps({"type": _type("HTTPFailed"), "detail": "internal error"})
+                return Response(body, 500, media_type=_JSON)
+
+        return handler
+
+    def _cookie(self, sid: str, expires_at: float) -> str:
+        return f"{SESSION_COOKIE}={sid}; Expires={email.utils.formatdate(expires_at, usegmt=True)}"
+
+    # -- RCAR ------------------------------------------------------------------------------------
+    async def auth(self, request: Request) -> Response:
+        m = self.core.metrics
+        m.auth_requests.inc()
+        try:
+            challenge, session = self.core.auth(await self.json(request))
+        except TrustpodError:
+            m.auth_errors.inc()
+            raise
+        m.auth_successes.inc()
+        headers = {"set-cookie": self._cookie(session.id, session.expires.timestamp())}
+        return Response(json.dumps(challenge), 200, headers=headers, media_type=_JSON)
+
+    async def attest(self, request: Request) -> Response:
+        m = self.core.metrics
+        m.attestation_requests.inc()
+        sid = request.cookies.get(SESSION_COOKIE)
+        try:
+            body = await self.json(request)
+            token, session = await run_in_threadpool(self.core.attest, sid, body)
+        except (AuthenticationError, MalformedBody, BodyTooLarge):
+            m.attestation_errors.inc()
+            raise
+        headers = {"set-cookie": self._cookie(session.id, session.expires.timestamp())}
+        return Response(json.dumps({"token": token}), 200, headers=headers, media_type=_JSON)
+
+    # -- resource plugin ---------------------------------------------------------------------------
+    async def resource(self, request: Request) -> Response:
+        path = request.path_params["path"]
+        parse_resource_path(path)  # (1) 404 InvalidRequestPath before anything else
+        if request.method == "GET":
+            token = self.core.token_from(
+                request.cookies.get(SESSION_COOKIE), request.headers.get("authorization")
+            )
+            jwe = self.core.get_resource(token, path, dict(request.query_params))
+            return Response(json.dumps(jwe), 200, media_type=_JSON)
+        self.check_admin(request)
+        if request.method == "POST":
+            self.core.set_resource(path, await self.body(request))
+        else:
+            self.core.delete_resource(path)
+        return Response(b"", 200, media_type="text/xml")  # upstream's content type quirk
+
+    # -- admin -------------------------------------------------------------------------------------
+    async def attestation_policy(self, request: Request) -> Response:
+        self.check_admin(request)
+        body = await self.json(request)
+        await run_in_threadpool(self.core.set_attestation_policy, body)
+        return Response(b"", 200)
+
+    async def resource_policy(self, request: Request) -> Response:
+        self.check_admin(request)
+        if request.method == "GET":
+            return Response(json.dumps(self.core.policy.policy_ids()), 200, media_type=_JSON)
+        self.core.set_resource_policy(await self.json(request))
+        return Response(b"", 200)
+
+    async def reference_value_set(self, request: Request) -> Response:
+        self.check_admin(request)
+        self.core.register_reference_value(await self.json(request))
+        return Response(b"", 200)
+
+    async def reference_value_get(self, request: Request) -> Response:
+        self.check_admin(request)
+        value = self.core.get_reference_value(request.path_params["id"])
+        return Response(json.dumps(value), 200, media_type=_JSON)
+
+    async def explain(self, request: Request) -> Response:
+        self.check_admin(request)
+        doc = self.core.audit.explain(request.path_params["rid"])
+        return Response(json.dumps(doc, indent=2), 200, media_type=_JSON)
+
+    async def not_found(self, request: Request) -> Response:
+        plugin = request.path_params["rest"].split("/", 1)[0]
+        raise NotFoundError(f"plugin {plugin[:64]!r} not found", reason="kbs.plugin_not_found")
+
+    async def metrics(self, request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(self.core.metrics.render(), 200, media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(self, request: Request) -> Response:
+        return Response(b"", 200)
+
+
+def _type(variant: str) -> str:
+    return ERROR_TYPE_PREFIX + variant
+
+
+def create_app(core: KbsCore, admin: AdminAuthorizer) -> Starlette:
+    """The ASGI app for ``core``; one ``KbsMetrics`` registry per app."""
+    h = KbsHttp(core, admin)
+    w = h.wrap
+    routes = [
+        Route("/kbs/v0/auth", w(h.auth, "AttestationError"), methods=["POST"]),
+        Route("/kbs/v0/attest", w(h.attest, "AttestationError"), methods=["POST"]),
+        Route(
+            "/kbs/v0/resource/{path:path}",
+            w(h.resource, "PluginInternalError"),
+            methods=["GET", "POST", "DELETE"],
+        ),
+        Route(
+            "/kbs/v0/attestation-policy",
+            w(h.attestation_policy, "AdminAuthAccess"),
+            methods=["POST"],
+        ),
+        Route(
+            "/kbs/v0/resource-policy",
+            w(h.resource_policy, "AdminAuthAccess"),
+            methods=["GET", "POST"],
+        ),
+        Route("/kbs/v0/reference-value", w(h.reference_value_set, "RvpsError"), methods=["POST"]),
+        Route(
+            "/kbs/v0/reference-value/{id:path}",
+            w(h.reference_value_get, "RvpsError"),
+            methods=["GET"],
+        ),
+        Route("/kbs/v0/trustpod/explain/{rid}", w(h.explain, "AdminAuthAccess"), methods=["GET"]),
+        Route(
+            "/kbs/v0/{rest:path}",
+            w(h.not_found, "PluginNotFound"),
+            methods=["GET", "POST", "PUT", "DELETE"],
+        ),
+        Route("/metrics", h.metrics, methods=["GET"]),
+        Route("/healthz", h.healthz, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.add_middleware(MetricsMiddleware, metrics=core.metrics)
+    return app

@@ -1,0 +1,337 @@
+"""``kbs-config.toml``: upstream's v0.21 shape (reference §3.1) read as-is, plus ``[trustpod]``.
+
+Every section becomes a frozen dataclass; an unknown key anywhere is a ``ConfigError`` naming the
+key and the file. HTTPS is the default: without ``insecure_http = true`` the server needs
+``private_key`` and ``certificate``. trustpod-only settings live in ``[trustpod]`` (docs/config.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trustpod.errors import ConfigError
+from trustpod.kbs._toml import Table
+from trustpod.kbs.config_admin import AdminConfig, parse_admin
+
+__all__ = [
+    "DEFAULT_MAX_RESOURCE_PATH_LABELS",
+    "AdminConfig",
+    "AttestationServiceConfig",
+    "AttestationTokenConfig",
+    "HttpServerConfig",
+    "KbsConfig",
+    "SignerConfig",
+    "StorageConfig",
+    "TokenBrokerConfig",
+    "TrustpodSettings",
+    "load_config",
+    "parse_config",
+]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MAX_RESOURCE_PATH_LABELS = 256
+_AS_TYPES = {"coco_as_builtin": "coco_as_builtin", "CoCoASBuiltIn": "coco_as_builtin"}
+_AS_UNSUPPORTED = {"coco_as_grpc", "CoCoASGrpc", "intel_ta", "IntelTA"}
+_STORAGE_TYPES = {
+    "Memory": "Memory",
+    "memory": "Memory",
+    "Sqlite": "Sqlite",
+    "sqlite": "Sqlite",
+}
+_STORAGE_UNSUPPORTED = {"LocalFs", "local_fs", "LocalJson", "local_json", "Postgres", "postgres"}
+_STORAGE_UNSUPPORTED |= {"Redis", "redis"}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpServerConfig:
+    sockets: tuple[str, ...] = ("127.0.0.1:8080",)
+    insecure_http: bool = False
+    private_key: Path | None = None
+    certificate: Path | None = None
+    payload_request_size: int = 2  # MiB
+    worker_count: int | None = None
+    tls_profile: str | None = None
+    tls_min_version: str | None = None
+    tls_max_version: str | None = None
+    tls_ciphers: str | None = None
+    tls_groups: str | None = None
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.payload_request_size * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationTokenConfig:
+    trusted_jwk_sets: tuple[str, ...] = ()
+    trusted_certs_paths: tuple[str, ...] = ()
+    extra_teekey_paths: tuple[str, ...] = ()
+    insecure_header_jwk: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SignerConfig:
+    key_path: Path | None = None
+    cert_path: Path | None = None
+    cert_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBrokerConfig:
+    duration_min: int = 5
+    issuer_name: str = "CoCo-Attestation-Service"
+    developer_name: str = "https://confidentialcontainers.org"
+    build_name: str = "trustpod-attestation-service"
+    profile_name: str = "tag:github.com,2024:confidential-containers/Trustee"
+    verbose_token: bool = True
+    signer: SignerConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationServiceConfig:
+    type: str = "coco_as_builtin"
+    timeout: int = 5  # minutes: RCAR session lifetime
+    attestation_token_broker: TokenBrokerConfig = TokenBrokerConfig()
+    rvps_type: str = "BuiltIn"
+    verifier_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    storage_type: str = "Memory"
+    sqlite_path: Path | None = None
+    session_storage_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrustpodSettings:
+    """trustpod-only settings (``[trustpod]``), documented in docs/config.md."""
+
+    upstream_status_codes: bool = False
+    max_resource_path_labels: int = DEFAULT_MAX_RESOURCE_PATH_LABELS
+    insecure_emulated_roots: tuple[Path, ...] = ()
+    insecure_allow_rsa1_5: bool = False
+    collateral_dir: Path | None = None
+    audit_max_entries: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class KbsConfig:
+    source: Path
+    http_server: HttpServerConfig = HttpServerConfig()
+    attestation_token: AttestationTokenConfig = AttestationTokenConfig()
+    attestation_service: AttestationServiceConfig = AttestationServiceConfig()
+    admin: AdminConfig | None = None
+    storage_backend: StorageConfig = StorageConfig()
+    plugins: tuple[str, ...] = ("resource",)
+    trustpod: TrustpodSettings = TrustpodSettings()
+
+
+def load_config(path: str | Path) -> KbsConfig:
+    """Read and validate ``path`` (TOML). Errors name the key and the file."""
+    source = Path(path)
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read KBS config {source}: {exc.strerror}",
+            reason="config.read",
+            fix="pass --config with the path of an existing kbs-config.toml "
+            "(or create one with `trustpod kbs init`)",
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}", reason="config.toml") from exc
+    return parse_config(raw, source.resolve())
+
+
+def parse_config(raw: dict[str, Any], source: Path) -> KbsConfig:
+    top = Table(raw, "", source)
+    http = _http(top.table("http_server"))
+    token = _token(top.table("attestation_token"))
+    aservice = _attestation_service(top.table("attestation_service"))
+    admin_t = top.table("admin")
+    admin = parse_admin(admin_t) if admin_t is not None else None
+    storage = _storage(top.table("storage_backend"), top.text("session_storage_type"))
+    plugins = tuple(_plugin(t) for t in top.tables("plugins")) or ("resource",)
+    settings = _trustpod(top.table("trustpod"))
+    top.done()
+    if not http.insecure_http and (http.private_key is None or http.certificate is None):
+        raise ConfigError(
+            f"{source}: HTTPS is the default and needs http_server.private_key and "
+            "http_server.certificate",
+            reason="config.tls_required",
+            fix="set both to PEM files, or set http_server.insecure_http = true for local testing",
+        )
+    return KbsConfig(source, http, token, aservice, admin, storage, plugins, settings)
+
+
+def _http(t: Table | None) -> HttpServerConfig:
+    if t is None:
+        return HttpServerConfig()
+    d = HttpServerConfig()
+    cfg = HttpServerConfig(
+        sockets=t.texts("sockets") or d.sockets,
+        insecure_http=t.flag("insecure_http", False),
+        private_key=t.path("private_key"),
+        certificate=t.path("certificate"),
+        payload_request_size=t.integer("payload_request_size", 2, minimum=1) or 2,
+        worker_count=t.integer("worker_count", None, minimum=1),
+        tls_profile=t.text("tls_profile"),
+        tls_min_version=t.text("tls_min_version"),
+        tls_max_version=t.text("tls_max_version"),
+        tls_ciphers=t.text("tls_ciphers"),
+        tls_groups=t.text("tls_groups"),
+    )
+    t.done()
+    return cfg
+
+
+def _token(t: Table | None) -> AttestationTokenConfig:
+    if t is None:
+        return AttestationTokenConfig()
+    cfg = AttestationTokenConfig(
+        trusted_jwk_sets=t.texts("trusted_jwk_sets"),
+        trusted_certs_paths=t.texts("trusted_certs_paths"),
+        extra_teekey_paths=t.texts("extra_teekey_paths"),
+        insecure_header_jwk=t.flag("insecure_header_jwk", False),
+    )
+    t.done()
+    return cfg
+
+
+def _attestation_service(t: Table | None) -> AttestationServiceConfig:
+    if t is None:
+        return AttestationServiceConfig()
+    kind = t.text("type", "coco_as_builtin") or "coco_as_builtin"
+    if kind in _AS_UNSUPPORTED or kind not in _AS_TYPES:
+        raise ConfigError(
+            f"{t.source}: attestation_service.type = {kind!r} is not supported",
+            reason="config.unsupported",
+            fix='use type = "coco_as_builtin" (trustpod has the attestation service built in)',
+        )
+    timeout = t.integer("timeout", 5, minimum=1) or 5
+    broker_t = t.table("attestation_token_broker")
+    broker = TokenBrokerConfig()
+    if broker_t is not None:
+        signer_t = broker_t.table("signer")
+        signer = None
+        if signer_t is not None:
+            signer = SignerConfig(
+                signer_t.path("key_path"), signer_t.path("cert_path"), signer_t.text("cert_url")
+            )
+            signer_t.done()
+        broker_t.text("type")  # legacy "Ear" accepted and ignored
+        broker = TokenBrokerConfig(
+            duration_min=broker_t.integer("duration_min", 5, minimum=1) or 5,
+            issuer_name=broker_t.text("issuer_name", broker.issuer_name) or broker.issuer_name,
+            developer_name=broker_t.text("developer_name", broker.developer_name) or "",
+            build_name=broker_t.text("build_name", broker.build_name) or "",
+            profile_name=broker_t.text("profile_name", broker.profile_name) or "",
+            verbose_token=broker_t.flag("verbose_token", True),
+            signer=signer,
+        )
+        broker_t.done()
+    rvps_type = "BuiltIn"
+    rvps_t = t.table("rvps_config")
+    if rvps_t is not None:
+        rvps_type = rvps_t.text("type", "BuiltIn") or "BuiltIn"
+        if rvps_type != "BuiltIn":
+            raise ConfigError(
+                f"{t.source}: attestation_service.rvps_config.type = {rvps_type!r} is not "
+                "supported",
+                reason="config.unsupported",
+                fix='use type = "BuiltIn"',
+            )
+        rvps_t.raw("extractors")
+        rvps_t.text("storage_type")
+        rvps_t.done()
+    vc_t = t.table("verifier_config")
+    verifier_config: dict[str, Any] = {}
+    if vc_t is not None:
+        for name in ("snp_verifier", "dcap_verifier", "tpm_verifier", "nvidia_verifier"):
+            value = vc_t.raw(name)
+            if value is not None:
+                verifier_config[name] = value
+        vc_t.done()
+    t.text("storage_type")  # AS storage override: trustpod uses the one storage backend
+    t.done()
+    return AttestationServiceConfig("coco_as_builtin", timeout, broker, rvps_type, verifier_config)
+
+
+def _storage(t: Table | None, session_type: str | None) -> StorageConfig:
+    if t is None:
+        _log.warning("no [storage_backend]: using Memory (state is lost on restart)")
+        return StorageConfig(session_storage_type=_storage_type(session_type, None))
+    kind = _storage_type(t.text("storage_type", "Memory"), t) or "Memory"
+    sqlite_path: Path | None = None
+    backends = t.table("backends")
+    if backends is not None:
+        sq = backends.table("sqlite")
+        if sq is not None:
+            sqlite_path = sq.path("path")
+            sq.done()
+        backends.done()
+    if kind == "Sqlite" and sqlite_path is None:
+        raise ConfigError(
+            f'{t.source}: storage_type = "Sqlite" needs storage_backend.backends.sqlite.path',
+            reason="config.missing",
+            fix='add [storage_backend.backends.sqlite] path = "/var/lib/trustpod/kbs.sqlite"',
+        )
+    t.done()
+    return StorageConfig(kind, sqlite_path, _storage_type(session_type, t))
+
+
+def _storage_type(kind: str | None, t: Table | None) -> str | None:
+    if kind is None:
+        return None
+    if kind in _STORAGE_TYPES:
+        return _STORAGE_TYPES[kind]
+    where = f"{t.source}: " if t is not None else ""
+    raise ConfigError(
+        f"{where}storage_type = {kind!r} is not supported by trustpod",
+        reason="config.unsupported",
+        fix='use storage_type = "Sqlite" with [storage_backend.backends.sqlite] path = "..." '
+        '(embedded, shareable by several KBS processes on one host) or "Memory"',
+    )
+
+
+def _plugin(t: Table) -> str:
+    name = t.text("name")
+    backend = t.text("storage_backend_type", "kvstorage")
+    t.done()
+    if name != "resource" or backend != "kvstorage":
+        raise ConfigError(
+            f"{t.source}: plugin {name!r} with storage_backend_type {backend!r} is not supported",
+            reason="config.unsupported",
+            fix='use [[plugins]] name = "resource", storage_backend_type = "kvstorage"',
+        )
+    return name
+
+
+def _trustpod(t: Table | None) -> TrustpodSettings:
+    if t is None:
+        return TrustpodSettings()
+    d = TrustpodSettings()
+    roots = tuple(
+        Path(p) if Path(p).is_absolute() else t.source.parent / p
+        for p in t.texts("insecure_emulated_roots")
+    )
+    cfg = TrustpodSettings(
+        upstream_status_codes=t.flag("upstream_status_codes", False),
+        max_resource_path_labels=t.integer(
+            "max_resource_path_labels", d.max_resource_path_labels, minimum=0
+        )
+        or 0,
+        insecure_emulated_roots=roots,
+        insecure_allow_rsa1_5=t.flag("insecure_allow_rsa1_5", False),
+        collateral_dir=t.path("collateral_dir"),
+        audit_max_entries=t.integer("audit_max_entries", d.audit_max_entries, minimum=1)
+        or d.audit_max_entries,
+    )
+    t.done()
+    return cfg

@@ -1,0 +1,141 @@
+"""The ONE place that maps ``trustpod.errors`` to HTTP status codes and upstream error bodies.
+
+Body: kbs-types ``ErrorInformation`` ``{"type": ".../kbs/errors/<Variant>", "detail": ...}``
+(reference §1.8). Default statuses follow the protocol document (401 authentication, 403 policy
+denial, 404 unknown resource/plugin/path, 400 malformed input, 413 body too large, 503 dependency).
+With ``[trustpod] upstream_status_codes = true`` every error is 401 except 404 for an invalid path
+or unknown plugin (and 413 for an oversized body), as upstream's ``kbs/src/error.rs`` does.
+Every error response carries a request id (header ``x-request-id`` and in the detail text).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from trustpod.errors import (
+    AuthenticationError,
+    ConfigError,
+    DependencyError,
+    EvidenceError,
+    NotFoundError,
+    PolicyDenied,
+    TrustpodError,
+    VerificationError,
+)
+
+__all__ = [
+    "ERROR_TYPE_PREFIX",
+    "BodyTooLarge",
+    "Denial",
+    "ErrorReply",
+    "MalformedBody",
+    "error_reply",
+    "new_request_id",
+]
+
+ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors/"
+
+# reason prefix -> upstream variant name (first match wins).
+_VARIANTS: tuple[tuple[str, str], ...] = (
+    ("kbs.admin", "AdminAuthAccess"),
+    ("kbs.token_missing", "TokenNotFound"),
+    ("kbs.token", "TokenVerifierError"),
+    ("kbs.path", "InvalidRequestPath"),
+    ("kbs.plugin", "PluginNotFound"),
+    ("kbs.resource", "PluginInternalError"),
+    ("kbs.jwe", "JweError"),
+    ("jwe", "JweError"),
+    ("kbs.policy_parse", "ParsePolicyError"),
+    ("rego", "ParsePolicyError"),
+    ("kbs.policy", "PolicyEngineError"),
+    ("rvps", "RvpsError"),
+    ("kbs.body", "HTTPFailed"),
+    ("kbs.json", "SerdeError"),
+)
+
+
+class BodyTooLarge(EvidenceError):
+    """The request body exceeded ``http_server.payload_request_size``."""
+
+    default_reason = "kbs.body_too_large"
+
+
+class MalformedBody(EvidenceError):
+    """The request body is not valid JSON (400 SerdeError)."""
+
+    default_reason = "kbs.json"
+
+
+class Denial(PolicyDenied):
+    """A denial whose internal explanation (rule, claim, check) goes to the audit log only."""
+
+    def __init__(self, message: str, *, explain: dict[str, Any], reason: str | None = None):
+        super().__init__(message, reason=reason or "policy.denied.resource")
+        self.explain = explain
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    status: int
+    variant: str
+    detail: str
+    request_id: str
+
+    def body(self) -> bytes:
+        return json.dumps(
+            {"type": ERROR_TYPE_PREFIX + self.variant, "detail": self.detail}
+        ).encode()
+
+    def headers(self) -> dict[str, str]:
+        return {"x-request-id": self.request_id, "content-type": "application/json"}
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _variant(exc: TrustpodError, default: str) -> str:
+    for prefix, variant in _VARIANTS:
+        if exc.reason.startswith(prefix):
+            return variant
+    if isinstance(exc, PolicyDenied):
+        return "PolicyDeny"
+    return default
+
+
+def _status(exc: TrustpodError) -> int:
+    # (1) Protocol-document statuses (our default).
+    if isinstance(exc, BodyTooLarge):
+        return 413
+    if isinstance(exc, PolicyDenied):
+        return 403
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, EvidenceError):
+        return 400
+    if isinstance(exc, AuthenticationError | VerificationError):
+        return 401
+    if isinstance(exc, DependencyError | ConfigError):
+        return 503
+    return 401
+
+
+def error_reply(
+    exc: TrustpodError,
+    *,
+    default_variant: str = "AttestationError",
+    upstream_status_codes: bool = False,
+    request_id: str | None = None,
+) -> ErrorReply:
+    """Status, variant and client-facing detail for ``exc`` (no policy internals, no secrets)."""
+    rid = request_id or new_request_id()
+    variant = _variant(exc, default_variant)
+    status = _status(exc)
+    # (2) Upstream compatibility: all 401, except 404 for path/plugin and 413 for size.
+    if upstream_status_codes and status not in (413,):
+        status = 404 if variant in ("InvalidRequestPath", "PluginNotFound") else 401
+    detail = f"{exc.message} (request id {rid})"
+    return ErrorReply(status, variant, detail, rid)

@@ -1,0 +1,180 @@
+"""Builds a KBS from its config: storage, built-in attestation service + RVPS, token verifier,
+admin authorizer, resource policy, metrics, audit, and the Starlette app.
+
+Collaborators can be injected (tests, demo); otherwise they are created from the config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+
+from trustpod._internal.clock import Clock, SystemClock
+from trustpod.errors import ConfigError
+from trustpod.kbs.admin_auth import AdminAuthorizer
+from trustpod.kbs.app import create_app
+from trustpod.kbs.audit import AuditLog
+from trustpod.kbs.config import KbsConfig, StorageConfig
+from trustpod.kbs.core import KbsCore
+from trustpod.kbs.metrics import KbsMetrics
+from trustpod.kbs.ports import AttestationPort, RvpsPort
+from trustpod.kbs.resource_policy import ResourcePolicy
+from trustpod.kbs.sessions import SessionStore
+from trustpod.kbs.tokens import TokenVerifier
+from trustpod.storage.port import KeyValueStore
+
+__all__ = ["build_app", "build_core", "open_store"]
+
+_log = logging.getLogger(__name__)
+
+
+def open_store(cfg: StorageConfig, kind: str | None = None) -> KeyValueStore:
+    kind = kind or cfg.storage_type
+    if kind == "Sqlite":
+        from trustpod.storage.sqlite import SqliteStore
+
+        assert cfg.sqlite_path is not None  # checked by the config parser
+        return SqliteStore(cfg.sqlite_path)
+    from trustpod.storage.memory import MemoryStore
+
+    return MemoryStore()
+
+
+def _emulated_roots(paths: tuple[Path, ...]) -> tuple[bytes, ...]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    out: list[bytes] = []
+    for p in paths:
+        try:
+            certs = x509.load_pem_x509_certificates(p.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot read [trustpod] insecure_emulated_roots entry {p}: {exc}",
+                reason="config.emulated_roots",
+            ) from exc
+        out.extend(c.public_bytes(Encoding.DER) for c in certs)
+    if out:
+        _log.warning(
+            "[trustpod] insecure_emulated_roots: %d EMULATED vendor root(s) trusted. "
+            "Evidence from emulated TEEs will verify. Never use this in production.",
+            len(out),
+        )
+    return tuple(out)
+
+
+def _builtin_services(
+    config: KbsConfig, store: KeyValueStore, clock: Clock
+) -> tuple[AttestationPort, RvpsPort, list[dict[str, Any]]]:
+    """H2's built-in attestation service and RVPS over the shared store."""
+    from trustpod.attestation import service as as_service
+    from trustpod.rvps import ReferenceValueStore
+    from trustpod.verifiers.base import VerifierRegistry, VerifierSettings
+
+    ts = config.trustpod
+    settings = VerifierSettings(
+        collateral_dir=ts.collateral_dir,
+        insecure_emulated_roots=_emulated_roots(ts.insecure_emulated_roots),
+        max_evidence_bytes=config.http_server.max_body_bytes,
+        extra=config.attestation_service.verifier_config,
+    )
+    verifiers = VerifierRegistry.build(settings)
+    rvps = ReferenceValueStore(store, clock)
+    token_settings = _token_settings(config)
+    service: Any = as_service.AttestationService(store, verifiers, token_settings, clock)
+    if hasattr(service, "attach_rvps"):
+        service.attach_rvps(rvps)
+    own = _own_jwks(service)
+    return service, rvps, own
+
+
+def _token_settings(config: KbsConfig) -> Any:
+    from trustpod.attestation import service as as_service
+
+    b = config.attestation_service.attestation_token_broker
+    factory = getattr(as_service, "TokenSettings", None)
+    if factory is None:
+        return b
+    fields = {
+        "duration_min": b.duration_min,
+        "issuer_name": b.issuer_name,
+        "developer_name": b.developer_name,
+        "build_name": b.build_name,
+        "profile_name": b.profile_name,
+        "verbose_token": b.verbose_token,
+    }
+    if b.signer is not None:
+        fields.update(
+            signer_key_path=b.signer.key_path,
+            signer_cert_path=b.signer.cert_path,
+            signer_cert_url=b.signer.cert_url,
+        )
+    import inspect
+
+    accepted = set(inspect.signature(factory).parameters)
+    return factory(**{k: v for k, v in fields.items() if k in accepted})
+
+
+def _own_jwks(service: Any) -> list[dict[str, Any]]:
+    for name in ("public_jwk", "signer_jwk", "jwk"):
+        value = getattr(service, name, None)
+        if callable(value):
+            value = value()
+        if isinstance(value, dict):
+            return [value]
+    signer = getattr(service, "signer", None)
+    for name in ("public_jwk", "jwk"):
+        value = getattr(signer, name, None)
+        if callable(value):
+            value = value()
+        if isinstance(value, dict):
+            return [value]
+    return []
+
+
+def build_core(
+    config: KbsConfig,
+    *,
+    store: KeyValueStore | None = None,
+    clock: Clock | None = None,
+    attestation: AttestationPort | None = None,
+    rvps: RvpsPort | None = None,
+    own_jwks: list[dict[str, Any]] | None = None,
+) -> tuple[KbsCore, AdminAuthorizer]:
+    clock = clock or SystemClock()
+    store = store or open_store(config.storage_backend)
+    session_kind = config.storage_backend.session_storage_type
+    session_store = store
+    if session_kind is not None and session_kind != config.storage_backend.storage_type:
+        session_store = open_store(config.storage_backend, session_kind)
+    own: list[dict[str, Any]] = list(own_jwks or [])
+    if attestation is None or rvps is None:
+        built_as, built_rvps, built_own = _builtin_services(config, store, clock)
+        attestation = attestation or built_as
+        rvps = rvps or built_rvps
+        own.extend(built_own)
+    tc = config.attestation_token
+    tokens = TokenVerifier(
+        clock,
+        own_keys=own,
+        trusted_jwk_sets=tc.trusted_jwk_sets,
+        trusted_certs_paths=tc.trusted_certs_paths,
+        insecure_header_jwk=tc.insecure_header_jwk,
+    )
+    policy = ResourcePolicy(store)
+    policy.install_default()
+    metrics = KbsMetrics(config.trustpod.max_resource_path_labels)
+    audit = AuditLog(store, clock, config.trustpod.audit_max_entries)
+    sessions = SessionStore(session_store, clock, config.attestation_service.timeout)
+    core = KbsCore(
+        config, store, sessions, clock, attestation, rvps, tokens, policy, metrics, audit
+    )
+    return core, AdminAuthorizer(config.admin, clock)
+
+
+def build_app(config: KbsConfig, **kwargs: Any) -> Starlette:
+    core, admin = build_core(config, **kwargs)
+    return create_app(core, admin)

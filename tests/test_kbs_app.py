@@ -16,8 +16,8 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from kbs_support import FakeAttestation, FakeRvps, serve
 
+from kbs_support import FakeAttestation, FakeRvps, serve
 from trustpod._internal.clock import FixedClock
 from trustpod.errors import PolicyDenied
 from trustpod.guest.attesters.sample import SampleAttester

@@ -6,6 +6,7 @@ Collaborators can be injected (tests, demo); otherwise they are created from the
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,10 @@ def _builtin_services(
     config: KbsConfig, store: KeyValueStore, clock: Clock
 ) -> tuple[AttestationPort, RvpsPort, list[dict[str, Any]]]:
     """H2's built-in attestation service and RVPS over the shared store."""
-    from trustpod.attestation import service as as_service
-    from trustpod.rvps import ReferenceValueStore
     from trustpod.verifiers.base import VerifierRegistry, VerifierSettings
+
+    as_service: Any = importlib.import_module("trustpod.attestation.service")
+    rvps_mod: Any = importlib.import_module("trustpod.rvps")
 
     ts = config.trustpod
     settings = VerifierSettings(
@@ -82,7 +84,7 @@ def _builtin_services(
         extra=config.attestation_service.verifier_config,
     )
     verifiers = VerifierRegistry.build(settings)
-    rvps = ReferenceValueStore(store, clock)
+    rvps = rvps_mod.ReferenceValueStore(store, clock)
     token_settings = _token_settings(config)
     service: Any = as_service.AttestationService(store, verifiers, token_settings, clock)
     if hasattr(service, "attach_rvps"):
@@ -92,8 +94,7 @@ def _builtin_services(
 
 
 def _token_settings(config: KbsConfig) -> Any:
-    from trustpod.attestation import service as as_service
-
+    as_service: Any = importlib.import_module("trustpod.attestation.service")
     b = config.attestation_service.attestation_token_broker
     factory = getattr(as_service, "TokenSettings", None)
     if factory is None:

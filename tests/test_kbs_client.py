@@ -16,6 +16,7 @@ from trustpod.errors import (
     AuthenticationError,
     ConfigError,
     DependencyError,
+    EvidenceError,
     NotFoundError,
     PolicyDenied,
 )
@@ -263,3 +264,23 @@ def test_unreachable_kbs_is_dependency_error() -> None:
 def test_bad_resource_paths(kbs: FakeKbs, path: str) -> None:
     with pytest.raises(ConfigError):
         _client(kbs).get_resource(path)
+
+
+def test_oversized_response_rejected(kbs: FakeKbs, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trustpod.guest.kbs_client as mod
+
+    monkeypatch.setattr(mod, "MAX_RESPONSE_BYTES", 1000)
+    kbs.override = lambda r: httpx.Response(200, content=b"x" * 5000)
+    with pytest.raises(EvidenceError) as info:
+        _client(kbs).attest()
+    assert info.value.reason == "kbs.response_too_large"
+
+
+def test_gzip_encoded_error_body_is_decoded(kbs: FakeKbs) -> None:
+    import gzip
+
+    body = gzip.compress(json.dumps(ErrorInformation.for_variant("X", "zipped").to_json()).encode())
+    kbs.override = lambda r: httpx.Response(403, content=body, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(PolicyDenied) as info:
+        _client(kbs).attest()
+    assert "X: zipped" in info.value.message

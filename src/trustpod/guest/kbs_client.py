@@ -60,6 +60,8 @@ DEFAULT_RETRY_DELAY_S = 1.0
 DEFAULT_TOKEN_REFRESH_MARGIN_S = 30.0
 #: Largest response body read from the KBS.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+#: Headers describing the wire framing of a body we have already decoded.
+_BODY_FRAMING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
 def token_expiry(token: str) -> float | None:
@@ -160,17 +162,29 @@ class KbsClient:
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, f"{self.url}/kbs/v0/{path}", **kwargs)
+            with self._http.stream(method, f"{self.url}/kbs/v0/{path}", **kwargs) as streamed:
+                body = bytearray()
+                for chunk in streamed.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise EvidenceError(
+                            f"KBS response larger than {MAX_RESPONSE_BYTES} bytes",
+                            reason="kbs.response_too_large",
+                        )
         except httpx.TransportError as exc:
             raise DependencyError(
                 f"KBS {self.url} unreachable: {type(exc).__name__}: {exc}",
                 reason="kbs.unreachable",
                 fix="check --url, the network and (for https) --cert-file",
             ) from exc
-        if len(response.content) > MAX_RESPONSE_BYTES:
-            raise EvidenceError("KBS response too large", reason="kbs.response_too_large")
-        self._http.cookies.clear()  # the session cookie is sent explicitly, never from the jar
-        return response
+        finally:
+            self._http.cookies.clear()  # the session cookie is sent explicitly, never from a jar
+        headers = [
+            (name, value)
+            for name, value in streamed.headers.multi_items()
+            if name.lower() not in _BODY_FRAMING_HEADERS
+        ]
+        return httpx.Response(streamed.status_code, headers=headers, content=bytes(body))
 
     @staticmethod
     def _json(response: httpx.Response, what: str) -> Any:

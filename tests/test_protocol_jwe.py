@@ -203,3 +203,20 @@ def test_decrypt_random_members_raise_only_typed_errors(field: str, value: Any) 
         decrypt_response(jwe, KEYS["p256"][0])
     except TrustpodError:
         pass
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=12), c, max_size=6),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=_json_values)
+def test_decrypt_random_json_raises_only_typed_errors(value: Any) -> None:
+    for key in (KEYS["p256"][0], KEYS["rsa-oaep-256"][0]):
+        try:
+            decrypt_response(value, key)
+        except TrustpodError:
+            pass

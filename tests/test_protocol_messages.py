@@ -252,3 +252,27 @@ def test_attestation_mutated_members_raise_only_evidence_error(data: st.DataObje
         Attestation.from_json(body)
     except EvidenceError:
         pass
+
+
+_b64ish = st.one_of(
+    st.binary(max_size=80).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")),
+    st.text(max_size=20),
+    st.integers(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kty=st.sampled_from(["EC", "RSA", "AKP", "oct", None]),
+    crv=st.sampled_from(["P-256", "P-384", "P-521", "X25519", None]),
+    members=st.dictionaries(st.sampled_from(["alg", "x", "y", "n", "e", "pub"]), _b64ish),
+)
+def test_tee_pubkey_random_members_raise_only_evidence_error(
+    kty: str | None, crv: str | None, members: dict[str, Any]
+) -> None:
+    jwk: dict[str, Any] = {**members, "kty": kty, "crv": crv}
+    try:
+        key = TeePubKey.from_json(jwk)
+    except EvidenceError:
+        return
+    assert TeePubKey.from_json(key.to_json()) == key

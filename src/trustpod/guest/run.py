@@ -1,0 +1,204 @@
+"""``trustpod guest run --config-dir D``: AA + CDH + REST API as one supervised process.
+
+Config directory (the layout the Kata agent extracts from initdata, §1.4)::
+
+    D/initdata.toml   optional; its digest is bound into the TEE and it is sent to the KBS
+    D/aa.toml         used when the initdata has no "aa.toml" entry
+    D/cdh.toml        used when the initdata has no "cdh.toml" entry
+    D/guest.toml      optional trustpod settings (attester, api_listen, key_dir)
+
+When the initdata carries ``aa.toml``/``cdh.toml`` those (measured) entries are used, and a
+different file next to it is a ``ConfigError``: the KBS must see the config the guest really runs.
+Shutdown on SIGTERM/SIGINT is uvicorn's graceful shutdown, then the KBS clients and the attester
+(e.g. the emulated CVM's swtpm) are closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from trustpod.errors import ConfigError
+from trustpod.guest.aa import AttestationAgent
+from trustpod.guest.api import create_app
+from trustpod.guest.attesters.base import Attester
+from trustpod.guest.cdh import ConfidentialDataHub
+from trustpod.guest.config import (
+    AaConfig,
+    CdhConfig,
+    GuestSettings,
+    parse_aa,
+    parse_cdh,
+    parse_guest,
+    read_optional,
+)
+from trustpod.guest.kbs_client import DEFAULT_TIMEOUT_S, KbsClient
+from trustpod.initdata import InitData
+
+__all__ = ["GuestConfig", "GuestRuntime", "http_client", "load_config_dir", "settings_summary"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GuestConfig:
+    initdata: InitData | None
+    aa: AaConfig
+    cdh: CdhConfig
+    settings: GuestSettings
+
+
+def _entry(initdata: InitData | None, directory: Path, name: str) -> tuple[str, str] | None:
+    measured = None if initdata is None else initdata.data.get(name)
+    local = read_optional(directory, name)
+    if measured is not None and local is not None and local != measured:
+        raise ConfigError(
+            f"{directory / name} differs from the {name!r} entry of the initdata",
+            reason="guest.config_conflict",
+            fix=f"remove {directory / name}: the measured initdata entry is authoritative",
+        )
+    if measured is not None:
+        return measured, f"initdata[{name}]"
+    return None if local is None else (local, str(directory / name))
+
+
+def load_config_dir(directory: Path) -> GuestConfig:
+    raw = read_optional(directory, "initdata.toml")
+    initdata = None if raw is None else InitData.parse(raw.encode("utf-8"))
+    aa_src = _entry(initdata, directory, "aa.toml")
+    cdh_src = _entry(initdata, directory, "cdh.toml")
+    if cdh_src is None:
+        raise ConfigError(
+            f"no cdh.toml in {directory} nor in the initdata",
+            reason="guest.no_cdh",
+            fix="create one with `trustpod initdata new --kbs-url URL`",
+        )
+    aa = parse_aa(*aa_src) if aa_src else AaConfig()
+    guest = read_optional(directory, "guest.toml")
+    settings = parse_guest(guest, str(directory / "guest.toml")) if guest else GuestSettings()
+    return GuestConfig(initdata, aa, parse_cdh(*cdh_src), settings)
+
+
+def http_client(cert_pem: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> httpx.Client:
+    """httpx client trusting the system roots plus ``cert_pem`` (upstream's extra root CA)."""
+    verify: ssl.SSLContext | bool = True
+    if cert_pem:
+        verify = ssl.create_default_context()
+        try:
+            verify.load_verify_locations(cadata=cert_pem)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"KBS certificate does not load: {exc}", reason="config.cert"
+            ) from exc
+    return httpx.Client(timeout=timeout, verify=verify)
+
+
+class GuestRuntime:
+    """The wired AA + CDH (+ API server); ``run()`` blocks until SIGTERM/SIGINT."""
+
+    def __init__(self, config: GuestConfig, attester: Attester) -> None:
+        self.config = config
+        self.attester = attester
+        toml = None if config.initdata is None else config.initdata.raw.decode("utf-8")
+        margin = float(config.settings.token_refresh_margin_s)
+
+        def aa_client(cfg: AaConfig, att: Attester, init_toml: str | None) -> KbsClient:
+            if cfg.kbs is None:
+                raise ConfigError("aa.toml has no [token_configs.kbs]", reason="aa.no_kbs")
+            return KbsClient(
+                cfg.kbs.url,
+                att,
+                init_data_toml=init_toml,
+                http_client=http_client(cfg.kbs.cert),
+                token_refresh_margin_s=margin,
+            )
+
+        self.aa = AttestationAgent(
+            attester, config.aa, initdata=config.initdata, client_factory=aa_client
+        )
+        kbc = config.cdh.kbc
+        self._cdh_client = KbsClient(
+            kbc.url,
+            attester,
+            init_data_toml=toml,
+            http_client=http_client(kbc.kbs_cert),
+            token_refresh_margin_s=margin,
+        )
+        self.cdh = ConfidentialDataHub(
+            config.cdh, self._cdh_client, key_dir=Path(config.settings.key_dir)
+        )
+        self.server: uvicorn.Server | None = None
+
+    @classmethod
+    def from_dir(cls, directory: Path, attester: Attester | None = None) -> GuestRuntime:
+        config = load_config_dir(directory)
+        if attester is None:
+            from trustpod.guest.attesters.detect import make_attester
+
+            attester = make_attester(config.settings.attester, config.settings.attester_settings)
+        return cls(config, attester)
+
+    def start(self) -> None:
+        """Bind initdata (stops here on mismatch), then fetch the CDH credentials."""
+        self.aa.start()
+        self.cdh.start()
+
+    def _uvicorn_config(self, listen: str | None = None) -> uvicorn.Config:
+        listen = listen or self.config.settings.api_listen
+        app = create_app(self.aa, self.cdh)
+        kwargs: dict[str, Any] = {"log_level": "warning", "lifespan": "off"}
+        if listen.startswith("unix:"):
+            return uvicorn.Config(
+                app, uds=listen.removeprefix("unix:").removeprefix("//"), **kwargs
+            )
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"api_listen {listen!r} must be HOST:PORT or unix:PATH")
+        return uvicorn.Config(app, host=host, port=int(port), **kwargs)
+
+    def run(self, listen: str | None = None) -> None:
+        """Start, serve the API until a signal, then shut down cleanly."""
+        try:
+            self.start()
+            self.server = uvicorn.Server(self._uvicorn_config(listen))
+            log.info("guest API listening on %s", listen or self.config.settings.api_listen)
+            self.server.run()
+        finally:
+            self.close()
+
+    def serve_in_thread(self, listen: str) -> threading.Thread:
+        """Serve the API from a background thread (tests); stop with ``stop()``."""
+        self.server = uvicorn.Server(self._uvicorn_config(listen))
+        thread = threading.Thread(target=self.server.run, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+
+    def close(self) -> None:
+        self.aa.close()
+        self._cdh_client.close()
+        closer = getattr(self.attester, "close", None)
+        if callable(closer):
+            closer()
+
+
+def settings_summary(config: GuestConfig) -> Mapping[str, Any]:
+    """What ``trustpod guest run`` prints at start (no secrets)."""
+    return {
+        "initdata_digest": None if config.initdata is None else config.initdata.digest.hex(),
+        "kbs": config.cdh.kbc.url,
+        "attester": config.settings.attester,
+        "api": config.settings.api_listen,
+        "credentials": [str(c.resource_uri) for c in config.cdh.credentials],
+    }

@@ -126,3 +126,13 @@ def test_token_without_key_is_usage_error(
     assert main(["client", "--url", http_url, *args]) == 2
     assert "--tee-key-file" in capsys.readouterr().err
     assert main(["client", "--url", http_url, "--tee", "nonexistent", "attest"]) == 2
+
+
+def test_attester_settings_are_passed_and_checked(
+    http_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["client", "--url", http_url, "--max-retries", "1"]
+    assert main([*base, "--attester-setting", "novalue", "attest"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert main([*base, "--attester-setting", "bogus=1", "attest"]) == 2
+    assert "bogus" in capsys.readouterr().err

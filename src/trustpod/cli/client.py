@@ -39,7 +39,19 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("client", help="KBS client: attest, get resources")
     parser.add_argument("--url", required=True, help="KBS base URL, e.g. https://kbs:8080")
     parser.add_argument("--cert-file", metavar="PEM", help="extra CA certificate for HTTPS")
-    parser.add_argument("--tee", default="sample", help="attester/TEE type (default: sample)")
+    parser.add_argument(
+        "--tee",
+        default="sample",
+        help="attester: sample (default), auto, snp, tdx, tpm, az-snp-vtpm, az-tdx-vtpm, "
+        "emulated-az-snp-vtpm",
+    )
+    parser.add_argument(
+        "--attester-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="attester setting (repeatable), e.g. tcti=swtpm:host=127.0.0.1,port=2321",
+    )
     _add_key_options(parser, default=None)
     parser.add_argument("--init-data", type=Path, metavar="FILE", help="initdata TOML to send")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-request seconds")
@@ -77,6 +89,18 @@ def make_attester(name: str, settings: Any = None) -> Any:
     raise ConfigError(f"unknown attester {name!r}", reason="guest.attester", fix="use --tee sample")
 
 
+def _attester(args: argparse.Namespace) -> Any:
+    settings: dict[str, str] = {}
+    for item in args.attester_setting:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(
+                f"--attester-setting {item!r} is not KEY=VALUE", reason="guest.attester"
+            )
+        settings[key.strip()] = value
+    return make_attester(args.tee, settings)
+
+
 def _tee_key(path: Path | None, *, create: bool) -> Any:
     from trustpod.guest.tee_key import TeeKeyPair
 
@@ -112,7 +136,7 @@ def _client(args: argparse.Namespace, *, attester: Any, key: Any, token: str | N
 
 def _attest(args: argparse.Namespace) -> int:
     key = _tee_key(args.tee_key_file, create=True)
-    with _client(args, attester=make_attester(args.tee), key=key, token=None) as client:
+    with _client(args, attester=_attester(args), key=key, token=None) as client:
         print(client.attest())
     return 0
 
@@ -131,7 +155,7 @@ def _get_resource(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read token file {args.attestation_token}: {exc}") from exc
     key = _tee_key(args.tee_key_file, create=False)
-    attester = None if token is not None else make_attester(args.tee)
+    attester = None if token is not None else _attester(args)
     with _client(args, attester=attester, key=key, token=token) as client:
         data = client.get_resource(args.path, plugin=args.plugin)
     print(base64.b64encode(data).decode("ascii"))

@@ -16,9 +16,12 @@ from trustpod.evidence.ccel import EVENT_TYPES, CcEvent, CcEventLog
 
 # upstream deps/eventlog test_rtmr_integrity, case CCEL_data_ovmf (facts)
 OVMF_RTMRS = [
-    "8566f998798db09443b244c62de9a3041fb02e2e6936c4396d784bba2e90177329ec5aba3bb484404f2ab9cc90abe193",
-    "775b9f6bfe99f8a31396f0d0218e67ffa796d3b96ccf961cbb0deba48c79c00f082cda1a5567c1c16305f1fc210c13c6",
-    "94eaf7a7bf398ed8d888c91057ae0261802e4f3df084213a76ca7f0b5055ac9d2241de43cd58d9e8b49c503bbf25f34a",
+    "8566f998798db09443b244c62de9a3041fb02e2e6936c4396d784bba2e901773"
+    "29ec5aba3bb484404f2ab9cc90abe193",
+    "775b9f6bfe99f8a31396f0d0218e67ffa796d3b96ccf961cbb0deba48c79c00f"
+    "082cda1a5567c1c16305f1fc210c13c6",
+    "94eaf7a7bf398ed8d888c91057ae0261802e4f3df084213a76ca7f0b5055ac9d"
+    "2241de43cd58d9e8b49c503bbf25f34a",
     "00" * 48,
 ]
 # upstream test_rtmr_integrity, case CCEL_data (its five events are in the golden claims file)

@@ -13,11 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustpod.errors import EvidenceError
 
-__all__ = ["SGX_EXTENSION_OID", "PckExtensions", "parse_pck_chain", "parse_pck_extensions"]
+__all__ = [
+    "SGX_EXTENSION_OID",
+    "PckExtensions",
+    "parse_pck_chain",
+    "parse_pck_extensions",
+    "touch_certificate",
+]
 
 SGX_EXTENSION_OID = "1.2.840.113741.1.13.1"
 MAX_CHAIN_CERTS = 4
@@ -144,6 +151,14 @@ def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
     )
 
 
+def touch_certificate(cert: x509.Certificate) -> None:
+    """Force ``cryptography``'s lazy parsing now, so malformed fields fail at parse time."""
+    cert.subject.rfc4514_string()
+    cert.issuer.rfc4514_string()
+    _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number)
+    _ = (cert.extensions, cert.public_key(), cert.signature_hash_algorithm)
+
+
 def parse_pck_chain(pem: bytes) -> tuple[tuple[bytes, ...], PckExtensions]:
     """PEM chain (leaf first; trailing NULs tolerated) -> (DER certs, leaf SGX extensions)."""
     try:
@@ -153,8 +168,10 @@ def parse_pck_chain(pem: bytes) -> tuple[tuple[bytes, ...], PckExtensions]:
     if not 2 <= len(certs) <= MAX_CHAIN_CERTS:
         raise _fail(f"chain has {len(certs)} certificates (expected 2..{MAX_CHAIN_CERTS})")
     try:
+        for cert in certs:
+            touch_certificate(cert)
         pck = parse_pck_extensions(certs[0])
         der = tuple(c.public_bytes(Encoding.DER) for c in certs)
-    except ValueError as exc:  # cryptography parses extensions lazily
+    except (ValueError, UnsupportedAlgorithm, x509.UnsupportedGeneralNameType) as exc:
         raise _fail(f"leaf certificate is malformed: {exc}") from exc
     return der, pck

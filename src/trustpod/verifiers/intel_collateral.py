@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from trustpod.errors import EvidenceError
+from trustpod.evidence.intel_pck import touch_certificate
 
 __all__ = ["MAX_COLLATERAL_BYTES", "IntelCollateral", "SignedCollateral", "parse_rfc3339"]
 
@@ -42,8 +44,11 @@ def _load_chain(pem: bytes | None, what: str) -> tuple[x509.Certificate, ...]:
     if not pem:
         return ()
     try:
-        return tuple(x509.load_pem_x509_certificates(pem))
-    except ValueError as exc:
+        certs = tuple(x509.load_pem_x509_certificates(pem))
+        for cert in certs:
+            touch_certificate(cert)
+        return certs
+    except (ValueError, UnsupportedAlgorithm, x509.UnsupportedGeneralNameType) as exc:
         raise _fail(f"{what} is not a PEM certificate chain") from exc
 
 

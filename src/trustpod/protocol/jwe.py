@@ -74,8 +74,7 @@ def _concat_kdf(z: bytes, apu: bytes = b"", apv: bytes = b"") -> bytes:
     return ConcatKDFHash(hashes.SHA256(), 32, other).derive(z)
 
 
-@lru_cache(maxsize=4096)
-def _ec_public_key(crv: str, x: str, y: str) -> ec.EllipticCurvePublicKey:
+def _ec_point(crv: str, x: str, y: str) -> ec.EllipticCurvePublicKey:
     curve = _CURVES.get(crv)
     if curve is None:
         raise EvidenceError(f"curve {crv[:16]!r} is not supported for JWE", reason=JWE_UNSUPPORTED)
@@ -89,6 +88,12 @@ def _ec_public_key(crv: str, x: str, y: str) -> ec.EllipticCurvePublicKey:
         raise EvidenceError(
             "EC public key is not a point on the curve", reason=JWE_MALFORMED
         ) from exc
+
+
+@lru_cache(maxsize=4096)
+def _ec_public_key(crv: str, x: str, y: str) -> ec.EllipticCurvePublicKey:
+    """The TEE key, cached: one token key serves many resource GETs."""
+    return _ec_point(crv, x, y)
 
 
 @lru_cache(maxsize=1024)
@@ -208,7 +213,7 @@ def _unwrap_ecdh(
         raise _malformed("epk curve does not match the TEE key")
     apu = b64url_decode(header["apu"], field="apu") if isinstance(header.get("apu"), str) else b""
     apv = b64url_decode(header["apv"], field="apv") if isinstance(header.get("apv"), str) else b""
-    kek = _concat_kdf(key.exchange(ec.ECDH(), _ec_public_key(crv, x, y)), apu, apv)
+    kek = _concat_kdf(key.exchange(ec.ECDH(), _ec_point(crv, x, y)), apu, apv)
     try:
         return aes_key_unwrap(kek, enc_key)
     except (InvalidUnwrap, ValueError) as exc:

@@ -27,6 +27,7 @@ from trustpod.protocol.tee_pubkey import TeePubKey
 
 __all__ = [
     "MAX_INITDATA_BODY_CHARS",
+    "MAX_NONCE_CHARS",
     "AttestResponse",
     "Attestation",
     "Challenge",
@@ -41,6 +42,8 @@ __all__ = [
 
 #: Upper bound on ``init-data.body`` (matches ``trustpod.initdata.MAX_INITDATA_BYTES``).
 MAX_INITDATA_BODY_CHARS = 256 * 1024
+#: Upper bound on a nonce (SE nonces are a JSON-encoded ``SeAttestationRequest``).
+MAX_NONCE_CHARS = 64 * 1024
 
 
 def _bad(message: str) -> EvidenceError:
@@ -123,7 +126,7 @@ class Challenge:
     @classmethod
     def from_json(cls, obj: Any) -> Challenge:
         body = _object(obj, "Challenge")
-        nonce = _string(body, "nonce", "Challenge")
+        nonce = _string(body, "nonce", "Challenge", MAX_NONCE_CHARS)
         return cls(nonce=nonce, extra_params=_required(body, "extra-params", "Challenge"))
 
     @property
@@ -172,7 +175,7 @@ class RuntimeData:
     @classmethod
     def from_json(cls, obj: Any) -> RuntimeData:
         body = _object(obj, "runtime-data")
-        nonce = _string(body, "nonce", "runtime-data")
+        nonce = _string(body, "nonce", "runtime-data", MAX_NONCE_CHARS)
         key = TeePubKey.from_json(_required(body, "tee-pubkey", "runtime-data"))
         return cls(nonce=nonce, tee_pubkey=key)
 

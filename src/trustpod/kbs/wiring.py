@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from trustpod._internal.b64 import b64url_encode
 from trustpod._internal.clock import Clock, SystemClock
 from trustpod.errors import ConfigError
 from trustpod.kbs.admin_auth import AdminAuthorizer
@@ -136,6 +137,38 @@ def _own_jwks(service: Any) -> list[dict[str, Any]]:
     return []
 
 
+def _signer_jwk(config: KbsConfig) -> list[dict[str, Any]]:
+    """The configured AS signer's public JWK: tokens it signs are trusted automatically."""
+    signer = config.attestation_service.attestation_token_broker.signer
+    if signer is None or signer.key_path is None:
+        return []
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_pem_private_key(signer.key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"{config.source}: cannot read the token signer key {signer.key_path}: {exc}",
+            reason="config.signer_key",
+        ) from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ConfigError(
+            f"{config.source}: the token signer key must be EC P-256 (ES256)",
+            reason="config.signer_key",
+        )
+    nums = key.public_key().public_numbers()
+    return [
+        {
+            "kty": "EC",
+            "crv": "P-256",
+            "alg": "ES256",
+            "x": b64url_encode(nums.x.to_bytes(32, "big")),
+            "y": b64url_encode(nums.y.to_bytes(32, "big")),
+        }
+    ]
+
+
 def build_core(
     config: KbsConfig,
     *,
@@ -151,7 +184,7 @@ def build_core(
     session_store = store
     if session_kind is not None and session_kind != config.storage_backend.storage_type:
         session_store = open_store(config.storage_backend, session_kind)
-    own: list[dict[str, Any]] = list(own_jwks or [])
+    own: list[dict[str, Any]] = list(own_jwks or []) + _signer_jwk(config)
     if attestation is None or rvps is None:
         built_as, built_rvps, built_own = _builtin_services(config, store, clock)
         attestation = attestation or built_as

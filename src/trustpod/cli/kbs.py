@@ -1,0 +1,56 @@
+"""``trustpod kbs``: run a KBS, or create a working KBS directory.
+
+* ``trustpod kbs serve --config F [--workers N]`` serves with TLS from the config.
+* ``trustpod kbs init --dir D --listen HOST:PORT [--insecure-http] [--force]`` writes
+  ``D/kbs-config.toml``, TLS and signer keys, the admin key pair and ``D/admin-token``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("kbs", help="key broker service: serve, init")
+    sub = parser.add_subparsers(dest="kbs_cmd", metavar="SUBCOMMAND")
+    sub.required = True
+    serve = sub.add_parser("serve", help="run the KBS")
+    serve.add_argument("--config", "-c", required=True, metavar="FILE", help="kbs-config.toml")
+    serve.add_argument("--workers", type=int, help="override http_server.worker_count")
+    serve.set_defaults(func=_serve)
+    init = sub.add_parser("init", help="write a working KBS directory (config, keys, token)")
+    init.add_argument("--dir", required=True, metavar="D", help="directory to create/fill")
+    init.add_argument("--listen", required=True, metavar="HOST:PORT", help="listen address")
+    init.add_argument("--insecure-http", action="store_true", help="plain HTTP (testing only)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing config")
+    init.set_defaults(func=_init)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from trustpod.kbs.serve import serve
+
+    logging.getLogger("trustpod").setLevel(min(logging.getLogger().level, logging.INFO))
+    serve(args.config, workers=args.workers)
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from trustpod.kbs.init_dir import init_kbs_dir
+
+    res = init_kbs_dir(args.dir, args.listen, insecure_http=args.insecure_http, force=args.force)
+    print(f"wrote {res.config}")
+    print(f"admin token: {res.admin_token}")
+    if res.certificate is not None:
+        print(f"TLS certificate (give it to clients with --cert-file): {res.certificate}")
+    print(f"start it:  trustpod kbs serve --config {res.config}")
+    cert = f" --cert-file {res.certificate}" if res.certificate else ""
+    print(
+        f"provision: trustpod admin --url {res.url} --token-file {res.admin_token}{cert} "
+        "set-resource --path default/key/1 --resource-file SECRET"
+    )
+    return 0

@@ -1,0 +1,176 @@
+"""``trustpod kbs init``: a working KBS directory in one command.
+
+Writes ``kbs-config.toml`` (upstream v0.21 shape), a self-signed TLS certificate and key (unless
+``insecure_http``), the attestation-token signer key (P-256, so tokens survive restarts and are
+valid on every process), an Ed25519 admin key pair, an ``[admin]`` AuthenticatedAuthorization
+section with an ``admin`` role allowed on ``^/kbs/.+$``, and ``admin-token`` (a long-lived
+EdDSA JWT with ``role = "admin"``), all with absolute paths. Private keys are mode 0600.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
+
+from trustpod._internal.clock import Clock, SystemClock
+from trustpod.errors import ConfigError
+from trustpod.kbs.jwks import sign_jwt
+
+__all__ = ["ADMIN_ISSUER", "ADMIN_TOKEN_YEARS", "InitResult", "init_kbs_dir"]
+
+ADMIN_ISSUER = "trustpod-kbs"
+ADMIN_TOKEN_YEARS = 10
+CERT_DAYS = 825
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    config: Path
+    admin_token: Path
+    certificate: Path | None
+    url: str
+
+
+def _write(path: Path, data: bytes, secret: bool = False) -> None:
+    path.write_bytes(data)
+    if secret:
+        os.chmod(path, 0o600)
+
+
+def _pem_private(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _self_signed(host: str, key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> bytes:
+    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    addresses = {"127.0.0.1"}
+    try:
+        ipaddress.ip_address(host)
+        addresses.add(host)
+    except ValueError:
+        names.append(x509.DNSName(host))
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in sorted(addresses)]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"trustpod KBS {host}")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CERT_DAYS))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def init_kbs_dir(
+    directory: str | Path,
+    listen: str,
+    *,
+    insecure_http: bool = False,
+    force: bool = False,
+    clock: Clock | None = None,
+) -> InitResult:
+    d = Path(directory).resolve()
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"--listen {listen!r} is not HOST:PORT", fix="e.g. 127.0.0.1:8080")
+    config = d / "kbs-config.toml"
+    if config.exists() and not force:
+        raise ConfigError(
+            f"{config} already exists", reason="config.exists", fix="pass --force to overwrite"
+        )
+    d.mkdir(parents=True, exist_ok=True)
+    now = (clock or SystemClock()).now()
+    http = f'sockets = ["{listen}"]\ninsecure_http = {"true" if insecure_http else "false"}\n'
+    cert_path: Path | None = None
+    if not insecure_http:
+        tls_key = ec.generate_private_key(ec.SECP256R1())
+        cert_path = d / "kbs-cert.pem"
+        _write(d / "kbs-key.pem", _pem_private(tls_key), secret=True)
+        _write(cert_path, _self_signed(host, tls_key, now))
+        http += f'private_key = "{d / "kbs-key.pem"}"\ncertificate = "{cert_path}"\n'
+    signer = ec.generate_private_key(ec.SECP256R1())
+    _write(d / "token-key.pem", _pem_private(signer), secret=True)
+    admin_key = ed25519.Ed25519PrivateKey.generate()
+    _write(d / "admin-key.pem", _pem_private(admin_key), secret=True)
+    _write(
+        d / "admin-public.pem",
+        admin_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
+    iat = int(now.timestamp())
+    token = sign_jwt(
+        admin_key,
+        {
+            "iss": ADMIN_ISSUER,
+            "sub": "admin",
+            "aud": ["KBS"],
+            "role": "admin",
+            "iat": iat,
+            "exp": iat + ADMIN_TOKEN_YEARS * 365 * 86400,
+        },
+    )
+    admin_token = d / "admin-token"
+    _write(admin_token, token.encode() + b"\n", secret=True)
+    config.write_text(
+        f"""# trustpod KBS configuration (upstream kbs-config.toml v0.21 shape; docs/config.md)
+[http_server]
+{http}payload_request_size = 2
+
+[attestation_token]
+insecure_header_jwk = false
+
+[attestation_service]
+type = "coco_as_builtin"
+timeout = 5
+
+[attestation_service.attestation_token_broker]
+duration_min = 5
+
+[attestation_service.attestation_token_broker.signer]
+key_path = "{d / "token-key.pem"}"
+
+[admin]
+authorization_mode = "AuthenticatedAuthorization"
+
+[admin.authentication.bearer_jwt]
+identity_providers = [{{ issuer = "{ADMIN_ISSUER}", audience = ["KBS"], \
+public_key_uri = "{d / "admin-public.pem"}" }}]
+
+[admin.authorization.regex_acl]
+acls = [{{ role = "admin", allowed_endpoints = "^/kbs/.+$" }}]
+
+[storage_backend]
+storage_type = "Sqlite"
+
+[storage_backend.backends.sqlite]
+path = "{d / "kbs.sqlite"}"
+
+[[plugins]]
+name = "resource"
+storage_backend_type = "kvstorage"
+
+[trustpod]
+upstream_status_codes = false
+max_resource_path_labels = 256
+"""
+    )
+    scheme = "http" if insecure_http else "https"
+    return InitResult(config, admin_token, cert_path, f"{scheme}://{listen}")

@@ -1,0 +1,116 @@
+"""Run the KBS under uvicorn: TLS from ``[http_server]``, every socket, ``worker_count`` processes.
+
+With several workers each process builds its own app from the config (``app_factory``); they
+share sessions, resources and policies through the storage backend, so the storage must not be
+``Memory``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from trustpod.errors import ConfigError
+from trustpod.kbs.config import KbsConfig, load_config
+
+__all__ = ["CONFIG_ENV", "app_factory", "bind_sockets", "serve"]
+
+CONFIG_ENV = "TRUSTPOD_KBS_CONFIG"
+_log = logging.getLogger(__name__)
+
+
+def app_factory() -> Any:
+    """ASGI app for the config named by ``$TRUSTPOD_KBS_CONFIG`` (used by worker processes)."""
+    from trustpod.kbs.wiring import build_app
+
+    return build_app(load_config(os.environ[CONFIG_ENV]))
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(
+            f"http_server.sockets entry {addr!r} is not HOST:PORT", reason="config.sockets"
+        )
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - upstream's own default form
+
+
+def bind_sockets(addrs: tuple[str, ...]) -> list[socket.socket]:
+    out: list[socket.socket] = []
+    for addr in addrs:
+        host, port = _split(addr)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(
+                f"cannot listen on {addr}: {exc.strerror}",
+                reason="config.sockets",
+                fix="choose a free port in http_server.sockets",
+            ) from exc
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        out.append(sock)
+    return out
+
+
+def _tls_kwargs(cfg: KbsConfig) -> dict[str, Any]:
+    http = cfg.http_server
+    if http.insecure_http:
+        _log.warning("http_server.insecure_http = true: serving plain HTTP. Testing only.")
+        return {}
+    for what, p in (("private_key", http.private_key), ("certificate", http.certificate)):
+        if p is None or not Path(p).is_file():
+            raise ConfigError(
+                f"{cfg.source}: http_server.{what} {p} does not exist",
+                reason="config.tls_files",
+                fix="point it at a PEM file (trustpod kbs init generates a pair)",
+            )
+    kwargs: dict[str, Any] = {"ssl_keyfile": str(http.private_key)}
+    kwargs["ssl_certfile"] = str(http.certificate)
+    if http.tls_ciphers:
+        kwargs["ssl_ciphers"] = http.tls_ciphers
+    if http.tls_profile or http.tls_min_version or http.tls_max_version or http.tls_groups:
+        _log.warning("tls_profile/tls_min_version/tls_max_version/tls_groups are not applied")
+    return kwargs
+
+
+def serve(config_path: str | Path, *, workers: int | None = None) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    import uvicorn
+
+    cfg = load_config(config_path)
+    n = workers or cfg.http_server.worker_count or 1
+    if n > 1 and cfg.storage_backend.storage_type == "Memory":
+        raise ConfigError(
+            f"{cfg.source}: worker_count = {n} needs a shared storage backend",
+            reason="config.workers_memory",
+            fix='use storage_type = "Sqlite" (or set worker_count = 1)',
+        )
+    os.environ[CONFIG_ENV] = str(cfg.source)
+    sockets = bind_sockets(cfg.http_server.sockets)
+    common: dict[str, Any] = {
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "off",
+        **_tls_kwargs(cfg),
+    }
+    scheme = "http" if cfg.http_server.insecure_http else "https"
+    for addr in cfg.http_server.sockets:
+        _log.warning("trustpod KBS listening on %s://%s (%d worker(s))", scheme, addr, n)
+    if n == 1:
+        from trustpod.kbs.wiring import build_app
+
+        server = uvicorn.Server(uvicorn.Config(build_app(cfg), **common))
+        server.run(sockets=sockets)
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config("trustpod.kbs.serve:app_factory", factory=True, workers=n, **common)
+    Multiprocess(config, sockets=sockets).run()

@@ -91,6 +91,8 @@ def parse_admin(t: Table) -> AdminConfig:
         for p in jwt_t.tables("identity_providers"):
             aud = p.raw("audience")
             audience = (aud,) if isinstance(aud, str) else tuple(aud or ())
+            if not all(isinstance(a, str) for a in audience):
+                raise ConfigError(f"{p.source}: {p.where}.audience must be a string or a list")
             idp = IdentityProvider(
                 issuer=p.text("issuer"),
                 audience=tuple(str(a) for a in audience),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from trustpod.errors import ConfigError
+from trustpod.errors import ConfigError, DependencyError
 from trustpod.guest.aa import AttestationAgent
 from trustpod.guest.api import create_app
 from trustpod.guest.attesters.base import Attester
@@ -136,6 +137,7 @@ class GuestRuntime:
             config.cdh, self._cdh_client, key_dir=Path(config.settings.key_dir)
         )
         self.server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
 
     @classmethod
     def from_dir(cls, directory: Path, attester: Attester | None = None) -> GuestRuntime:
@@ -174,16 +176,29 @@ class GuestRuntime:
         finally:
             self.close()
 
-    def serve_in_thread(self, listen: str) -> threading.Thread:
-        """Serve the API from a background thread (tests); stop with ``stop()``."""
-        self.server = uvicorn.Server(self._uvicorn_config(listen))
-        thread = threading.Thread(target=self.server.run, daemon=True)
-        thread.start()
-        return thread
+    def serve_in_thread(self, listen: str, *, timeout_s: float = 10.0) -> str:
+        """Serve the API from a background thread (tests, demo) and return its base URL
+        (``http://127.0.0.1:<port>``; ``unix:<path>`` for a socket). Stop with ``stop()``."""
+        server = uvicorn.Server(self._uvicorn_config(listen))
+        self.server = server
+        self._thread = threading.Thread(target=server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise DependencyError("guest API did not start", reason="guest.api_start")
+            time.sleep(0.01)
+        if listen.startswith("unix:"):
+            return listen
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
 
     def close(self) -> None:
         self.aa.close()

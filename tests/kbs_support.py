@@ -143,3 +143,30 @@ def serve(app: Any, *, cert: Any = None) -> Iterator[str]:
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def run_fake_kbs_process(config_path: str, signer_pem: str, port_file: str) -> None:
+    """Entry point of a separate KBS process (fake AS signing with ``signer_pem``)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from trustpod.kbs.config import load_config
+    from trustpod.kbs.wiring import build_app
+
+    config = load_config(config_path)
+    fake = FakeAttestation()
+    key = serialization.load_pem_private_key(Path(signer_pem).read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    fake.key = key
+    nums = key.public_key().public_numbers()
+    fake.jwk.update(x=b64url(nums.x.to_bytes(32, "big")), y=b64url(nums.y.to_bytes(32, "big")))
+    app = build_app(config, attestation=fake, rvps=FakeRvps(), own_jwks=[fake.jwk])
+    with serve(app) as url:
+        Path(port_file).write_text(url)
+        while True:
+            time.sleep(1)
+
+
+if __name__ == "__main__":
+    import sys
+
+    run_fake_kbs_process(*sys.argv[1:4])

@@ -25,8 +25,14 @@ OVMF_RTMRS = [
     "00" * 48,
 ]
 # upstream test_rtmr_integrity, case CCEL_data (its five events are in the golden claims file)
-CCEL_DATA_RTMR0 = "2dc712306a963eadb894ad47dbaa17df44814151555aee11cbb843becca88950ffd079664902e6f22c66f7c8213543f4"
-CCEL_DATA_RTMR1 = "0fa3be56af61208bbd179dc7b124988eb929319154663c539d6f46445ecac2fec287075047ff7bd1922829fec28cd3cf"
+CCEL_DATA_RTMR0 = (
+    "2dc712306a963eadb894ad47dbaa17df44814151555aee11"
+    "cbb843becca88950ffd079664902e6f22c66f7c8213543f4"
+)
+CCEL_DATA_RTMR1 = (
+    "0fa3be56af61208bbd179dc7b124988eb929319154663c53"
+    "9d6f46445ecac2fec287075047ff7bd1922829fec28cd3cf"
+)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,28 @@ class Decision:
     error: str | None
     policy_digest: str
     policy_name: str
+
+
+def _affirming(claims: Mapping[str, Any]) -> bool:
+    submods = claims.get("submods")
+    if isinstance(submods, Mapping):
+        items = list(submods.values())
+    elif isinstance(submods, list):
+        items = submods
+    else:
+        return False
+    return len(items) > 0 and all(
+        isinstance(s, Mapping) and s.get("ear.status") == "affirming" for s in items
+    )
+
+
+#: Our presets evaluated natively (same semantics as their Rego text, which stays the stored
+#: policy); any other policy text goes through regopy. See docs/adr/0301-kbs-hot-path.md.
+_NATIVE: dict[str, Callable[[Mapping[str, Any], str], bool]] = {
+    "allow-all": lambda claims, plugin: plugin == "resource",
+    "deny-all": lambda claims, plugin: False,
+    "affirming": lambda claims, plugin: _affirming(claims),
+}
 
 
 def _preset_name(text: str) -> str:
@@ -145,6 +167,9 @@ class ResourcePolicy:
         query: dict[str, str],
     ) -> Decision:
         name = _preset_name(text)
+        native = _NATIVE.get(name)
+        if native is not None:
+            return Decision(native(claims, plugin), None, digest, name)
         try:
             interp = self._interpreter(text, digest)
         except EvidenceError as exc:

@@ -1,0 +1,91 @@
+"""Resource policy: presets' native evaluation equals their Rego, non-boolean allow, sessions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trustpod._internal.clock import FixedClock
+from trustpod.errors import AuthenticationError, EvidenceError
+from trustpod.kbs.resource_policy import DEFAULT_POLICY, PRESETS, ResourcePolicy
+from trustpod.kbs.sessions import AttestedSession, SessionStore
+from trustpod.storage.memory import MemoryStore
+
+STATUS = st.sampled_from(["affirming", "warning", "contraindicated", "none", 3])
+SUBMOD = st.fixed_dictionaries({"ear.status": STATUS}) | st.just({})
+CLAIMS = st.fixed_dictionaries(
+    {"submods": st.dictionaries(st.sampled_from(["cpu0", "gpu0", "gpu1"]), SUBMOD, max_size=3)}
+) | st.just({})
+
+
+@pytest.fixture(scope="module")
+def policy() -> ResourcePolicy:
+    return ResourcePolicy(MemoryStore())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    claims=CLAIMS, name=st.sampled_from(sorted(PRESETS)), plugin=st.sampled_from(["resource", "x"])
+)
+def test_native_presets_match_rego(
+    policy: ResourcePolicy, claims: dict[str, Any], name: str, plugin: str
+) -> None:
+    text = PRESETS[name]
+    native = policy._evaluate(text, "n", claims, plugin, ["a", "b", "c"], {})
+    rego = policy._evaluate(text + "# via rego\n", "r-" + name, claims, plugin, ["a", "b", "c"], {})
+    assert rego.error is None
+    assert native.allow == rego.allow, (name, claims, plugin)
+
+
+def test_default_is_affirming_and_custom_data(policy: ResourcePolicy) -> None:
+    assert DEFAULT_POLICY == PRESETS["affirming"]
+    store = MemoryStore()
+    p = ResourcePolicy(store)
+    p.install_default()
+    assert p.current() == DEFAULT_POLICY
+    p.set(
+        "package policy\nimport rego.v1\ndefault allow := false\n"
+        'allow if { data["resource-path"][0] == "ok"; data.query.v == "1"; input.x == 1 }\n'
+    )
+    p.install_default()  # overwrite=False keeps the stored policy
+    ok = p.evaluate({"x": 1}, "resource", ["ok", "b", "c"], {"v": "1"})
+    assert ok.allow and ok.policy_name == "custom"
+    assert not p.evaluate({"x": 1}, "resource", ["no", "b", "c"], {"v": "1"}).allow
+    assert not p.evaluate({"x": 1}, "resource", ["ok", "b", "c"], {}).allow
+    # cached decisions are keyed by token digest and path
+    assert p.evaluate({"x": 1}, "resource", ["ok", "b", "c"], {"v": "1"}, claims_key=b"t").allow
+    assert p.evaluate({"x": 2}, "resource", ["ok", "b", "c"], {"v": "1"}, claims_key=b"t").allow
+    p.set("package policy\nallow = 3\n")
+    d = p.evaluate({}, "resource", ["a", "b", "c"], {})
+    assert not d.allow and d.error == "data.policy.allow is not a boolean"
+    with pytest.raises(EvidenceError):
+        p.set("package policy\nallow {{\n")
+
+
+def test_sessions_shape_and_expiry() -> None:
+    import json
+
+    clock = FixedClock(dt.datetime(2026, 8, 21, 1, 55, 31, tzinfo=dt.UTC))
+    store = MemoryStore()
+    s = SessionStore(store, clock, 5)
+    authed = s.create({"version": "0.4.0", "tee": "sample", "extra-params": ""}, {"nonce": "n"})
+    doc = json.loads(store.get("kbs_protocol_session", authed.id) or b"")
+    assert doc["Authed"]["timeout"] == "2026-08-21T02:00:31Z" and doc["Authed"]["id"] == authed.id
+    attested = s.attest(authed, "tok")
+    assert isinstance(s.get(authed.id), AttestedSession) and attested.expires == authed.expires
+    assert set(json.loads(store.get("kbs_protocol_session", authed.id) or b"")) == {"Attested"}
+    other = s.create({"tee": "sample"}, {"nonce": "m"})
+    clock.advance(301)
+    assert s.purge_expired() == 2
+    with pytest.raises(AuthenticationError, match="not found"):
+        s.get(other.id)
+    for bad in (None, "", "../x", "a" * 65):
+        with pytest.raises(AuthenticationError):
+            s.get(bad)
+    store.put("kbs_protocol_session", "abc", b"{not json")
+    with pytest.raises(AuthenticationError, match="corrupt"):
+        s.get("abc")

@@ -7,19 +7,20 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from trustpod.errors import ConfigError, EvidenceError
-from trustpod.guest.attesters.az_vtpm import HCL_REPORT_SIZE
+from trustpod.evidence.az import AzEvidence
+from trustpod.evidence.hcl import HCL_REPORT_SIZE, HclReport
+from trustpod.evidence.snp import SnpReport
+from trustpod.evidence.tpm import TpmsAttest, pcr_digest
 from trustpod.guest.emulator.cvm import EmulatedAzureCvm
-from trustpod.guest.emulator.hcl import HCL_HEADER, HCL_REQUEST_HEADER
 from trustpod.guest.emulator.swtpm import swtpm_binary
 from trustpod.guest.emulator.vendor import (
     AMD_OID_HWID,
@@ -50,43 +51,33 @@ def _cvm(vendor: EmulatedVendor, backend: str, initdata: bytes | None = INITDATA
     return EmulatedAzureCvm(vendor, backend=backend).boot(initdata)
 
 
-def split_hcl(hcl: bytes) -> tuple[tuple[Any, ...], bytes, tuple[Any, ...], bytes]:
-    header = HCL_HEADER.unpack_from(hcl, 0)
-    snp = hcl[HCL_HEADER.size : HCL_HEADER.size + 1184]
-    req_off = HCL_HEADER.size + 1184
-    request = HCL_REQUEST_HEADER.unpack_from(hcl, req_off)
-    start = req_off + HCL_REQUEST_HEADER.size
-    return header, snp, request, hcl[start : start + request[4]]
-
-
-def check_az_evidence(ev: dict[str, Any], report_data: bytes) -> dict[str, Any]:
-    """Independent re-check of every binding the az-snp-vtpm verifier makes (trustee §5.3)."""
-    hcl = base64.urlsafe_b64decode(ev["hcl_report"])
-    _, snp, _, var_data = split_hcl(hcl)
-    var = json.loads(var_data)
-    assert hashlib.sha256(var_data).digest() == snp[0x50:0x70]  # (4)
-    assert bytes.fromhex(var["user-data"]).startswith(report_data)  # (5)
-    jwk = var["keys"][0]
-    assert jwk["kid"] == "HCLAkPub"
-
-    def num(s: str) -> int:
-        return int.from_bytes(base64.urlsafe_b64decode(s + "=="), "big")
-
-    ak = rsa.RSAPublicNumbers(num(jwk["e"]), num(jwk["n"])).public_key()
-    msg = bytes.fromhex(ev["tpm_quote"]["message"])
-    ak.verify(
-        bytes.fromhex(ev["tpm_quote"]["signature"]), msg, padding.PKCS1v15(), hashes.SHA256()
-    )  # (1)
-    pcrs = [bytes.fromhex(p) for p in ev["tpm_quote"]["pcrs"]]
-    assert msg.endswith(hashlib.sha256(b"".join(pcrs)).digest())  # (3)
-    assert struct.pack(">H", len(report_data)) + report_data in msg  # (2) extraData, exact
-    vcek = x509.load_der_x509_certificate(base64.urlsafe_b64decode(ev["vcek"]))
-    r = int.from_bytes(snp[0x2A0 : 0x2A0 + 72], "little")
-    s = int.from_bytes(snp[0x2A0 + 72 : 0x2A0 + 144], "little")
+def check_az_evidence(ev: dict[str, Any], report_data: bytes) -> HclReport:
+    """Parse back with H4's parsers and re-check every binding of trustee §5.3 independently."""
+    parsed = AzEvidence.from_json(ev)
+    assert parsed.to_json() == ev  # byte-for-byte round trip through the format module
+    hcl = HclReport.from_bytes(parsed.hcl_report)
+    snp = hcl.snp_report()
+    assert hcl.var_data_sha256() == snp.report_data[:32]  # (4)
+    assert hcl.user_data().startswith(report_data)  # (5)
+    ak = hcl.ak_public_key()
+    msg = parsed.tpm_quote.message
+    ak.verify(parsed.tpm_quote.signature, msg, padding.PKCS1v15(), hashes.SHA256())  # (1)
+    attest = TpmsAttest.from_bytes(msg)
+    assert attest.extra_data == report_data  # (2) exact
+    assert attest.pcr_digest == pcr_digest(parsed.tpm_quote.pcrs)  # (3)
+    assert parsed.vcek is not None
+    vcek = x509.load_der_x509_certificate(parsed.vcek)
     pub = vcek.public_key()
     assert isinstance(pub, ec.EllipticCurvePublicKey)
-    pub.verify(utils.encode_dss_signature(r, s), snp[:0x2A0], ec.ECDSA(hashes.SHA384()))  # (6)
-    return var
+    pub.verify(snp.signature_der(), snp.signed_bytes(), ec.ECDSA(hashes.SHA384()))  # (6)
+    assert snp.vmpl == 0 and snp.chip_id == _hwid(vcek)
+    return hcl
+
+
+def _hwid(cert: x509.Certificate) -> bytes:
+    ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(AMD_OID_HWID)).value
+    assert isinstance(ext, x509.UnrecognizedExtension)
+    return ext.value
 
 
 # -- vendor chain ------------------------------------------------------------------------------
@@ -149,21 +140,23 @@ def test_software_evidence_layout_matches_real_azure(
     assert ev["version"] == real["version"] == 2
     assert len(ev["tpm_quote"]["pcrs"]) == len(real["tpm_quote"]["pcrs"]) == 24
     assert len(ev["tpm_quote"]["signature"]) == len(real["tpm_quote"]["signature"])
-    hcl = base64.urlsafe_b64decode(ev["hcl_report"])
-    real_hcl = base64.urlsafe_b64decode(real["hcl_report"])
-    assert len(hcl) == len(real_hcl) == HCL_REPORT_SIZE
+    hcl_raw = base64.urlsafe_b64decode(ev["hcl_report"])
+    real_raw = base64.urlsafe_b64decode(real["hcl_report"])
+    assert len(hcl_raw) == len(real_raw) == HCL_REPORT_SIZE
     assert ev["hcl_report"].endswith("=")  # padded base64url, like serde_with
-    header, snp, request, var_data = split_hcl(hcl)
-    real_header, real_snp, real_request, real_var = split_hcl(real_hcl)
-    assert header[0] == real_header[0] == b"HCLA"
-    assert header[1:2] + header[3:] == real_header[1:2] + real_header[3:]
-    assert request[1:4] == real_request[1:4]  # version, report type SNP, hash type SHA-256
-    assert request[0] == request[4] + HCL_REQUEST_HEADER.size
-    assert hcl[header[2] :] == bytes(len(hcl) - header[2])  # zero padding after report_size
-    assert list(json.loads(var_data)) == list(json.loads(real_var))
-    assert struct.unpack_from("<I", snp, 0x30) == struct.unpack_from("<I", real_snp, 0x30)
-    var = check_az_evidence(ev, REPORT_DATA)
-    assert var["user-data"] == REPORT_DATA.ljust(64, b"\0").hex().upper()
+    hcl = check_az_evidence(ev, REPORT_DATA)
+    real_hcl = HclReport.from_bytes(real_raw)
+    for name in ("signature", "version", "request_type", "status", "request_version"):
+        assert getattr(hcl, name) == getattr(real_hcl, name), name
+    assert (hcl.report_type, hcl.hash_type) == (real_hcl.report_type, real_hcl.hash_type)
+    assert hcl.data_size == len(hcl.var_data) + 20 and hcl_raw[hcl.report_size :] == bytes(
+        HCL_REPORT_SIZE - hcl.report_size
+    )  # zero padding after report_size
+    assert list(hcl.var_data_json()) == list(real_hcl.var_data_json())
+    assert hcl.var_data_json()["user-data"] == REPORT_DATA.ljust(64, b"\0").hex().upper()
+    snp, real_snp = hcl.snp_report(), real_hcl.snp_report()
+    assert snp.vmpl == real_snp.vmpl == 0 and snp.sig_algo == real_snp.sig_algo
+    assert SnpReport.from_bytes(snp.to_bytes()) == snp
 
 
 def test_software_quote_parses_with_tpm2_pytss(vendor: EmulatedVendor) -> None:
@@ -214,8 +207,11 @@ def test_swtpm_and_software_give_the_same_structure(vendor: EmulatedVendor) -> N
     msg_sw = bytes.fromhex(ev_sw["tpm_quote"]["message"])
     assert len(msg_hw) == len(msg_sw) and msg_hw[:6] == msg_sw[:6]
     assert msg_hw[-40:] == msg_sw[-40:]  # PCR selection + digest
-    hcl_hw = split_hcl(base64.urlsafe_b64decode(ev_hw["hcl_report"]))
-    hcl_sw = split_hcl(base64.urlsafe_b64decode(ev_sw["hcl_report"]))
-    assert hcl_hw[0][:2] == hcl_sw[0][:2] and hcl_hw[2][1:4] == hcl_sw[2][1:4]
-    assert list(json.loads(hcl_hw[3])) == list(json.loads(hcl_sw[3]))
+    check_az_evidence(ev_sw, REPORT_DATA)
+    hcl_hw = HclReport.from_bytes(base64.urlsafe_b64decode(ev_hw["hcl_report"]))
+    hcl_sw = HclReport.from_bytes(base64.urlsafe_b64decode(ev_sw["hcl_report"]))
+    assert (hcl_hw.version, hcl_hw.report_type) == (hcl_sw.version, hcl_sw.report_type)
+    assert len(hcl_hw.var_data) == len(hcl_sw.var_data)  # same AK size, same JSON shape
+    assert list(hcl_hw.var_data_json()) == list(hcl_sw.var_data_json())
+    assert TpmsAttest.from_bytes(msg_hw).pcr_select == TpmsAttest.from_bytes(msg_sw).pcr_select
     assert pid is not None and not Path(f"/proc/{pid}").exists()  # swtpm stopped

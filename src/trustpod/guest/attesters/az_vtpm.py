@@ -32,6 +32,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from trustpod.errors import ConfigError, DependencyError, EvidenceError
+from trustpod.evidence.az import AzEvidence, AzTpmQuote
+from trustpod.evidence.hcl import HCL_REPORT_SIZE, HclReport
 from trustpod.guest.attesters.tpm import (
     ALL_PCRS,
     INIT_DATA_PCR,
@@ -54,7 +56,6 @@ __all__ = [
     "ImdsVcekSource",
     "TdQuoteSource",
     "VcekSource",
-    "b64url_padded",
 ]
 
 _log = logging.getLogger(__name__)
@@ -63,19 +64,9 @@ VTPM_HCL_REPORT_NV_INDEX = 0x01400001
 VTPM_USER_DATA_NV_INDEX = 0x01400002
 VTPM_USER_DATA_SIZE = 64
 VTPM_AK_HANDLE = 0x81000003
-#: Size of Azure's HCL report NV index; shorter reads (swtpm caps an index at 2048 bytes) are
-#: zero-padded to it so the evidence is laid out exactly as on Azure.
-HCL_REPORT_SIZE = 2600
 AZ_EVIDENCE_VERSION = 2
-_HCL_HEADER_SIZE = 32
-_TD_REPORT_SIZE = 1024
 _IMDS_THIM_URL = "http://169.254.169.254/metadata/THIM/amd/certification"
 _IMDS_TDQUOTE_URL = "http://169.254.169.254/acc/tdquote"
-
-
-def b64url_padded(data: bytes) -> str:
-    """URL-safe base64 *with* padding, as serde_with ``Base64<UrlSafe>`` writes it."""
-    return base64.urlsafe_b64encode(data).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,20 +173,22 @@ class _AzVtpmBase:
         # (1) user data (zero-padded to 64) -> NV 0x01400002: the paravisor regenerates the report.
         user_data = report_data.ljust(VTPM_USER_DATA_SIZE, b"\0")
         self.device.nv_write(self.settings.user_data_nv_index, user_data)
-        # (2) read the HCL report from NV 0x01400001, padded to Azure's NV size.
+        # (2) read the HCL report from NV 0x01400001. Azure's index holds HCL_REPORT_SIZE (2600)
+        # bytes; a shorter index (swtpm caps one at 2048) is zero-padded to that size, which is
+        # exact because the tail after report_size is zero padding on Azure too.
         raw = self.device.nv_read(self.settings.hcl_nv_index)
         if len(raw) > HCL_REPORT_SIZE:
             raise DependencyError("HCL report larger than expected", reason="az.hcl_size")
         return raw.ljust(HCL_REPORT_SIZE, b"\0")
 
-    def tpm_quote(self, report_data: bytes) -> dict[str, Any]:
+    def tpm_quote(self, report_data: bytes) -> AzTpmQuote:
         # (3) quote the 24 SHA-256 PCRs with the unpadded report data as qualifying data.
         quote = self.device.quote(self.settings.ak_handle, ALL_PCRS, report_data)
-        return {
-            "signature": quote.raw_signature.hex(),
-            "message": quote.message.hex(),
-            "pcrs": [p.hex() for p in quote.pcrs],
-        }
+        return AzTpmQuote(quote.raw_signature, quote.message, quote.pcrs)
+
+    def close(self) -> None:
+        """Release the vTPM (for the emulated CVM: power it off)."""
+        self.device.close()
 
     def bind_init_data(self, digest: bytes) -> None:
         # Upstream utils::extend_pcr(digest, INIT_DATA_PCR): SHA-256, exactly 32 bytes.
@@ -225,12 +218,9 @@ class AzSnpVtpmAttester(_AzVtpmBase):
 
     def get_evidence(self, report_data: bytes) -> Any:
         hcl = self.hcl_report(report_data)
-        return {
-            "version": AZ_EVIDENCE_VERSION,
-            "tpm_quote": self.tpm_quote(report_data),
-            "hcl_report": b64url_padded(hcl),
-            "vcek": b64url_padded(self.vcek.vcek_der()),
-        }
+        quote = self.tpm_quote(report_data)
+        vcek = self.vcek.vcek_der()
+        return AzEvidence(AZ_EVIDENCE_VERSION, quote, hcl, vcek=vcek).to_json()
 
 
 class AzTdxVtpmAttester(_AzVtpmBase):
@@ -246,10 +236,7 @@ class AzTdxVtpmAttester(_AzVtpmBase):
 
     def get_evidence(self, report_data: bytes) -> Any:
         hcl = self.hcl_report(report_data)
-        td_report = hcl[_HCL_HEADER_SIZE : _HCL_HEADER_SIZE + _TD_REPORT_SIZE]
-        return {
-            "version": AZ_EVIDENCE_VERSION,
-            "tpm_quote": self.tpm_quote(report_data),
-            "hcl_report": b64url_padded(hcl),
-            "td_quote": b64url_padded(self.quoter.td_quote(td_report)),
-        }
+        td_report = HclReport.from_bytes(hcl).td_report()
+        quote = self.tpm_quote(report_data)
+        td_quote = self.quoter.td_quote(td_report)
+        return AzEvidence(AZ_EVIDENCE_VERSION, quote, hcl, td_quote=td_quote).to_json()

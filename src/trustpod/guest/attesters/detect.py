@@ -18,6 +18,7 @@ Settings (a mapping, from ``attester_settings`` in the guest config; unknown key
 
 from __future__ import annotations
 
+import atexit
 import logging
 import struct
 from collections.abc import Mapping
@@ -180,6 +181,7 @@ def make_attester(name: str, settings: Mapping[str, Any] | None = None) -> Attes
         backend = str(_opt(settings, "emulator_backend", "swtpm"))
         cvm = EmulatedAzureCvm.create(Path(directory) if directory else None, backend=backend)
         cvm.boot()
+        atexit.register(cvm.shutdown)  # safety net; attester.close() powers it off earlier
         return cvm.attester()
     raise ConfigError(
         f"unknown attester {name!r}",

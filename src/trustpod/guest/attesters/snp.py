@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from trustpod.errors import DependencyError, EvidenceError, VerificationError
+from trustpod.evidence.snp import REPORT_SIZE as SNP_REPORT_SIZE
+from trustpod.evidence.snp import SnpReport, report_to_sev_json
 from trustpod.guest.attesters.base import unsupported
 from trustpod.guest.attesters.tsm import MAX_INBLOB_BYTES, TsmReport
 
@@ -42,8 +44,6 @@ __all__ = [
 ]
 
 SNP_PROVIDER = "sev_guest"
-SNP_REPORT_SIZE = 1184
-_HOST_DATA_OFFSET = 0xC0
 _HOST_DATA_SIZE = 32
 
 
@@ -195,7 +195,7 @@ class SnpAttester:
     def bind_init_data(self, digest: bytes) -> None:
         # Upstream snp/hostdata.rs: fresh report (report_data = 0^64), HOST_DATA == pad32(digest).
         raw, _ = self.report(b"\0" * MAX_INBLOB_BYTES)
-        host_data = raw[_HOST_DATA_OFFSET : _HOST_DATA_OFFSET + _HOST_DATA_SIZE]
+        host_data = SnpReport.from_bytes(raw).host_data
         expected = digest[:_HOST_DATA_SIZE].ljust(_HOST_DATA_SIZE, b"\0")
         if not hmac.compare_digest(host_data, expected):
             raise VerificationError(
@@ -206,10 +206,3 @@ class SnpAttester:
 
     def extend_runtime_measurement(self, event_digest: bytes, register_index: int) -> None:
         raise unsupported(self.tee, "runtime measurement")
-
-
-def report_to_sev_json(raw: bytes) -> Any:
-    """The virtee ``sev`` crate serde JSON of a raw report (H4's format module)."""
-    from trustpod.evidence import snp as snp_format
-
-    return snp_format.report_to_sev_json(raw)  # type: ignore[attr-defined]

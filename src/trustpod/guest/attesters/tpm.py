@@ -147,6 +147,9 @@ class TpmAttester:
             "ak_public": b64_encode(ak_der),
         }
 
+    def close(self) -> None:
+        self._device.close()
+
     def bind_init_data(self, digest: bytes) -> None:
         # Upstream: extend PCR 8 (PCR_SLOT_8) with the initdata digest (SHA-256 only).
         self._device.pcr_extend(INIT_DATA_PCR, check_sha256_digest(digest, what="initdata digest"))

@@ -41,7 +41,7 @@ from trustpod.guest.attesters.az_vtpm import (
     AzVtpmSettings,
 )
 from trustpod.guest.attesters.tpm import INIT_DATA_PCR, QuoteResult, TpmDevice
-from trustpod.guest.emulator.hcl import build_hcl_report, build_var_data
+from trustpod.guest.emulator.hcl import build_hcl_report, build_var_data, hcl_used_size
 from trustpod.guest.emulator.softtpm import SOFT_TPM_NV_INDEX_MAX, SoftwareTpm
 from trustpod.guest.emulator.vendor import EmulatedVendor, load_or_create_vendor
 
@@ -114,7 +114,8 @@ class _ParavisorTpm:
         self._inner.pcr_extend(index, digest)
 
     def close(self) -> None:
-        self._inner.close()
+        """Closing the guest's vTPM powers the emulated CVM off (stops swtpm)."""
+        self._cvm.shutdown()
 
 
 class EmulatedAzureCvm:
@@ -257,11 +258,14 @@ class EmulatedAzureCvm:
                 platform_info=self.profile.platform_info,
                 report_id=self._report_id,
             )
-            if len(hcl) > SOFT_TPM_NV_INDEX_MAX:
+            # swtpm caps an NV index at 2048 bytes: store the used part (report_size) padded to
+            # the index size; the attester zero-pads what it reads back to Azure's 2600 bytes.
+            used = hcl_used_size(hcl)
+            if used > SOFT_TPM_NV_INDEX_MAX:
                 raise ConfigError(
-                    f"HCL report of {len(hcl)} bytes exceeds the emulated NV index",
+                    f"HCL report of {used} bytes exceeds the emulated NV index",
                     reason="emulator.hcl_size",
                     fix="shorten vm_configuration",
                 )
-            inner.nv_write(VTPM_HCL_REPORT_NV_INDEX, hcl.ljust(SOFT_TPM_NV_INDEX_MAX, b"\0"))
+            inner.nv_write(VTPM_HCL_REPORT_NV_INDEX, hcl[:SOFT_TPM_NV_INDEX_MAX])
             return hcl

@@ -3,7 +3,8 @@
 It holds a SHA-256 PCR bank (PCRs 17-22 start at all-ones, like a PC-client TPM / swtpm), NV
 indices (capped at swtpm's 2048-byte index size so both back ends behave the same), and RSA-2048
 restricted signing keys at persistent handles. ``quote`` builds the TPMS_ATTEST bytes exactly as
-a TPM 2.0 does (TPM2_Quote, TPMS_QUOTE_INFO) and signs them RSASSA-PKCS1-v1_5/SHA-256.
+a TPM 2.0 does (TPM2_Quote, TPMS_QUOTE_INFO), serialised by ``trustpod.evidence.tpm``, and signs
+them RSASSA-PKCS1-v1_5/SHA-256.
 
 Not a TPM: no authorization, no sessions, no hierarchy seeds. Emulation only.
 """
@@ -20,6 +21,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from trustpod.errors import DependencyError
+from trustpod.evidence.tpm import (
+    ALG_RSA,
+    ALG_RSASSA,
+    ALG_SHA256,
+    PcrSelection,
+    TpmsAttest,
+    TpmtSignature,
+    pcr_digest,
+)
 from trustpod.guest.attesters.tpm import ALL_PCRS, QuoteResult, check_sha256_digest
 
 __all__ = ["SOFT_TPM_FIRMWARE_VERSION", "SOFT_TPM_NV_INDEX_MAX", "SoftwareTpm"]
@@ -27,12 +37,7 @@ __all__ = ["SOFT_TPM_FIRMWARE_VERSION", "SOFT_TPM_NV_INDEX_MAX", "SoftwareTpm"]
 #: swtpm/libtpms 0.9 limit on one NV index (TPM2_PT_NV_INDEX_MAX).
 SOFT_TPM_NV_INDEX_MAX = 2048
 SOFT_TPM_FIRMWARE_VERSION = 0x2019102300163636
-_TPM_GENERATED_VALUE = 0xFF544347
-_TPM_ST_ATTEST_QUOTE = 0x8018
-_TPM_ALG_RSA = 0x0001
-_TPM_ALG_SHA256 = 0x000B
 _TPM_ALG_NULL = 0x0010
-_TPM_ALG_RSASSA = 0x0014
 #: fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign
 _AK_ATTRIBUTES = 0x00050072
 _DRTM_PCRS = range(17, 23)
@@ -47,18 +52,18 @@ def _ak_public_area(key: rsa.RSAPublicKey) -> bytes:
     """Marshalled TPMT_PUBLIC of an RSA-2048 RSASSA-SHA256 restricted signing key."""
     n = key.public_numbers().n.to_bytes(key.key_size // 8, "big")
     return (
-        struct.pack(">HHI", _TPM_ALG_RSA, _TPM_ALG_SHA256, _AK_ATTRIBUTES)
+        struct.pack(">HHI", ALG_RSA, ALG_SHA256, _AK_ATTRIBUTES)
         + _tpm2b(b"")  # authPolicy
-        + struct.pack(">HHHHI", _TPM_ALG_NULL, _TPM_ALG_RSASSA, _TPM_ALG_SHA256, 2048, 0)
+        + struct.pack(">HHHHI", _TPM_ALG_NULL, ALG_RSASSA, ALG_SHA256, 2048, 0)
         + _tpm2b(n)
     )
 
 
-def _pcr_selection(pcrs: Sequence[int]) -> bytes:
+def _pcr_selection(pcrs: Sequence[int]) -> PcrSelection:
     bitmap = bytearray(_PCR_SELECT_BYTES)
     for i in pcrs:
         bitmap[i // 8] |= 1 << (i % 8)
-    return struct.pack(">IHB", 1, _TPM_ALG_SHA256, _PCR_SELECT_BYTES) + bytes(bitmap)
+    return PcrSelection(ALG_SHA256, bytes(bitmap))
 
 
 class SoftwareTpm:
@@ -145,21 +150,23 @@ class SoftwareTpm:
             raise DependencyError("qualifying data larger than 64 bytes", reason="tpm.quote")
         values = self.pcr_read(pcrs)
         name = (
-            struct.pack(">H", _TPM_ALG_SHA256)
+            struct.pack(">H", ALG_SHA256)
             + hashlib.sha256(_ak_public_area(key.public_key())).digest()
         )
-        clock_ms = int((time.monotonic() - self._start) * 1000)
-        message = (
-            struct.pack(">IH", _TPM_GENERATED_VALUE, _TPM_ST_ATTEST_QUOTE)
-            + _tpm2b(name)  # qualifiedSigner
-            + _tpm2b(nonce)  # extraData
-            + struct.pack(">QIIB", clock_ms, self._reset_count, 0, 1)  # TPMS_CLOCK_INFO
-            + struct.pack(">Q", SOFT_TPM_FIRMWARE_VERSION)
-            + _pcr_selection(pcrs)
-            + _tpm2b(hashlib.sha256(b"".join(values)).digest())  # pcrDigest
+        attest = TpmsAttest(
+            qualified_signer=name,
+            extra_data=nonce,
+            clock=int((time.monotonic() - self._start) * 1000),
+            reset_count=self._reset_count,
+            restart_count=0,
+            safe=True,
+            firmware_version=SOFT_TPM_FIRMWARE_VERSION,
+            pcr_select=(_pcr_selection(pcrs),),
+            pcr_digest=pcr_digest(values),
         )
+        message = attest.to_bytes()
         raw = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
-        signature = struct.pack(">HH", _TPM_ALG_RSASSA, _TPM_ALG_SHA256) + _tpm2b(raw)
+        signature = TpmtSignature(ALG_RSASSA, ALG_SHA256, signature=raw).to_bytes()
         return QuoteResult(
             message=message, signature=signature, raw_signature=raw, pcrs=tuple(values)
         )

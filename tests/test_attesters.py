@@ -1,0 +1,260 @@
+"""File-protocol attesters (configfs-tsm SNP/TDX, sev-guest ioctl), generic TPM, detection."""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import hashlib
+import struct
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trustpod.errors import ConfigError, DependencyError, EvidenceError, VerificationError
+from trustpod.guest.attesters.base import Attester, UnsupportedAttesterFeature
+from trustpod.guest.attesters.detect import detect_tee, make_attester
+from trustpod.guest.attesters.snp import (
+    SNP_CERT_GUIDS,
+    SNP_GET_REPORT,
+    SevGuestDevice,
+    SnpAttester,
+    SnpSettings,
+    parse_cert_table,
+)
+from trustpod.guest.attesters.tdx import TdxAttester, TdxSettings
+from trustpod.guest.attesters.tpm import TPM_REPORT_DATA_SIZE, TpmAttester
+from trustpod.guest.attesters.tsm import TsmReport
+from trustpod.guest.emulator.softtpm import SoftwareTpm
+from trustpod.initdata import pcr8_after_extend
+
+REPORT_DATA = hashlib.sha384(b"nonce").digest()
+
+
+class FakeKernel:
+    """Plays the kernel's configfs-tsm: ``mkdir`` creates an entry with ``provider`` and
+    ``generation`` and a pre-computed ``outblob`` (a REAL report read from the vectors)."""
+
+    def __init__(self, provider: str, outblob: bytes, auxblob: bytes | None = None) -> None:
+        self.provider, self.outblob, self.auxblob = provider, outblob, auxblob
+        self.generation = 1
+        self.entries: list[Path] = []
+
+    def __call__(self, root: Path) -> Path:
+        entry = root / f"entry{len(self.entries)}"
+        entry.mkdir()
+        (entry / "provider").write_text(self.provider + "\n")
+        (entry / "generation").write_text(f"{self.generation}\n")
+        (entry / "outblob").write_bytes(self.outblob)
+        if self.auxblob is not None:
+            (entry / "auxblob").write_bytes(self.auxblob)
+        self.entries.append(entry)
+        return entry
+
+
+def cert_table(entries: list[tuple[uuid.UUID, bytes]]) -> bytes:
+    header_len = 24 * (len(entries) + 1)
+    header, body = b"", b""
+    for guid, data in entries:
+        header += guid.bytes + struct.pack("<II", header_len + len(body), len(data))
+        body += data
+    return header + bytes(24) + body
+
+
+# -- configfs-tsm ------------------------------------------------------------------------------
+def test_tsm_protocol_with_real_snp_report(tmp_path: Path, verifier_data: Path) -> None:
+    report = (verifier_data / "snp/test-report.bin").read_bytes()
+    kernel = FakeKernel("sev_guest", report)
+    tsm = TsmReport("sev_guest", root=tmp_path, make_entry=kernel)
+    res = tsm.generate(REPORT_DATA.ljust(64, b"\0"), privlevel=0)
+    assert res.outblob == report and res.auxblob is None
+    entry = kernel.entries[0]
+    assert (entry / "inblob").read_bytes() == REPORT_DATA.ljust(64, b"\0")
+    assert (entry / "privlevel").read_text() == "0"
+
+
+@pytest.mark.parametrize(
+    ("provider", "generation", "reason"),
+    [("tdx_guest", 1, "tsm.provider"), ("sev_guest", 2, "tsm.race")],
+)
+def test_tsm_refuses_wrong_provider_and_races(
+    tmp_path: Path, provider: str, generation: int, reason: str
+) -> None:
+    kernel = FakeKernel(provider, b"x" * 10)
+    kernel.generation = generation
+    with pytest.raises(DependencyError) as err:
+        TsmReport("sev_guest", root=tmp_path, make_entry=kernel).generate(b"\1" * 64)
+    assert err.value.reason == reason
+
+
+def test_tsm_limits(tmp_path: Path) -> None:
+    tsm = TsmReport("sev_guest", root=tmp_path, make_entry=FakeKernel("sev_guest", b"x" * 100))
+    with pytest.raises(EvidenceError):
+        tsm.generate(b"")
+    with pytest.raises(EvidenceError):
+        tsm.generate(bytes(65))
+    small = TsmReport(
+        "sev_guest",
+        root=tmp_path,
+        make_entry=FakeKernel("sev_guest", b"x" * 100),
+        max_blob_bytes=50,
+    )
+    with pytest.raises(EvidenceError):
+        small.generate(b"\1")
+    with pytest.raises(DependencyError) as err:
+        TsmReport("sev_guest", root=tmp_path / "absent").generate(b"\1")
+    assert err.value.reason == "tsm.unavailable"
+
+
+# -- SNP ---------------------------------------------------------------------------------------
+def _snp(tmp_path: Path, report: bytes, aux: bytes | None = None) -> SnpAttester:
+    kernel = FakeKernel("sev_guest", report, aux)
+    tsm = TsmReport("sev_guest", root=tmp_path, make_entry=kernel)
+    return SnpAttester(SnpSettings(tsm_root=tmp_path), tsm=tsm)
+
+
+def test_snp_evidence_from_tsm_with_cert_chain(tmp_path: Path, verifier_data: Path) -> None:
+    pytest.importorskip("trustpod.evidence.snp_json")
+    report = (verifier_data / "snp/test-report.bin").read_bytes()
+    vcek = (verifier_data / "snp/test-vcek.der").read_bytes()
+    vcek_guid = next(g for g, n in SNP_CERT_GUIDS.items() if n == "VCEK")
+    attester = _snp(tmp_path, report, cert_table([(vcek_guid, vcek)]))
+    assert isinstance(attester, Attester)
+    ev = attester.get_evidence(REPORT_DATA)
+    assert set(ev) == {"attestation_report", "cert_chain"}
+    assert ev["cert_chain"] == [{"cert_type": "VCEK", "data": list(vcek)}]
+    assert bytes(ev["attestation_report"]["chip_id"]) == report[0x1A0:0x1E0]
+
+
+def test_snp_bind_init_data_compares_host_data(tmp_path: Path, verifier_data: Path) -> None:
+    report = (verifier_data / "snp/test-report.bin").read_bytes()
+    attester = _snp(tmp_path, report)
+    attester.bind_init_data(report[0xC0:0xE0])  # HOST_DATA of the real report
+    with pytest.raises(VerificationError) as err:
+        attester.bind_init_data(hashlib.sha256(b"other").digest())
+    assert err.value.reason == "snp.init_data_mismatch"
+    with pytest.raises(UnsupportedAttesterFeature):
+        attester.extend_runtime_measurement(bytes(32), 17)
+
+
+def test_sev_guest_ioctl_structure(tmp_path: Path, verifier_data: Path) -> None:
+    report = (verifier_data / "snp/test-report.bin").read_bytes()
+    assert SNP_GET_REPORT == 0xC0205300  # _IOWR('S', 0, 32-byte struct snp_guest_request_ioctl)
+    seen: dict[str, object] = {}
+
+    def fake_ioctl(fd: int, request: int, arg: bytearray) -> None:
+        version, req, resp, _ = struct.unpack("<B7xQQQ", bytes(arg))
+        seen.update(request=request, version=version)
+        req_bytes = ctypes.string_at(req, 96)
+        seen["user_data"], seen["vmpl"] = req_bytes[:64], struct.unpack_from("<I", req_bytes, 64)
+        ctypes.memmove(resp, struct.pack("<II24x", 0, len(report)) + report, 32 + len(report))
+
+    dev_path = tmp_path / "sev-guest"
+    dev_path.write_bytes(b"")
+    device = SevGuestDevice(dev_path, ioctl=fake_ioctl)
+    assert device.get_report(REPORT_DATA.ljust(64, b"\0"), 0) == report
+    assert seen["request"] == SNP_GET_REPORT and seen["version"] == 1
+    assert seen["user_data"] == REPORT_DATA.ljust(64, b"\0") and seen["vmpl"] == (0,)
+
+    def failing_ioctl(fd: int, request: int, arg: bytearray) -> None:
+        raise OSError(5, "EIO")
+
+    with pytest.raises(DependencyError):
+        SevGuestDevice(dev_path, ioctl=failing_ioctl).get_report(bytes(64), 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200))
+def test_cert_table_parser_only_raises_evidence_error(blob: bytes) -> None:
+    try:
+        parse_cert_table(blob)
+    except EvidenceError:
+        pass
+
+
+# -- TDX ---------------------------------------------------------------------------------------
+def _tdx(tmp_path: Path, quote: bytes, ccel: bytes | None = None) -> TdxAttester:
+    root = tmp_path / "tsm"
+    root.mkdir()
+    ccel_path = tmp_path / "CCEL"
+    if ccel is not None:
+        ccel_path.write_bytes(ccel)
+    tsm = TsmReport("tdx_guest", root=root, make_entry=FakeKernel("tdx_guest", quote))
+    settings = TdxSettings(tsm_root=root, ccel_path=ccel_path, measurements_dir=tmp_path / "m")
+    return TdxAttester(settings, tsm=tsm)
+
+
+def test_tdx_evidence_and_mrconfigid(tmp_path: Path, verifier_data: Path) -> None:
+    quote = (verifier_data / "tdx_quote_6.dat").read_bytes()
+    ccel = (verifier_data / "CCEL_data_ovmf").read_bytes()
+    attester = _tdx(tmp_path, quote, ccel)
+    ev = attester.get_evidence(REPORT_DATA)
+    assert base64.b64decode(ev["quote"]) == quote
+    assert base64.b64decode(ev["cc_eventlog"]) == ccel
+    from trustpod.evidence.tdx import parse_td_quote
+
+    mr_config_id = parse_td_quote(quote).body.mr_config_id
+    assert any(mr_config_id)
+    attester.bind_init_data(mr_config_id)
+    with pytest.raises(VerificationError):
+        attester.bind_init_data(hashlib.sha384(b"other").digest())
+    with pytest.raises(DependencyError):
+        attester.extend_runtime_measurement(bytes(32), 17)
+    other = tmp_path / "b"
+    other.mkdir()
+    assert _tdx(other, quote).get_evidence(b"")["cc_eventlog"] is None
+
+
+# -- generic TPM -------------------------------------------------------------------------------
+def test_tpm_evidence_format_matches_vector(verifier_data: Path) -> None:
+    import json
+
+    real = json.loads((verifier_data / "tpm_evidence.json").read_text())
+    tpm = SoftwareTpm()
+    attester = TpmAttester(tpm)
+    digest = hashlib.sha256(b"initdata").digest()
+    attester.bind_init_data(digest)
+    ev = attester.get_evidence(REPORT_DATA)
+    assert set(real) <= set(ev) and set(ev["tpm_quote"]) == set(real["tpm_quote"])
+    assert ev["ak_public"].startswith("MIIBIjAN") and real["ak_public"].startswith("MIIBIjAN")
+    assert base64.b64decode(ev["report_data"]) == REPORT_DATA.ljust(TPM_REPORT_DATA_SIZE, b"\0")
+    sig = base64.b64decode(ev["tpm_quote"]["signature"])
+    real_sig = base64.b64decode(real["tpm_quote"]["signature"])
+    assert sig[:4] == real_sig[:4] and len(sig) == len(real_sig)  # RSASSA / SHA-256, 2048 bits
+    assert ev["tpm_quote"]["pcrs"][8] == pcr8_after_extend(digest).hex()
+    with pytest.raises(EvidenceError):
+        attester.bind_init_data(hashlib.sha384(b"x").digest())
+
+
+# -- detection and factory ---------------------------------------------------------------------
+def test_detect_without_tee_gives_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_exists: Callable[[Path], bool] = Path.exists
+    monkeypatch.setattr(
+        Path, "exists", lambda p: False if str(p).startswith(("/dev", "/sys")) else real_exists(p)
+    )
+    with pytest.raises(DependencyError) as err:
+        detect_tee({"tcti": "device:/dev/tpmrm0"})
+    assert err.value.reason == "attester.no_tee"
+    assert "no TEE found" in err.value.message and "sample" in (err.value.fix or "")
+
+
+def test_make_attester_names_and_settings(tmp_path: Path) -> None:
+    assert make_attester("sample").tee == "sample"
+    with pytest.raises(ConfigError):
+        make_attester("qemu")
+    with pytest.raises(ConfigError):
+        make_attester("sample", {"bogus": 1})
+    snp = make_attester("snp", {"tsm_root": str(tmp_path), "vmpl": "0"})
+    assert snp.tee == "snp"
+    emulated = make_attester(
+        "emulated-az-snp-vtpm",
+        {"emulator_dir": str(tmp_path / "cvm"), "emulator_backend": "software"},
+    )
+    assert emulated.tee == "az-snp-vtpm"
+    assert (tmp_path / "cvm/vendor/ark.pem").is_file()
+    ev = emulated.get_evidence(REPORT_DATA)
+    assert ev["version"] == 2
+    emulated.close()  # type: ignore[attr-defined]

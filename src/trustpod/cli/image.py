@@ -1,0 +1,116 @@
+"""``trustpod image build|reference-values|check``: pod VM root images and their measurement."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from trustpod.errors import ConfigError
+
+__all__ = ["register"]
+
+_TEES = ("az-snp-vtpm", "az-tdx-vtpm", "tpm")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("image", help="pod VM images: verity root, manifest, PCR 11")
+    sub = parser.add_subparsers(dest="image_cmd", metavar="SUBCOMMAND")
+    sub.required = True
+
+    b = sub.add_parser("build", help="read-only root image + verity hash device + boot manifest")
+    b.add_argument("--rootfs", type=Path, required=True, help="directory with the root tree")
+    b.add_argument("--out", type=Path, required=True, help="output directory")
+    b.add_argument("--fs", choices=("squashfs", "ext4"), default="squashfs")
+    b.add_argument("--hash", dest="algorithm", default="sha256")
+    b.add_argument("--salt", default=None, help="hex (default: derived from the image digest)")
+    b.add_argument("--uuid", default=None, help="superblock UUID (default: derived)")
+    b.add_argument("--cmdline-extra", default=None, help="rest of the kernel command line")
+    b.add_argument("--osrel", type=Path, default=None, help="os-release file (measured .osrel)")
+    b.add_argument("--data-device", default=None, help="systemd.verity_root_data= value")
+    b.add_argument("--hash-device", default=None, help="systemd.verity_root_hash= value")
+    b.set_defaults(func=_build)
+
+    r = sub.add_parser("reference-values", help="expected PCR 11 as an RVPS sample message")
+    r.add_argument("manifest", type=Path)
+    r.add_argument("--tee", action="append", choices=_TEES, help="repeatable (default: all)")
+    r.add_argument("--publish", metavar="URL", default=None, help="KBS base URL to POST to")
+    r.add_argument("--token-file", type=Path, default=None, help="KBS admin bearer token")
+    r.add_argument("--cert-file", type=Path, default=None, help="CA/cert PEM for https")
+    r.set_defaults(func=_reference_values)
+
+    c = sub.add_parser("check", help="boot-time check: verify the root image against roothash=")
+    c.add_argument("manifest", type=Path, help="boot manifest (its cmdline gives the root hash)")
+    c.add_argument("--data", type=Path, default=None, help="data device (default: next to it)")
+    c.add_argument("--hash-device", type=Path, default=None, help="hash device")
+    c.set_defaults(func=_check)
+
+
+def _load(path: Path) -> Any:
+    from trustpod.image.manifest import MAX_MANIFEST_BYTES, BootManifest
+
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read manifest {path}: {exc}", reason="image.manifest") from exc
+    return BootManifest.loads(raw)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from trustpod.image.build import DEFAULT_CMDLINE_EXTRA, MANIFEST_NAME, BuildOptions, build_image
+    from trustpod.image.fsmakers import maker_for
+    from trustpod.verity.core import check_algorithm, parse_salt, parse_uuid
+
+    osrel = None
+    if args.osrel is not None:
+        try:
+            osrel = args.osrel.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.osrel}: {exc}", reason="image.osrel") from exc
+    opts = BuildOptions(
+        algorithm=check_algorithm(args.algorithm, ConfigError),
+        salt=parse_salt(args.salt, ConfigError) if args.salt is not None else None,
+        uuid=parse_uuid(args.uuid, ConfigError) if args.uuid is not None else None,
+        cmdline_extra=DEFAULT_CMDLINE_EXTRA if args.cmdline_extra is None else args.cmdline_extra,
+        osrel=osrel,
+        data_device=args.data_device,
+        hash_device=args.hash_device,
+    )
+    manifest = build_image(args.rootfs, args.out, maker_for(args.fs), opts)
+    print(f"image:     {args.out / manifest.root_image.path} ({manifest.root_image.size} bytes)")
+    print(f"hash:      {args.out / manifest.hash_device.path} ({manifest.hash_device.size} bytes)")
+    print(f"root hash: {manifest.root_hash}")
+    print(f"pcr11:     {manifest.pcr11_sha256}")
+    print(f"manifest:  {args.out / MANIFEST_NAME}")
+    return 0
+
+
+def _reference_values(args: argparse.Namespace) -> int:
+    from trustpod.image.reference_values import publish, reference_values, rvps_sample_message
+
+    manifest = _load(args.manifest)
+    message = rvps_sample_message(reference_values(manifest, args.tee or _TEES))
+    print(json.dumps(message))
+    if args.publish:
+        if args.token_file is None:
+            raise ConfigError("--publish needs --token-file", reason="image.publish")
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read token file: {exc}", reason="image.publish") from exc
+        publish(args.publish, token, message, cert_file=args.cert_file)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from trustpod.image.boot import check_root
+
+    manifest = _load(args.manifest)
+    base = args.manifest.parent
+    data = args.data or base / manifest.root_image.path
+    hash_dev = args.hash_device or base / manifest.hash_device.path
+    check_root(manifest, data, hash_dev)
+    print(f"root image verified against roothash={manifest.root_hash}")
+    return 0

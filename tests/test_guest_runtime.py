@@ -161,3 +161,46 @@ def test_unreachable_kbs_credentials_fail_start(tmp_path: Path, ca: trustme.CA) 
         with pytest.raises(NotFoundError):
             runtime.start()
         runtime.close()
+
+
+def test_guest_run_process_serves_and_stops_on_sigterm(tmp_path: Path, ca: trustme.CA) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "keys").mkdir()
+    with kbs_instance(tmp_path / "a", ca, b"from-process") as (url, _):
+        d = guest_dir(tmp_path, url, ca, "g")
+        sock = tmp_path / "guest.sock"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trustpod.cli",
+                "guest",
+                "run",
+                "--config-dir",
+                str(d),
+                "--listen",
+                f"unix:{sock}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not sock.exists():
+                assert proc.poll() is None, proc.communicate()[1].decode()
+                assert time.monotonic() < deadline, "guest API did not come up"
+                time.sleep(0.05)
+            transport = httpx.HTTPTransport(uds=str(sock))
+            with httpx.Client(transport=transport, base_url="http://guest", timeout=30) as h:
+                assert h.get("/cdh/resource/default/key/1").content == b"from-process"
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=15)
+            assert proc.returncode == 0, err.decode()
+            assert json.loads(out.decode().splitlines()[0])["kbs"] == url
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

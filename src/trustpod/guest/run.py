@@ -16,12 +16,14 @@ Shutdown on SIGTERM/SIGINT is uvicorn's graceful shutdown, then the KBS clients 
 from __future__ import annotations
 
 import logging
+import signal
 import ssl
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -102,6 +104,19 @@ def http_client(cert_pem: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> htt
     return httpx.Client(timeout=timeout, verify=verify)
 
 
+class _GuestServer(uvicorn.Server):
+    """uvicorn server whose SIGTERM/SIGINT handling ends ``run()`` normally: uvicorn >= 0.29
+    re-raises the captured signal after its graceful shutdown, which would skip our cleanup and
+    exit with -SIGTERM instead of 0."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down the guest API", sig)
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
 class GuestRuntime:
     """The wired AA + CDH (+ API server); ``run()`` blocks until SIGTERM/SIGINT."""
 
@@ -170,7 +185,7 @@ class GuestRuntime:
         """Start, serve the API until a signal, then shut down cleanly."""
         try:
             self.start()
-            self.server = uvicorn.Server(self._uvicorn_config(listen))
+            self.server = _GuestServer(self._uvicorn_config(listen))
             log.info("guest API listening on %s", listen or self.config.settings.api_listen)
             self.server.run()
         finally:
@@ -179,7 +194,7 @@ class GuestRuntime:
     def serve_in_thread(self, listen: str, *, timeout_s: float = 10.0) -> str:
         """Serve the API from a background thread (tests, demo) and return its base URL
         (``http://127.0.0.1:<port>``; ``unix:<path>`` for a socket). Stop with ``stop()``."""
-        server = uvicorn.Server(self._uvicorn_config(listen))
+        server = _GuestServer(self._uvicorn_config(listen))
         self.server = server
         self._thread = threading.Thread(target=server.run, daemon=True)
         self._thread.start()

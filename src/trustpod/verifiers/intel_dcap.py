@@ -109,15 +109,15 @@ def _verify_chain(
 def _check_crls(
     col: IntelCollateral, chain: tuple[x509.Certificate, ...], now: _dt.datetime, opts: DcapOptions
 ) -> tuple[int, int, list[_dt.datetime], list[_dt.datetime]]:
-    if col.pck_crl is None or col.root_ca_crl is None:
-        if not opts.insecure_skip_crl:
-            raise _err(
-                "crl_missing",
-                "PCK CRL or root CA CRL is missing from the collateral",
-                fix="fetch complete collateral (trustpod collateral fetch intel ...)",
-            )
+    if opts.insecure_skip_crl:
         _log.warning("TDX: insecure_skip_crl is set: PCK revocation NOT checked")
         return 0, 0, [], []
+    if col.pck_crl is None or col.root_ca_crl is None:
+        raise _err(
+            "crl_missing",
+            "PCK CRL or root CA CRL is missing from the collateral",
+            fix="fetch complete collateral (trustpod collateral fetch intel ...)",
+        )
     issued, expires = [], []
     nums = []
     for crl, issuer, subject in (

@@ -141,7 +141,7 @@ def client(url: str, sleeps: list[float] | None = None, **kw: float) -> PcsClien
 def test_fetch_and_verify_end_to_end(
     pcs: tuple[FakePcs, str], material: dict[str, bytes], tmp_path: Path
 ) -> None:
-    fake, url = pcs
+    _fake, url = pcs
     items = client(url).fetch(FMSPC.lower(), "platform")
     assert items.tcb_info_issuer_chain == material["chain"]
     col = items.parse()

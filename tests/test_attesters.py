@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import hashlib
+import shutil
 import struct
 import uuid
 from collections.abc import Callable
@@ -258,3 +259,34 @@ def test_make_attester_names_and_settings(tmp_path: Path) -> None:
     ev = emulated.get_evidence(REPORT_DATA)
     assert ev["version"] == 2
     emulated.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.swtpm
+@pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm binary not installed")
+def test_swtpm_generic_tpm_and_azure_detection(tmp_path: Path) -> None:
+    from trustpod.guest.attesters.tpm import Tpm2PytssDevice
+    from trustpod.guest.emulator.hcl import build_hcl_report, build_var_data
+    from trustpod.guest.emulator.swtpm import SwtpmProcess
+    from trustpod.guest.emulator.vendor import EmulatedVendor
+
+    with SwtpmProcess() as sw:
+        device = Tpm2PytssDevice(sw.tcti)
+        try:
+            attester = TpmAttester(device)  # no AK yet: created and persisted on first use
+            ev = attester.get_evidence(REPORT_DATA)
+            assert ev == attester.get_evidence(REPORT_DATA) | {"tpm_quote": ev["tpm_quote"]}
+            with pytest.raises(DependencyError):
+                device.nv_read(0x01400001)
+            vendor = EmulatedVendor.generate()
+            ak = device.create_persistent_ak(0x81000003)
+            from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+            var = build_var_data(load_der_public_key(ak), bytes(64), {"tpm-enabled": True})
+            hcl = build_hcl_report(
+                vendor, var, measurement=bytes(48), policy=0x30000, host_data=bytes(32)
+            )
+            device.nv_define(0x01400001, 2048)
+            device.nv_write(0x01400001, hcl[:2048])
+        finally:
+            device.close()
+        assert detect_tee({"tcti": sw.tcti}) == "az-snp-vtpm"

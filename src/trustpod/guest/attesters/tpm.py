@@ -199,12 +199,22 @@ class Tpm2PytssDevice:
         except Exception as exc:
             raise DependencyError(f"TPM {what} failed: {exc}", reason=f"tpm.{what}") from exc
 
+    def _exists(self, handle: int) -> bool:
+        """Whether an NV index / persistent handle is defined (no ESYS error logging)."""
+        from tpm2_pytss.constants import TPM2_CAP
+
+        _, cap = self._call("get_capability", self._ctx.get_capability, TPM2_CAP.HANDLES, handle, 1)
+        handles = list(cap.data.handles)
+        return bool(handles) and int(handles[0]) == handle
+
     def _nv_handle(self, index: int) -> Any:
         return self._call("nv_handle", self._ctx.tr_from_tpmpublic, index)
 
     def nv_read(self, index: int) -> bytes:
         from tpm2_pytss.constants import ESYS_TR
 
+        if not self._exists(index):
+            raise DependencyError(f"NV index 0x{index:08x} not defined", reason="tpm.nv_read")
         nv = self._nv_handle(index)
         try:
             pub, _ = self._call("nv_read_public", self._ctx.nv_read_public, nv)
@@ -224,11 +234,8 @@ class Tpm2PytssDevice:
         from tpm2_pytss import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
         from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_NV
 
-        try:
-            old = self._ctx.tr_from_tpmpublic(index)
-        except Exception:  # not defined yet
-            old = None
-        if old is not None:
+        if self._exists(index):
+            old = self._nv_handle(index)
             self._call("nv_undefine", self._ctx.nv_undefine_space, old, ESYS_TR.OWNER)
         attrs = TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.AUTHWRITE | TPMA_NV.AUTHREAD
         public = TPM2B_NV_PUBLIC(
@@ -242,11 +249,9 @@ class Tpm2PytssDevice:
     def nv_write(self, index: int, data: bytes) -> None:
         from tpm2_pytss.constants import ESYS_TR
 
-        try:
-            nv = self._ctx.tr_from_tpmpublic(index)
-        except Exception:  # define on first use, as Azure's tooling does
+        if not self._exists(index):  # define on first use, as Azure's tooling does
             self.nv_define(index, len(data))
-            nv = self._nv_handle(index)
+        nv = self._nv_handle(index)
         try:
             for off in range(0, len(data), self._nv_chunk):
                 part = data[off : off + self._nv_chunk]
@@ -255,6 +260,8 @@ class Tpm2PytssDevice:
             self._ctx.tr_close(nv)
 
     def ak_public_der(self, handle: int) -> bytes:
+        if not self._exists(handle):
+            raise DependencyError(f"no key at handle 0x{handle:08x}", reason="tpm.ak_handle")
         key = self._call("ak_handle", self._ctx.tr_from_tpmpublic, handle)
         try:
             pub, _, _ = self._call("read_public", self._ctx.read_public, key)

@@ -31,7 +31,7 @@ from trustpod.errors import (
     TrustpodError,
     VerificationError,
 )
-from trustpod.guest.aa import AttestationAgent
+from trustpod.guest.aa import KBS_TOKEN_TYPE, AttestationAgent
 from trustpod.guest.cdh import ConfidentialDataHub
 from trustpod.sealed.resource_uri import ResourceUri
 
@@ -71,16 +71,8 @@ async def _call(fn: Callable[[], bytes], media_type: str) -> Response:
     return Response(body, media_type=media_type)
 
 
-def create_app(
-    aa: AttestationAgent | None,
-    cdh: ConfidentialDataHub | None,
-    *,
-    features: Sequence[str] = FEATURES,
-) -> Starlette:
-    """The Starlette app; routes exist only for the enabled features and present components."""
-
+def _cdh_routes(cdh: ConfidentialDataHub) -> list[Route]:
     async def resource(request: Request) -> Response:
-        assert cdh is not None
         p = request.path_params
         try:
             uri = ResourceUri.resource(p["repo"], p["type"], p["tag"])
@@ -89,28 +81,43 @@ def create_app(
         return await _call(lambda: cdh.get_resource(str(uri)), "application/octet-stream")
 
     async def unseal(request: Request) -> Response:
-        assert cdh is not None
         body = await request.body()
         if len(body) > MAX_UNSEAL_BODY_BYTES:
             return PlainTextResponse("sealed secret too large", status_code=413)
         text = body.decode("utf-8", errors="replace").strip()
         return await _call(lambda: cdh.unseal_secret(text), "application/octet-stream")
 
+    return [
+        Route("/cdh/resource/{repo}/{type}/{tag}", resource, methods=["GET"]),
+        Route("/cdh/unseal", unseal, methods=["POST"]),
+    ]
+
+
+def _aa_routes(aa: AttestationAgent) -> list[Route]:
     async def token(request: Request) -> Response:
-        assert aa is not None
-        kind = request.query_params.get("token_type", "kbs")
+        kind = request.query_params.get("token_type", KBS_TOKEN_TYPE)
         return await _call(lambda: aa.get_token(kind), "application/json")
 
     async def evidence(request: Request) -> Response:
-        assert aa is not None
         data = request.query_params.get("runtime_data", "").encode("utf-8")
         return await _call(lambda: aa.get_evidence(data), "application/json")
 
+    return [
+        Route("/aa/token", token, methods=["GET"]),
+        Route("/aa/evidence", evidence, methods=["GET"]),
+    ]
+
+
+def create_app(
+    aa: AttestationAgent | None,
+    cdh: ConfidentialDataHub | None,
+    *,
+    features: Sequence[str] = FEATURES,
+) -> Starlette:
+    """The Starlette app; routes exist only for the enabled features and present components."""
     routes: list[Route] = []
     if "resource" in features and cdh is not None:
-        routes.append(Route("/cdh/resource/{repo}/{type}/{tag}", resource, methods=["GET"]))
-        routes.append(Route("/cdh/unseal", unseal, methods=["POST"]))
+        routes.extend(_cdh_routes(cdh))
     if "attestation" in features and aa is not None:
-        routes.append(Route("/aa/token", token, methods=["GET"]))
-        routes.append(Route("/aa/evidence", evidence, methods=["GET"]))
+        routes.extend(_aa_routes(aa))
     return Starlette(routes=routes)

@@ -218,6 +218,16 @@ class EmulatedVendor:
         return self.ark.public_bytes(serialization.Encoding.DER)
 
     @property
+    def ask_der(self) -> bytes:
+        return self.ask.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def emulated_roots(self) -> tuple[bytes, bytes]:
+        """``(ARK, ASK)`` DER: the value for ``VerifierSettings.insecure_emulated_roots`` (the
+        ASK rides along because Azure evidence carries only the VCEK)."""
+        return (self.ark_der, self.ask_der)
+
+    @property
     def vcek_der(self) -> bytes:
         return self.vcek.public_bytes(serialization.Encoding.DER)
 

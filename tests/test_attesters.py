@@ -290,3 +290,34 @@ def test_swtpm_generic_tpm_and_azure_detection(tmp_path: Path) -> None:
         finally:
             device.close()
         assert detect_tee({"tcti": sw.tcti}) == "az-snp-vtpm"
+
+
+def test_az_tdx_vtpm_attester_with_real_hcl_and_td_quote(verifier_data: Path) -> None:
+    from trustpod.evidence.az import AzEvidence
+    from trustpod.guest.attesters.az_vtpm import (
+        VTPM_AK_HANDLE,
+        VTPM_HCL_REPORT_NV_INDEX,
+        VTPM_USER_DATA_NV_INDEX,
+        AzTdxVtpmAttester,
+    )
+
+    hcl = (verifier_data / "az-tdx-vtpm/hcl-report.bin").read_bytes()
+    td_quote = (verifier_data / "az-tdx-vtpm/td-quote.bin").read_bytes()
+    tpm = SoftwareTpm(nv_index_max=4096)
+    tpm.create_persistent_ak(VTPM_AK_HANDLE)
+    tpm.nv_define(VTPM_HCL_REPORT_NV_INDEX, len(hcl))
+    tpm.nv_write(VTPM_HCL_REPORT_NV_INDEX, hcl)
+    seen: list[bytes] = []
+
+    class Quoter:
+        def td_quote(self, td_report: bytes) -> bytes:
+            seen.append(td_report)
+            return td_quote
+
+    attester = AzTdxVtpmAttester(tpm, Quoter())
+    ev = attester.get_evidence(REPORT_DATA)
+    assert list(ev) == ["version", "tpm_quote", "hcl_report", "td_quote"]
+    parsed = AzEvidence.from_json(ev, tee="az-tdx-vtpm")
+    assert parsed.hcl_report == hcl and parsed.td_quote == td_quote
+    assert seen == [hcl[32 : 32 + 1024]]  # the TD report inside the HCL report
+    assert tpm.nv_read(VTPM_USER_DATA_NV_INDEX) == REPORT_DATA.ljust(64, b"\0")

@@ -111,6 +111,8 @@ def test_vendor_chain_shape_matches_amd(vendor: EmulatedVendor, verifier_data: P
 
 def test_vendor_save_load_roundtrip(vendor: EmulatedVendor, vendor_dir: Path) -> None:
     assert (vendor_dir / "ark.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+    roots = x509.load_pem_x509_certificates((vendor_dir / "roots.pem").read_bytes())
+    assert [c.subject for c in roots] == [vendor.ark.subject, vendor.ask.subject]
     assert (vendor_dir / "vcek.key.pem").stat().st_mode & 0o077 == 0
     again = load_or_create_vendor(vendor_dir)
     assert again.ark_der == vendor.ark_der and again.chip_id == vendor.chip_id

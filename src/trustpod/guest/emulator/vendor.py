@@ -12,9 +12,10 @@ the shape, so the same verifier code path runs as on hardware:
   ``.1.3.{1,2,3,8}`` blSPL/teeSPL/snpSPL/ucodeSPL INTEGER, ``.1.3.{4,5,6,7}`` reserved INTEGER 0,
   ``.1.4`` hwID = the raw 64-byte chip_id (no OCTET STRING wrapper, like KDS VCEKs).
 
-Files written by :meth:`EmulatedVendor.save`: ``ark.pem``, ``ask.pem``, ``vcek.pem``,
-``vcek.der``, ``ark.key.pem``, ``ask.key.pem``, ``vcek.key.pem`` (0600) and ``vendor.json``
-(chip id, TCB, product).
+Files written by :meth:`EmulatedVendor.save`: ``ark.pem``, ``ask.pem``, ``roots.pem`` (ARK then
+ASK: the file to list in the KBS's ``[trustpod] insecure_emulated_roots``, because Azure evidence
+carries only the VCEK), ``vcek.pem``, ``vcek.der``, ``ark.key.pem``, ``ask.key.pem``,
+``vcek.key.pem`` (0600) and ``vendor.json`` (chip id, TCB, product).
 """
 
 from __future__ import annotations
@@ -238,6 +239,8 @@ class EmulatedVendor:
         for fname, cert in (("ark.pem", self.ark), ("ask.pem", self.ask), ("vcek.pem", self.vcek)):
             (directory / fname).write_bytes(cert.public_bytes(pem))
         (directory / "vcek.der").write_bytes(self.vcek_der)
+        roots = self.ark.public_bytes(pem) + self.ask.public_bytes(pem)
+        (directory / "roots.pem").write_bytes(roots)
         for fname, key in (
             ("ark.key.pem", self.ark_key),
             ("ask.key.pem", self.ask_key),

@@ -161,6 +161,7 @@ class TdQuote:
     body: TdReportBody
     signed: bytes  # header (+ v5 descriptor) + body: the bytes the quote signature covers
     sig: QuoteSignature
+    raw: bytes  # the quote up to the end of its signature data (trailing padding dropped)
 
     @property
     def version(self) -> int:
@@ -286,4 +287,5 @@ def parse_td_quote(raw: bytes, *, max_bytes: int = MAX_QUOTE_BYTES) -> TdQuote:
         body=body,
         signed=raw[:end],
         sig=_parse_signature(sd),
+        raw=raw[: end + 4 + sig_len],
     )

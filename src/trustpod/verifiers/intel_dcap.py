@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from trustpod.errors import VerificationError
 from trustpod.evidence.tdx import TdQuote
 from trustpod.verifiers.intel_collateral import IntelCollateral, SignedCollateral
+from trustpod.verifiers.intel_qvl import qvl_complete, qvl_status
 from trustpod.verifiers.intel_tcb import evaluate_tcb
 
 __all__ = ["INTEL_SGX_ROOT_CA_SHA256", "DcapOptions", "verify_dcap"]
@@ -43,6 +44,7 @@ class DcapOptions:
     insecure_unsigned_collateral: bool = False
     insecure_skip_crl: bool = False
     reject_expired_collateral: bool = True
+    cross_check_dcap_qvl: bool = True
     accepted_statuses: frozenset[str] = frozenset(
         {
             "UpToDate",
@@ -206,6 +208,16 @@ def verify_dcap(
             f"{_rfc3339(min(expires))})",
             fix="refresh the Intel collateral, or verify with --now inside its window",
         )
+    # (9) Second opinion: dcap-qvl on complete, fresh collateral must agree (ADR 0500).
+    if (
+        opts.cross_check_dcap_qvl
+        and not expired
+        and qvl_complete(col)
+        and not (opts.insecure_skip_crl or opts.insecure_unsigned_collateral)
+    ):
+        qvl, _advisories = qvl_status(quote, col, chain[-1].public_bytes(Encoding.DER), now)
+        if qvl != ev.status:
+            raise _err("qvl_disagrees", f"dcap-qvl says {qvl}, trustpod says {ev.status}")
     pck = sig.pck
     claims: dict[str, Any] = {
         "earliest_issue_date": _rfc3339(min(issued)),

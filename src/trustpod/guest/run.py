@@ -46,7 +46,14 @@ from trustpod.guest.config import (
 from trustpod.guest.kbs_client import DEFAULT_TIMEOUT_S, KbsClient
 from trustpod.initdata import InitData
 
-__all__ = ["GuestConfig", "GuestRuntime", "http_client", "load_config_dir", "settings_summary"]
+__all__ = [
+    "GuestConfig",
+    "GuestRuntime",
+    "SerializedAttester",
+    "http_client",
+    "load_config_dir",
+    "settings_summary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +111,34 @@ def http_client(cert_pem: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> htt
     return httpx.Client(timeout=timeout, verify=verify)
 
 
+class SerializedAttester:
+    """Serializes every call into one attester: the AA, the CDH's KBS client and the API threads
+    share it, and a vTPM attester's write-user-data → read-HCL-report → quote sequence must not
+    interleave."""
+
+    def __init__(self, inner: Attester) -> None:
+        self.inner = inner
+        self.tee = inner.tee
+        self._lock = threading.Lock()
+
+    def get_evidence(self, report_data: bytes) -> Any:
+        with self._lock:
+            return self.inner.get_evidence(report_data)
+
+    def bind_init_data(self, digest: bytes) -> None:
+        with self._lock:
+            self.inner.bind_init_data(digest)
+
+    def extend_runtime_measurement(self, event_digest: bytes, register_index: int) -> None:
+        with self._lock:
+            self.inner.extend_runtime_measurement(event_digest, register_index)
+
+    def close(self) -> None:
+        closer = getattr(self.inner, "close", None)
+        if callable(closer):
+            closer()
+
+
 class _GuestServer(uvicorn.Server):
     """uvicorn server whose SIGTERM/SIGINT handling ends ``run()`` normally: uvicorn >= 0.29
     re-raises the captured signal after its graceful shutdown, which would skip our cleanup and
@@ -122,7 +157,7 @@ class GuestRuntime:
 
     def __init__(self, config: GuestConfig, attester: Attester) -> None:
         self.config = config
-        self.attester = attester
+        self.attester = attester = SerializedAttester(attester)
         toml = None if config.initdata is None else config.initdata.raw.decode("utf-8")
         margin = float(config.settings.token_refresh_margin_s)
 
@@ -218,9 +253,7 @@ class GuestRuntime:
     def close(self) -> None:
         self.aa.close()
         self._cdh_client.close()
-        closer = getattr(self.attester, "close", None)
-        if callable(closer):
-            closer()
+        self.attester.close()
 
 
 def settings_summary(config: GuestConfig) -> Mapping[str, Any]:

@@ -15,7 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trustpod.errors import ConfigError, DependencyError, EvidenceError, VerificationError
+from trustpod.errors import (
+    ConfigError,
+    DependencyError,
+    EvidenceError,
+    TrustpodError,
+    VerificationError,
+)
 from trustpod.guest.attesters.base import Attester, UnsupportedAttesterFeature
 from trustpod.guest.attesters.detect import detect_tee, make_attester
 from trustpod.guest.attesters.snp import (
@@ -321,3 +327,35 @@ def test_az_tdx_vtpm_attester_with_real_hcl_and_td_quote(verifier_data: Path) ->
     assert parsed.hcl_report == hcl and parsed.td_quote == td_quote
     assert seen == [hcl[32 : 32 + 1024]]  # the TD report inside the HCL report
     assert tpm.nv_read(VTPM_USER_DATA_NV_INDEX) == REPORT_DATA.ljust(64, b"\0")
+
+
+def test_snp_attester_evidence_verifies_with_snp_verifier(tmp_path: Path) -> None:
+    """An emulated-vendor SNP report served by configfs-tsm, with the VCEK in the auxblob
+    certificate table, goes through H4's ``snp`` verifier (emulated roots only)."""
+    import datetime as dt
+
+    from trustpod.guest.emulator.hcl import build_snp_report
+    from trustpod.guest.emulator.vendor import EmulatedVendor
+
+    snp_verifier = pytest.importorskip("trustpod.verifiers.snp")
+    from trustpod.verifiers.base import VerifierSettings, VerifyInput
+
+    vendor = EmulatedVendor.generate()
+    initdata = hashlib.sha256(b"initdata").digest()
+    report = build_snp_report(
+        vendor,
+        report_data=REPORT_DATA.ljust(64, b"\0"),
+        measurement=hashlib.sha384(b"fw").digest(),
+        policy=0x30000,
+        host_data=initdata,
+    )
+    vcek_guid = next(g for g, n in SNP_CERT_GUIDS.items() if n == "VCEK")
+    attester = _snp(tmp_path, report, cert_table([(vcek_guid, vendor.vcek_der)]))
+    attester.bind_init_data(initdata)
+    ev = attester.get_evidence(REPORT_DATA)
+    expected = VerifyInput(REPORT_DATA, initdata, dt.datetime.now(dt.UTC))
+    settings = VerifierSettings(insecure_emulated_roots=vendor.emulated_roots)
+    claims = snp_verifier.create(settings).verify(ev, expected)[0].claims
+    assert claims["init_data"] == initdata.hex() and claims["chip_id"] == vendor.chip_id.hex()
+    with pytest.raises(TrustpodError):
+        snp_verifier.create(VerifierSettings()).verify(ev, expected)

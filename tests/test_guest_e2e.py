@@ -81,10 +81,7 @@ def cvm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def kbs(tmp: Path, ca: trustme.CA, *, ark: Path | None, secret: bytes) -> Iterator[Any]:
     tmp.mkdir(parents=True, exist_ok=True)
     roots = f'[trustpod]\ninsecure_emulated_roots = ["{ark}"]\n' if ark else ""
-    text = (
-        "[http_server]\ninsecure_http = true\n[attestation_service]\ntimeout = 5\n"
-        f"[attestation_token]\ninsecure_header_jwk = true\n{roots}"
-    )
+    text = f"[http_server]\ninsecure_http = true\n[attestation_service]\ntimeout = 5\n{roots}"
     config = parse_config(tomllib.loads(text), tmp / "kbs-config.toml")
     core, admin = build_core(config)
     core.set_resource("default/key/1", secret)

@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from tdx_emulator import emulate  # noqa: E402
-
 from trustpod.evidence.ccel import CcEventLog  # noqa: E402
 from trustpod.evidence.tdx import parse_td_quote  # noqa: E402
 from trustpod.verifiers.base import VerifyInput  # noqa: E402

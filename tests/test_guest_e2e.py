@@ -123,7 +123,7 @@ def claims(token: str) -> dict[str, Any]:
 
 def test_done_when(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
     (tmp_path / "keys").mkdir()
-    ark = cvm_dir / "vendor" / "ark.pem"
+    ark = cvm_dir / "vendor" / "roots.pem"
     EmulatedAzureCvm.create(cvm_dir, backend="software")  # creates the vendor chain
     timings: dict[str, float] = {}
     with (

@@ -2,7 +2,7 @@
 
 The KBS side (H3's ``trustpod.demo``) uses three helpers::
 
-    ark = emulated_root(workdir)                  # put in [trustpod] insecure_emulated_roots
+    roots = emulated_root(workdir)                # put in [trustpod] insecure_emulated_roots
     resources, sealed = demo_secrets()            # upload resources (admin API), keep sealed
     run_guest_demo(kbs_url, ca_pem, workdir=workdir, sealed=sealed)
 
@@ -33,11 +33,12 @@ DEMO_KID = "kbs:///default/sealed-key/1"
 
 
 def emulated_root(workdir: Path) -> Path:
-    """Create (once) the emulated AMD vendor chain under ``workdir/cvm``; return its ARK PEM."""
+    """Create (once) the emulated AMD vendor chain under ``workdir/cvm``; return its
+    ``roots.pem`` (ARK + ASK), the file for the KBS's ``insecure_emulated_roots``."""
     from trustpod.guest.emulator.vendor import load_or_create_vendor
 
     load_or_create_vendor(workdir / "cvm" / "vendor")
-    return workdir / "cvm" / "vendor" / "ark.pem"
+    return workdir / "cvm" / "vendor" / "roots.pem"
 
 
 def demo_secrets(

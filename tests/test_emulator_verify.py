@@ -63,9 +63,32 @@ def test_emulated_evidence_verifies_with_emulated_roots(
 
 
 def test_default_verifier_refuses_emulated_root(evidence: dict[str, Any]) -> None:
-    with pytest.raises(VerificationError) as err:
+    # Offline and without emulated roots there is no ASK/ARK for the chain: refused.
+    with pytest.raises(TrustpodError) as err:
         _verifier(None).verify(evidence, _expected())
-    assert "ark" in err.value.reason or "root" in err.value.message.lower()
+    assert err.value.reason in ("snp.collateral_missing", "snp.ark_not_pinned")
+
+
+@pytest.mark.filterwarnings("ignore:Parsed a serial number")
+def test_verifier_with_real_amd_roots_refuses_emulated_vcek(
+    evidence: dict[str, Any], trustee_vectors: Path
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from trustpod.collateral.ports import AmdCaCerts, MemoryAmdCollateral
+    from trustpod.verifiers.snp import SnpVerifier
+
+    pem = (trustee_vectors / "deps/verifier/src/snp/milan_ask_ark_asvk.pem").read_bytes()
+    by_cn = {
+        c.subject.rfc4514_string().split(",")[0]: c.public_bytes(Encoding.DER)
+        for c in x509.load_pem_x509_certificates(pem)
+    }
+    real = AmdCaCerts(ark=by_cn["CN=ARK-Milan"], ask=by_cn["CN=SEV-Milan"])
+    snp = SnpVerifier(root_sources=[MemoryAmdCollateral.from_ca({"Milan": real})])
+    with pytest.raises(VerificationError) as err:
+        az.AzSnpVtpmVerifier(snp).verify(evidence, _expected())
+    assert err.value.reason == "snp.vek_signature"
 
 
 def test_wrong_initdata_and_wrong_nonce_refused(
@@ -102,5 +125,5 @@ def test_swtpm_emulated_evidence_verifies(vendor: EmulatedVendor, tmp_path: Path
         ev = cvm.attester().get_evidence(REPORT_DATA)
     claims = _verifier(vendor).verify(ev, _expected())
     assert claims[0].claims["init_data"] == pcr8_after_extend(INITDATA).hex()
-    with pytest.raises(VerificationError):
+    with pytest.raises(TrustpodError):
         _verifier(None).verify(ev, _expected())

@@ -20,12 +20,18 @@ from __future__ import annotations
 
 import atexit
 import logging
-import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from trustpod.errors import ConfigError, DependencyError, TrustpodError
+from trustpod.evidence.hcl import (
+    HCL_REPORT_SIZE,
+    HCL_SIGNATURE,
+    REPORT_TYPE_SNP,
+    REPORT_TYPE_TDX,
+    HclReport,
+)
 from trustpod.guest.attesters.base import Attester
 
 __all__ = ["ATTESTER_NAMES", "SETTING_KEYS", "detect_tee", "make_attester"]
@@ -57,10 +63,7 @@ SETTING_KEYS = frozenset(
     }
 )
 _TPM_DEVICES = (Path("/dev/tpmrm0"), Path("/dev/tpm0"))
-#: HCL report: IGVM request data follows the 32-byte header and the 1184-byte hardware report;
-#: its third u32 is the report type (2 = SNP, 4 = TDX).
-_HCL_REPORT_TYPE_OFFSET = 32 + 1184 + 8
-_HCL_TYPES = {2: "az-snp-vtpm", 4: "az-tdx-vtpm"}
+_HCL_TYPES = {REPORT_TYPE_SNP: "az-snp-vtpm", REPORT_TYPE_TDX: "az-tdx-vtpm"}
 
 
 def _opt(settings: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -99,10 +102,13 @@ def _azure_kind(settings: Mapping[str, Any]) -> str | None:
         return None
     finally:
         device.close()
-    if len(hcl) < _HCL_REPORT_TYPE_OFFSET + 4 or not hcl.startswith(b"HCLA"):
+    if len(hcl) > HCL_REPORT_SIZE:
         return None
-    (kind,) = struct.unpack_from("<I", hcl, _HCL_REPORT_TYPE_OFFSET)
-    return _HCL_TYPES.get(kind)
+    try:
+        report = HclReport.from_bytes(hcl.ljust(HCL_REPORT_SIZE, b"\0"))
+    except TrustpodError:
+        return None
+    return _HCL_TYPES.get(report.report_type) if report.signature == HCL_SIGNATURE else None
 
 
 def detect_tee(settings: Mapping[str, Any] | None = None) -> str:

@@ -10,7 +10,7 @@ import hashlib
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from trustpod._internal.b64 import b64url_decode
@@ -24,13 +24,14 @@ from trustpod.kbs.ports import AttestationPort, RvpsPort
 from trustpod.kbs.resource_policy import ResourcePolicy
 from trustpod.kbs.sessions import AttestedSession, AuthedSession, SessionStore
 from trustpod.kbs.tokens import TokenVerifier, find_tee_pubkey
-from trustpod.protocol import Attestation, Request, encrypt_response, new_nonce
+from trustpod.protocol import Attestation, Request, TeePubKey, encrypt_response, new_nonce
 from trustpod.protocol.runtime_data import hash_algorithm_for_tee, runtime_data_object
 from trustpod.storage.port import KeyValueStore
 
 __all__ = ["KbsCore", "parse_resource_path"]
 
 RESOURCE_NS = "repository"
+_TEEKEY_MEMO = 4096
 _SEGMENT = re.compile(r"[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*")
 
 
@@ -68,6 +69,7 @@ class KbsCore:
     policy: ResourcePolicy
     metrics: KbsMetrics
     audit: AuditLog
+    _teekeys: dict[str, TeePubKey] = field(default_factory=dict)
 
     # -- RCAR ---------------------------------------------------------------------------------
     def auth(self, body: Any) -> tuple[dict[str, Any], AuthedSession]:
@@ -148,12 +150,28 @@ class KbsCore:
         value = self.store.get(RESOURCE_NS, path)
         if value is None:
             raise NotFoundError(f"resource {path} not found", reason="kbs.resource_not_found")
-        tee_pubkey = find_tee_pubkey(claims, self.config.attestation_token.extra_teekey_paths)
+        tee_pubkey = self._tee_pubkey(token, claims)
         return encrypt_response(
             value,
             tee_pubkey,
             insecure_allow_rsa1_5=self.config.trustpod.insecure_allow_rsa1_5,
         )
+
+    def _tee_pubkey(self, token: str, claims: Mapping[str, Any]) -> TeePubKey:
+        """The token's TEE key, parsed once per token (bounded memo)."""
+        key = self._teekeys.get(token)
+        if key is None:
+            found = find_tee_pubkey(claims, self.config.attestation_token.extra_teekey_paths)
+            try:
+                key = TeePubKey.from_json(found)
+            except EvidenceError as exc:
+                raise AuthenticationError(
+                    f"the token's tee-pubkey is invalid: {exc.message}", reason="kbs.jwe_teekey"
+                ) from exc
+            if len(self._teekeys) >= _TEEKEY_MEMO:
+                self._teekeys.clear()
+            self._teekeys[token] = key
+        return key
 
     def _authorize(
         self,

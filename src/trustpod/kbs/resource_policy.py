@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ __all__ = ["DEFAULT_POLICY", "POLICY_KEY", "PRESETS", "Decision", "ResourcePolic
 POLICY_NAMESPACE = "kbs"
 POLICY_KEY = "resource-policy.rego"
 _CACHE_ENTRIES = 8192
+#: How often a process re-reads the stored policy (a change made through another KBS process
+#: on the same storage applies within this time; a change made through this process at once).
+POLICY_RELOAD_S = 1.0
 
 PRESETS: dict[str, str] = {
     "allow-all": "package policy\nimport rego.v1\ndefault allow := false\n"
@@ -104,8 +108,10 @@ def _compile(text: str) -> Any:
 class ResourcePolicy:
     """Stores, validates and evaluates the resource policy on a shared storage backend."""
 
-    def __init__(self, store: KeyValueStore) -> None:
+    def __init__(self, store: KeyValueStore, *, reload_s: float = POLICY_RELOAD_S) -> None:
         self._store = store
+        self._reload_s = reload_s
+        self._text: tuple[float, str] | None = None
         self._local = threading.local()
         self._cache: OrderedDict[tuple[Any, ...], Decision] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -116,13 +122,21 @@ class ResourcePolicy:
     def set(self, text: str) -> None:
         _compile(text)  # (1) syntax-checked before it is stored, as upstream
         self._store.put(POLICY_NAMESPACE, POLICY_KEY, text.encode())
+        self._text = None
 
     def policy_ids(self) -> list[str]:
         return [k.removesuffix(".rego") for k in self._store.list_keys(POLICY_NAMESPACE)]
 
     def current(self) -> str:
+        """The stored policy, re-read at most every ``reload_s`` (other processes' changes)."""
+        now = time.monotonic()
+        held = self._text
+        if held is not None and now - held[0] < self._reload_s:
+            return held[1]
         raw = self._store.get(POLICY_NAMESPACE, POLICY_KEY)
-        return DEFAULT_POLICY if raw is None else raw.decode("utf-8", "replace")
+        text = DEFAULT_POLICY if raw is None else raw.decode("utf-8", "replace")
+        self._text = (now, text)
+        return text
 
     def evaluate(
         self,

@@ -1,0 +1,224 @@
+"""``make bench``: KBS throughput (full RCAR flows/s, p50/p99, resource GETs/s with a token).
+
+Starts ``trustpod kbs serve`` with K worker processes on one SQLite file (from ``trustpod kbs
+init``), provisions a secret and the sample reference values, then:
+1. N concurrent clients loop auth -> attest -> get-resource (sample TEE) for --seconds;
+2. ``wrk`` (if installed, else the Python generator) hammers the resource GET with a Bearer token.
+``--profile`` runs a single worker under cProfile and prints the top functions.
+``--all`` also runs the other benchmarks in this directory (``bench_*.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks.kbs_load import Conn, run_flows
+
+RESOURCE = "default/bench/key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def _flows_worker(args: tuple[str, int, float, str | None]) -> tuple[list[float], int, str]:
+    url, clients, seconds, cafile = args
+    st = run_flows(url, clients, seconds, RESOURCE, cafile)
+    return st.latencies, st.errors, st.first_error
+
+
+def _token(url: str, cafile: str | None) -> str:
+    import asyncio
+    import ssl
+
+    from benchmarks import kbs_load
+
+    async def go() -> str:
+        ctx = ssl.create_default_context(cafile=cafile) if cafile else None
+        conn = await Conn.open(url, ctx)
+        _, hdrs, data = await conn.request("POST", "/kbs/v0/auth", kbs_load._AUTH)
+        cookie = hdrs["set-cookie"].split(";", 1)[0]
+        nonce = json.loads(data)["nonce"]
+        import hashlib
+
+        import rfc8785
+
+        rt = {"additional-evidence": "", "nonce": nonce, "tee-pubkey": kbs_load.TEE_PUBKEY}
+        digest = base64.b64encode(hashlib.sha384(rfc8785.dumps(rt)).digest()).decode()
+        body = {
+            "runtime-data": {"nonce": nonce, "tee-pubkey": kbs_load.TEE_PUBKEY},
+            "tee-evidence": {
+                "primary_evidence": {"svn": "1", "report_data": digest},
+                "additional_evidence": "",
+            },
+        }
+        status, _, data = await conn.request(
+            "POST", "/kbs/v0/attest", json.dumps(body).encode(), {"Cookie": cookie}
+        )
+        conn.close()
+        if status != 200:
+            raise SystemExit(f"attest failed: {status} {data[:300]!r}")
+        return str(json.loads(data)["token"])
+
+    return asyncio.run(go())
+
+
+def _wrk(url: str, token: str, seconds: float, conns: int) -> tuple[float, str]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{int(seconds)}s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {token}",
+            f"{url}/kbs/v0/resource/{RESOURCE}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if "Non-2xx" in out:
+        raise SystemExit("resource GETs failed:\n" + out)
+    return (float(m.group(1)) if m else 0.0), out
+
+
+def _start(cfg: Path, workers: int, profile: Path | None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable]
+    if profile is not None:
+        cmd += ["-m", "cProfile", "-o", str(profile)]
+    cmd += ["-m", "trustpod.cli", "kbs", "serve", "--config", str(cfg), "--workers", str(workers)]
+    return subprocess.Popen(cmd)
+
+
+def _wait(url: str, cafile: str | None) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", verify=cafile or True, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit("KBS did not start")
+
+
+def _provision(url: str, token: str, cafile: str | None) -> None:
+    h = {"authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, verify=cafile or True, headers=h) as c:
+        assert c.post(f"/kbs/v0/resource/{RESOURCE}", content=b"bench-secret").status_code == 200
+        from trustpod.demo import SAMPLE_REFERENCE_VALUES
+
+        for name, value in SAMPLE_REFERENCE_VALUES.items():
+            payload = base64.b64encode(json.dumps({name: value}).encode()).decode()
+            msg = {"version": "0.1.0", "type": "sample", "payload": payload}
+            r = c.post("/kbs/v0/reference-value", json=msg)
+            assert r.status_code == 200, r.text
+
+
+def kbs_bench(args: argparse.Namespace) -> dict[str, float]:
+    from trustpod.kbs.init_dir import init_kbs_dir
+
+    tmp = Path(tempfile.mkdtemp(prefix="trustpod-bench-"))
+    listen = f"127.0.0.1:{_free_port()}"
+    res = init_kbs_dir(tmp, listen, insecure_http=not args.tls)
+    cafile = str(res.certificate) if res.certificate else None
+    profile = tmp / "server.prof" if args.profile else None
+    workers = 1 if args.profile else args.workers
+    proc = _start(res.config, workers, profile)
+    try:
+        _wait(res.url, cafile)
+        _provision(res.url, res.admin_token.read_text().strip(), cafile)
+        per = max(1, args.clients // args.load_procs)
+        jobs = [(res.url, per, args.seconds, cafile)] * args.load_procs
+        t0 = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(args.load_procs) as pool:
+            parts = pool.map(_flows_worker, jobs)
+        wall = time.perf_counter() - t0 - 0.0
+        lat = [x for p in parts for x in p[0]]
+        errors = sum(p[1] for p in parts)
+        if errors:
+            print(f"flow errors: {errors}; first: {next(p[2] for p in parts if p[2])}")
+        flows_s = len(lat) / args.seconds
+        token = _token(res.url, cafile)
+        if shutil.which("wrk") and not args.tls:
+            gets, _ = _wrk(res.url, token, args.seconds, args.clients)
+        else:
+            gets = float("nan")
+        out = {
+            "flows_per_s": flows_s,
+            "p50_ms": _pct(lat, 0.5) * 1000,
+            "p99_ms": _pct(lat, 0.99) * 1000,
+            "gets_per_s": gets,
+            "flows": float(len(lat)),
+            "errors": float(errors),
+            "wall_s": wall,
+        }
+    finally:
+        proc.send_signal(2)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if profile is not None and profile.exists():
+        import pstats
+
+        pstats.Stats(str(profile)).sort_stats("cumulative").print_stats(35)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--workers", type=int, default=2, help="KBS worker processes (K)")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients (N)")
+    p.add_argument("--load-procs", type=int, default=1, help="load-generator processes")
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--tls", action="store_true", help="HTTPS (wrk GETs are skipped)")
+    p.add_argument("--profile", action="store_true", help="one worker under cProfile")
+    p.add_argument("--all", action="store_true", help="also run benchmarks/bench_*.py")
+    args = p.parse_args()
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    r = kbs_bench(args)
+    print(
+        f"KBS K={args.workers} N={args.clients} tls={args.tls}: "
+        f"{r['flows_per_s']:.0f} full flows/s (p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+        f"{int(r['flows'])} flows, {int(r['errors'])} errors); "
+        f"resource GET with token: {r['gets_per_s']:.0f} req/s"
+    )
+    if args.all:
+        for bench in sorted(Path(__file__).parent.glob("bench_*.py")):
+            print(f"--- {bench.name}")
+            subprocess.run([sys.executable, str(bench)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -203,9 +203,8 @@ def main() -> int:
     p.add_argument("--profile", action="store_true", help="one worker under cProfile")
     p.add_argument("--all", action="store_true", help="also run benchmarks/bench_*.py")
     args = p.parse_args()
-    print(
-        f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    py = platform.python_version()
+    print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {py}")
     r = kbs_bench(args)
     print(
         f"KBS K={args.workers} N={args.clients} tls={args.tls}: "

@@ -205,3 +205,20 @@ def test_publish_posts_with_admin_token(kbs: str, tmp_path: Path) -> None:
     assert _Kbs.received[-1][1] == "Bearer tok456"
     payload = json.loads(base64.b64decode(json.loads(_Kbs.received[-1][2])["payload"]))
     assert payload == {"snp_pcr11": [_manifest().pcr11_sha256]}
+
+
+@pytest.fixture(scope="module")
+def cvm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cvm")  # the emulated vendor chain is made once
+
+
+@pytest.mark.parametrize("backend", ["software", "swtpm"])
+def test_emulated_cvm_measures_pcr11(cvm_dir: Path, backend: str) -> None:
+    """The emulated Azure CVM (H6) measures the command line into PCR 11 through the port."""
+    cvm_mod = pytest.importorskip("trustpod.guest.emulator.cvm")
+    if backend == "swtpm" and shutil.which("swtpm") is None:
+        pytest.skip("swtpm not installed")
+    cvm = cvm_mod.EmulatedAzureCvm.create(cvm_dir, backend=backend)
+    with cvm:
+        value = measure_uki_boot(EmulatorPcrs(cvm), _manifest())
+        assert cvm.device.pcr_read([11])[0] == value == expected_pcr11(_manifest())

@@ -217,3 +217,15 @@ def test_swtpm_and_software_give_the_same_structure(vendor: EmulatedVendor) -> N
     assert list(hcl_hw.var_data_json()) == list(hcl_sw.var_data_json())
     assert TpmsAttest.from_bytes(msg_hw).pcr_select == TpmsAttest.from_bytes(msg_sw).pcr_select
     assert pid is not None and not Path(f"/proc/{pid}").exists()  # swtpm stopped
+
+
+def test_concurrent_evidence_requests_stay_bound(vendor: EmulatedVendor) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _cvm(vendor, "software") as cvm:
+        attester = cvm.attester()
+        nonces = [hashlib.sha384(bytes([i])).digest() for i in range(16)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(attester.get_evidence, nonces))
+    for nonce, ev in zip(nonces, results, strict=True):
+        check_az_evidence(ev, nonce)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -161,6 +162,9 @@ class _AzVtpmBase:
     def __init__(self, device: TpmDevice, settings: AzVtpmSettings | None = None) -> None:
         self.device = device
         self.settings = settings or AzVtpmSettings()
+        # One evidence at a time: the user-data NV index is shared, so a concurrent request
+        # could replace it between our write and our HCL read.
+        self._lock = threading.Lock()
 
     def hcl_report(self, report_data: bytes) -> bytes:
         """Bind ``report_data`` as HCL user data and read back the regenerated HCL report."""
@@ -217,8 +221,9 @@ class AzSnpVtpmAttester(_AzVtpmBase):
         self.vcek = vcek
 
     def get_evidence(self, report_data: bytes) -> Any:
-        hcl = self.hcl_report(report_data)
-        quote = self.tpm_quote(report_data)
+        with self._lock:
+            hcl = self.hcl_report(report_data)
+            quote = self.tpm_quote(report_data)
         vcek = self.vcek.vcek_der()
         return AzEvidence(AZ_EVIDENCE_VERSION, quote, hcl, vcek=vcek).to_json()
 
@@ -235,8 +240,9 @@ class AzTdxVtpmAttester(_AzVtpmBase):
         self.quoter = quoter
 
     def get_evidence(self, report_data: bytes) -> Any:
-        hcl = self.hcl_report(report_data)
+        with self._lock:
+            hcl = self.hcl_report(report_data)
+            quote = self.tpm_quote(report_data)
         td_report = HclReport.from_bytes(hcl).td_report()
-        quote = self.tpm_quote(report_data)
         td_quote = self.quoter.td_quote(td_report)
         return AzEvidence(AZ_EVIDENCE_VERSION, quote, hcl, td_quote=td_quote).to_json()

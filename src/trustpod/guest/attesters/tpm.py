@@ -13,10 +13,12 @@ is the report data zero-padded/truncated to 64 bytes.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from trustpod._internal.b64 import b64_encode
 from trustpod.errors import DependencyError, EvidenceError
@@ -160,6 +162,20 @@ class TpmAttester:
         )
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    """Serialise a device method: an ESAPI context is not thread-safe."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
+
+
 class Tpm2PytssDevice:
     """``TpmDevice`` over tpm2-pytss ESAPI and a TCTI string (one connection, kept open).
 
@@ -174,6 +190,7 @@ class Tpm2PytssDevice:
                 "tpm2-pytss is not installed", reason="tpm.no_pytss", fix="pip install tpm2-pytss"
             ) from exc
         self.tcti = tcti
+        self._lock = threading.RLock()
         try:
             self._ctx: Any = ESAPI(tcti)
         except Exception as exc:
@@ -210,6 +227,7 @@ class Tpm2PytssDevice:
     def _nv_handle(self, index: int) -> Any:
         return self._call("nv_handle", self._ctx.tr_from_tpmpublic, index)
 
+    @_locked
     def nv_read(self, index: int) -> bytes:
         from tpm2_pytss.constants import ESYS_TR
 
@@ -230,6 +248,7 @@ class Tpm2PytssDevice:
         finally:
             self._ctx.tr_close(nv)
 
+    @_locked
     def nv_define(self, index: int, size: int) -> None:
         from tpm2_pytss import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
         from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_NV
@@ -246,6 +265,7 @@ class Tpm2PytssDevice:
         nv = self._call("nv_define", self._ctx.nv_define_space, None, public, ESYS_TR.OWNER)
         self._ctx.tr_close(nv)
 
+    @_locked
     def nv_write(self, index: int, data: bytes) -> None:
         from tpm2_pytss.constants import ESYS_TR
 
@@ -259,6 +279,7 @@ class Tpm2PytssDevice:
         finally:
             self._ctx.tr_close(nv)
 
+    @_locked
     def ak_public_der(self, handle: int) -> bytes:
         if not self._exists(handle):
             raise DependencyError(f"no key at handle 0x{handle:08x}", reason="tpm.ak_handle")
@@ -269,6 +290,7 @@ class Tpm2PytssDevice:
         finally:
             self._ctx.tr_close(key)
 
+    @_locked
     def create_persistent_ak(self, handle: int) -> bytes:
         from tpm2_pytss import TPM2B_PUBLIC
         from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
@@ -294,6 +316,7 @@ class Tpm2PytssDevice:
             self._ctx.flush_context(key)
         return bytes(pub.to_der())
 
+    @_locked
     def quote(self, handle: int, pcrs: Sequence[int], nonce: bytes) -> QuoteResult:
         from tpm2_pytss import TPMT_SIG_SCHEME
         from tpm2_pytss.constants import TPM2_ALG
@@ -320,6 +343,7 @@ class Tpm2PytssDevice:
             pcrs=tuple(self.pcr_read(pcrs)),
         )
 
+    @_locked
     def pcr_read(self, pcrs: Sequence[int]) -> list[bytes]:
         out: list[bytes] = []
         wanted = [_check_pcr(i) for i in pcrs]
@@ -335,6 +359,7 @@ class Tpm2PytssDevice:
             out += values
         return out
 
+    @_locked
     def pcr_extend(self, index: int, digest: bytes) -> None:
         from tpm2_pytss import TPML_DIGEST_VALUES, TPMT_HA, TPMU_HA
         from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
@@ -346,6 +371,7 @@ class Tpm2PytssDevice:
         pcr = getattr(ESYS_TR, f"PCR{_check_pcr(index)}")
         self._call("pcr_extend", self._ctx.pcr_extend, pcr, values)
 
+    @_locked
     def close(self) -> None:
         try:
             self._ctx.close()

@@ -156,3 +156,29 @@ def test_cli_errors_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture
     _flip(data, 3 * 1024 + 1, 1)
     assert main([*base, res.root_hash.hex()]) == 1
     assert "first corrupted data block 3" in capsys.readouterr().err
+
+
+def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
+    import io
+
+    from trustpod.verity.progress import TerminalProgress, terminal_progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert terminal_progress("format", io.StringIO()) is None
+    tty = Tty()
+    bar = terminal_progress("format", tty)
+    assert isinstance(bar, TerminalProgress)
+    calls: list[tuple[int, int]] = []
+
+    def record(done: int, total: int) -> None:
+        calls.append((done, total))
+        bar(done, total)
+
+    data = tmp_path / "d.img"
+    data.write_bytes(random.Random(0).randbytes(64 * 4096))
+    format_files(data, tmp_path / "h.img", VerityParams(), chunk_bytes=16 * 4096, progress=record)
+    assert calls[-1] == (64 * 4096, 64 * 4096) and len(calls) == 4
+    assert tty.getvalue().endswith("\n") and "format [" in tty.getvalue()

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from trustpod.errors import ConfigError, DependencyError, EvidenceError
 from trustpod.verity.core import SUPERBLOCK_SIZE, Superblock, TreeGeometry, VerityParams
+from trustpod.verity.fileio import read_exact
 from trustpod.verity.stream import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_WORKERS,
     Progress,
     format_tree,
-    read_exact,
     verify_tree,
 )
 

@@ -15,15 +15,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from trustpod.errors import DependencyError, EvidenceError
+from trustpod.errors import EvidenceError
 from trustpod.verity.core import (
     ROOT_LEVEL,
     SUPERBLOCK_SIZE,
     BlockHasher,
+    Superblock,
     TreeGeometry,
     VerityCorruption,
     VerityParams,
 )
+from trustpod.verity.fileio import read_exact, read_into, write_all
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -44,37 +46,6 @@ DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 Progress = Callable[[int, int], None]
 
 
-def read_exact(fd: int, size: int, offset: int, what: str) -> bytes:
-    """``pread`` exactly ``size`` bytes or raise a truncation error naming ``what``."""
-    parts: list[bytes] = []
-    got = 0
-    while got < size:
-        try:
-            chunk = os.pread(fd, size - got, offset + got)
-        except OSError as exc:
-            raise DependencyError(f"cannot read {what}: {exc}", reason="verity.io") from exc
-        if not chunk:
-            raise EvidenceError(
-                f"{what} is truncated: needed {size} bytes at offset {offset}, got {got}",
-                reason="verity.truncated",
-                fix="the file is shorter than its verity parameters say; was it copied completely?",
-            )
-        parts.append(chunk)
-        got += len(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _write(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.pwrite(fd, view, offset)
-        except OSError as exc:
-            raise DependencyError(f"cannot write hash device: {exc}", reason="verity.io") from exc
-        view = view[n:]
-        offset += n
-
-
 def _chunks(total_blocks: int, block_size: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
     """(first_block, block_count) pairs covering ``total_blocks``."""
     per = max(1, chunk_bytes // block_size)
@@ -89,22 +60,6 @@ class _Source:
     blocks: int
     block_size: int
     what: str
-
-
-def _read_into(fd: int, view: memoryview, offset: int, what: str) -> None:
-    got = 0
-    while got < len(view):
-        try:
-            n = os.preadv(fd, [view[got:]], offset + got)
-        except OSError as exc:
-            raise DependencyError(f"cannot read {what}: {exc}", reason="verity.io") from exc
-        if n == 0:
-            raise EvidenceError(
-                f"{what} is truncated: needed {len(view)} bytes at offset {offset}, got {got}",
-                reason="verity.truncated",
-                fix="the file is shorter than its verity parameters say; was it copied completely?",
-            )
-        got += n
 
 
 def _digest_stream(
@@ -126,7 +81,7 @@ def _digest_stream(
         if buf is None or len(buf) < size:
             buf = local.buf = bytearray(size)
         view = memoryview(buf)[:size]
-        _read_into(src.fd, view, src.offset + first * bs, src.what)
+        read_into(src.fd, view, src.offset + first * bs, src.what)
         return hasher.digests(view, bs)
 
     total = src.blocks * bs
@@ -195,25 +150,23 @@ def format_tree(
             for _first, digests in _digest_stream(
                 src, hasher, chunk_bytes, progress if level.index == 0 else None, workers
             ):
-                _write(hash_fd, digests, out + written)
+                write_all(hash_fd, digests, out + written)
                 written += len(digests)
             pad = (-written) % hbs
             if pad:
-                _write(hash_fd, b"\x00" * pad, out + written)
+                write_all(hash_fd, b"\x00" * pad, out + written)
         top = geo.levels[-1]
         root = hasher.digest(read_exact(hash_fd, hbs, geo.level_offset(top.index), "hash device"))
     # (3) superblock at the hash offset (cryptsetup VERITY_write_sb), then make sure the device
     # reaches the end of the tree even when the last thing written was shorter
     if params.superblock:
-        _write(hash_fd, _superblock_bytes(params), params.hash_offset)
+        write_all(hash_fd, _superblock_bytes(params), params.hash_offset)
     if os.fstat(hash_fd).st_size < geo.end_offset:
         os.ftruncate(hash_fd, geo.end_offset)
     return root, geo
 
 
 def _superblock_bytes(params: VerityParams) -> bytes:
-    from trustpod.verity.core import Superblock
-
     sb = Superblock(
         hash_type=params.hash_type,
         uuid=params.uuid,

@@ -188,8 +188,10 @@ def emulate(
     comps: tuple[int, ...] = (2, 2, 7, 7, 4, 1, 0, 2) + (0,) * 8,
     revoke_pck: bool = False,
     tcb_edit: dict | None = None,  # type: ignore[type-arg]
+    tee_tcb_svn: bytes | None = None,
+    zero_service_td: bool = False,
 ) -> Emulated:
-    """Re-sign ``real_quote``'s header+body (v4) under a fully emulated DCAP hierarchy."""
+    """Re-sign ``real_quote``'s header+body (v4 or v5) under a fully emulated DCAP hierarchy."""
     root_k, ca_k, pck_k, tcb_k, att_k = (ec.generate_private_key(ec.SECP256R1()) for _ in range(5))
     root = _cert("Test SGX Root CA", root_k, "Test SGX Root CA", root_k, True)
     ca = _cert("Test SGX PCK Platform CA", ca_k, "Test SGX Root CA", root_k, True)
@@ -205,7 +207,15 @@ def emulate(
     qe[128:160] = bytes.fromhex(ident["mrsigner"])
     struct.pack_into("<HH", qe, 256, ident["isvprodid"], ident["tcbLevels"][0]["tcb"]["isvsvn"])
     qe[320:352] = hashlib.sha256(att_pub + auth).digest()
-    signed = real_quote[: 48 + 584]
+    version = struct.unpack_from("<H", real_quote, 0)[0]
+    body_off = 48 if version == 4 else 54
+    body_len = 584 if version == 4 else struct.unpack_from("<I", real_quote, 50)[0]
+    body = bytearray(real_quote[: body_off + body_len])
+    if tee_tcb_svn is not None:
+        body[body_off : body_off + 16] = tee_tcb_svn
+    if zero_service_td and version == 5:
+        body[body_off + 600 : body_off + 648] = bytes(48)
+    signed = bytes(body)
     pem = _pem(pck, ca, root)
     inner = bytes(qe) + _rs(pck_k, bytes(qe)) + struct.pack("<H", len(auth)) + auth
     inner += struct.pack("<HI", 5, len(pem)) + pem

@@ -7,16 +7,21 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tdx_emulator import Emulated, emulate
 from test_tdx_verifier import Fixed, evidence, expected_for
 from trustpod.errors import VerificationError
+from trustpod.evidence.tdx import parse_td_quote
 from trustpod.verifiers import intel_dcap
 from trustpod.verifiers.intel_collateral import IntelCollateral
 from trustpod.verifiers.intel_dcap import DcapOptions
+from trustpod.verifiers.intel_qvl import qvl_status
 from trustpod.verifiers.tdx import TdxVerifier
 
 NOW = dt.datetime(2025, 11, 1, tzinfo=dt.UTC)
+BASE = (2, 2, 2, 2, 4, 1, 0, 2)  # SGX components of the vector TCB info's levels
 
 
 def make(verifier_data: Path, **kw: object) -> Emulated:
@@ -52,10 +57,10 @@ def qvl_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = intel_dcap.qvl_status
 
-    def spy(*args: object) -> tuple[str, list[str]]:
-        status, adv = real(*args)  # type: ignore[arg-type]
-        calls.append(status)
-        return status, adv
+    def spy(*args: object) -> tuple[str, list[str]] | None:
+        result = real(*args)  # type: ignore[arg-type]
+        calls.append(result[0] if result else "n/a")
+        return result
 
     monkeypatch.setattr(intel_dcap, "qvl_status", spy)
     return calls
@@ -108,3 +113,53 @@ def test_crl_from_wrong_issuer(verifier_data: Path) -> None:
     with pytest.raises(VerificationError) as exc:
         run(a)
     assert exc.value.reason == "tdx.crl_signature"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    comps=st.lists(st.sampled_from([0, 0, 0, 1, 2, -1]), min_size=8, max_size=8),
+    pce_svn=st.integers(4, 15),
+    svn=st.tuples(st.integers(2, 6), st.sampled_from([0, 1, 3, 5]), st.integers(1, 4)),
+    v5=st.booleans(),
+)
+def test_differential_against_dcap_qvl(
+    verifier_data: Path, comps: list[int], pce_svn: int, svn: tuple[int, int, int], v5: bool
+) -> None:
+    """Random platform TCBs: trustpod and dcap-qvl agree on the status, or both refuse."""
+    e = emulate(
+        (verifier_data / ("tdx_quote_5.dat" if v5 else "tdx_quote_6.dat")).read_bytes(),
+        (verifier_data / "tcbInfo.json").read_bytes(),
+        (verifier_data / "enclaveIdentity.json").read_bytes(),
+        comps=tuple(max(0, b + d) for b, d in zip(BASE, comps, strict=True)) + (0,) * 8,
+        pce_svn=pce_svn,
+        tee_tcb_svn=bytes(svn) + bytes(13),
+        zero_service_td=True,
+    )
+    try:
+        claims = run(e)  # raises tdx.qvl_disagrees when dcap-qvl's status differs
+    except VerificationError as exc:
+        assert exc.reason in {"tdx.tcb_level", "tdx.tdx_module", "tdx.tdx_module_tcb_level"}
+        with pytest.raises(VerificationError):
+            qvl_status(parse_td_quote(e.quote), collateral(e), e.root_der, NOW)
+        return
+    assert qvl_status(parse_td_quote(e.quote), collateral(e), e.root_der, NOW) == (
+        claims["tcb_status"],
+        [],
+    )
+
+
+def test_qvl_policy_only_objection_is_not_applicable(verifier_data: Path) -> None:
+    """dcap-qvl refuses a non-zero MR_SERVICETD by policy; upstream accepts it: no veto."""
+    e = make_v5(verifier_data)
+    assert qvl_status(parse_td_quote(e.quote), collateral(e), e.root_der, NOW) is None
+    assert run(e)["tcb_status"] == "UpToDate"
+
+
+def make_v5(verifier_data: Path) -> Emulated:
+    return emulate(
+        (verifier_data / "tdx_quote_5.dat").read_bytes(),
+        (verifier_data / "tcbInfo.json").read_bytes(),
+        (verifier_data / "enclaveIdentity.json").read_bytes(),
+        pce_svn=13,
+        tee_tcb_svn=bytes([5, 3, 2]) + bytes(13),
+    )

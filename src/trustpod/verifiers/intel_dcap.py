@@ -215,9 +215,9 @@ def verify_dcap(
         and qvl_complete(col)
         and not (opts.insecure_skip_crl or opts.insecure_unsigned_collateral)
     ):
-        qvl, _advisories = qvl_status(quote, col, chain[-1].public_bytes(Encoding.DER), now)
-        if qvl != ev.status:
-            raise _err("qvl_disagrees", f"dcap-qvl says {qvl}, trustpod says {ev.status}")
+        qvl = qvl_status(quote, col, chain[-1].public_bytes(Encoding.DER), now)
+        if qvl is not None and qvl[0] != ev.status:
+            raise _err("qvl_disagrees", f"dcap-qvl says {qvl[0]}, trustpod says {ev.status}")
     pck = sig.pck
     claims: dict[str, Any] = {
         "earliest_issue_date": _rfc3339(min(issued)),

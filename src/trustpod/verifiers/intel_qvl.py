@@ -9,6 +9,7 @@ and must agree on the TCB status (ADR 0500).
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 
 import dcap_qvl
 from cryptography import x509
@@ -18,7 +19,19 @@ from trustpod.errors import VerificationError
 from trustpod.evidence.tdx import TdQuote
 from trustpod.verifiers.intel_collateral import IntelCollateral
 
-__all__ = ["qvl_complete", "qvl_status"]
+__all__ = ["QVL_POLICY_ONLY", "qvl_complete", "qvl_status"]
+
+_log = logging.getLogger(__name__)
+
+#: dcap-qvl rejections that are its own TD-attribute *policy*, not DCAP verification. Upstream
+#: accepts such quotes and leaves these to the attestation policy (``td_attributes`` claims), so
+#: the second opinion is "not applicable" for them, never a reason to refuse.
+QVL_POLICY_ONLY = (
+    "Debug mode",
+    "SEPT_VE_DISABLE",
+    "MR service TD",
+    "Reserved bits in TD attributes",
+)
 
 
 def qvl_complete(col: IntelCollateral) -> bool:
@@ -37,8 +50,9 @@ def _pem(certs: tuple[x509.Certificate, ...]) -> str:
 
 def qvl_status(
     quote: TdQuote, col: IntelCollateral, root_der: bytes, now: _dt.datetime
-) -> tuple[str, list[str]]:
-    """Run ``dcap_qvl.verify_with_root_ca`` and return (status, advisory ids)."""
+) -> tuple[str, list[str]] | None:
+    """Run ``dcap_qvl.verify_with_root_ca``: (status, advisory ids), or ``None`` when dcap-qvl
+    only objects to TD attributes by its own policy (``QVL_POLICY_ONLY``)."""
     assert col.pck_crl is not None and col.root_ca_crl is not None
     pck_crl_chain = "".join(
         x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM).decode()
@@ -58,6 +72,10 @@ def qvl_status(
     try:
         report = dcap_qvl.verify_with_root_ca(quote.raw, collateral, root_der, int(now.timestamp()))
     except ValueError as exc:
+        text = str(exc)
+        if any(marker.lower() in text.lower() for marker in QVL_POLICY_ONLY):
+            _log.info("dcap-qvl second opinion not applicable: %s", text.splitlines()[-1])
+            return None
         raise VerificationError(
             f"TDX: dcap-qvl rejected the quote: {str(exc).splitlines()[0]}", reason="tdx.qvl"
         ) from exc

@@ -50,6 +50,11 @@ def _open(path: Path, flags: int, what: str, mode: int = 0o600) -> int:
         raise DependencyError(f"cannot open {what} {path}: {exc}", reason="verity.io") from exc
 
 
+def _size(fd: int) -> int:
+    """Size of a regular file or a block device (``st_size`` is 0 for the latter)."""
+    return os.lseek(fd, 0, os.SEEK_END)
+
+
 def _data_blocks(size: int, block_size: int, data_blocks: int | None, allow_partial: bool) -> int:
     # (1) explicit --data-blocks: the device must hold them; anything after is not covered
     if data_blocks is not None:
@@ -95,7 +100,7 @@ def format_files(
     """``veritysetup format DATA HASH``; ``params.data_blocks`` is replaced from the data size."""
     data_fd = _open(data_path, os.O_RDONLY, "data device")
     try:
-        size = os.fstat(data_fd).st_size
+        size = _size(data_fd)
         params = replace(
             params,
             data_blocks=_data_blocks(size, params.data_block_size, data_blocks, allow_partial_tail),
@@ -168,7 +173,7 @@ def verify_files(
         )
     data_fd = _open(data_path, os.O_RDONLY, "data device")
     try:
-        size = os.fstat(data_fd).st_size
+        size = _size(data_fd)
         if size < params.data_blocks * params.data_block_size:
             raise EvidenceError(
                 f"data device is truncated: {size} bytes, the tree covers "
@@ -178,9 +183,10 @@ def verify_files(
         hash_fd = _open(hash_path, os.O_RDONLY, "hash device")
         try:
             geo = TreeGeometry.compute(params)
-            if os.fstat(hash_fd).st_size < geo.end_offset:
+            hash_size = _size(hash_fd)
+            if hash_size < geo.end_offset:
                 raise EvidenceError(
-                    f"hash device is truncated: {os.fstat(hash_fd).st_size} bytes, the tree "
+                    f"hash device is truncated: {hash_size} bytes, the tree "
                     f"ends at {geo.end_offset}",
                     reason="verity.truncated",
                     fix="the hash device was not copied completely, or the parameters differ",

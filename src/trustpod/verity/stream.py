@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -161,7 +162,8 @@ def format_tree(
     # reaches the end of the tree even when the last thing written was shorter
     if params.superblock:
         write_all(hash_fd, _superblock_bytes(params), params.hash_offset)
-    if os.fstat(hash_fd).st_size < geo.end_offset:
+    st = os.fstat(hash_fd)
+    if stat.S_ISREG(st.st_mode) and st.st_size < geo.end_offset:
         os.ftruncate(hash_fd, geo.end_offset)
     return root, geo
 

@@ -100,6 +100,8 @@ TCB_FIELDS: dict[str, int] = {
     "launch_tcb": OFF_LAUNCH_TCB,
 }
 TURIN_FAMILY = 0x1A
+TURIN_TCB_POS = (0, 1, 2, 3, 7)  # fmc, bootloader, tee, snp, microcode
+LEGACY_TCB_POS = (0, 1, 6, 7)  # bootloader, tee, snp, microcode
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +120,14 @@ class SnpTcb:
             return cls(bootloader=raw[1], tee=raw[2], snp=raw[3], microcode=raw[7], fmc=raw[0])
         return cls(bootloader=raw[0], tee=raw[1], snp=raw[6], microcode=raw[7])
 
-    def encode(self, *, turin: bool) -> bytes:
-        if turin:
-            return bytes(
-                [self.fmc or 0, self.bootloader, self.tee, self.snp, 0, 0, 0, self.microcode]
-            )
-        return bytes([self.bootloader, self.tee, 0, 0, 0, 0, self.snp, self.microcode])
+    def encode(self, *, turin: bool, base: bytes = bytes(8)) -> bytes:
+        """The 8 TCB bytes; reserved positions are taken from ``base`` (kept when re-encoding)."""
+        out = bytearray(base)
+        positions = TURIN_TCB_POS if turin else LEGACY_TCB_POS
+        values = (self.fmc or 0, self.bootloader, self.tee, self.snp, self.microcode)
+        for pos, value in zip(positions, values if turin else values[1:], strict=True):
+            out[pos] = value
+        return bytes(out)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -380,7 +384,7 @@ class SnpReport:
             out[off : off + size] = value
         turin = self.turin_layout
         for name, off in TCB_FIELDS.items():
-            out[off : off + 8] = getattr(self, name).encode(turin=turin)
+            out[off : off + 8] = getattr(self, name).encode(turin=turin, base=out[off : off + 8])
         if self.version >= 3:
             out[OFF_CPUID_FAM] = self.cpuid_fam_id or 0
             out[OFF_CPUID_MOD] = self.cpuid_mod_id or 0

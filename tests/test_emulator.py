@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from trustpod.errors import ConfigError, EvidenceError
+from trustpod.errors import ConfigError, EvidenceError, TrustpodError
 from trustpod.evidence.az import AzEvidence
 from trustpod.evidence.hcl import HCL_REPORT_SIZE, HclReport
 from trustpod.evidence.snp import SnpReport
@@ -180,6 +180,10 @@ def test_pcr8_binding_and_refusal(vendor: EmulatedVendor) -> None:
         assert err.value.reason == "tpm.digest_size" and "sha256" in (err.value.fix or "")
         cvm.extend_pcr(11, hashlib.sha256(b"cmdline").digest())
         assert cvm.device.pcr_read([11])[0] != bytes(32)
+        cvm.attester().extend_runtime_measurement(hashlib.sha256(b"event").digest(), 23)
+        with pytest.raises(TrustpodError) as locality:
+            cvm.attester().extend_runtime_measurement(hashlib.sha256(b"event").digest(), 17)
+        assert locality.value.reason == "tpm.pcr_locality"
 
 
 def test_report_data_too_long_refused(vendor: EmulatedVendor) -> None:
@@ -217,6 +221,16 @@ def test_swtpm_and_software_give_the_same_structure(vendor: EmulatedVendor) -> N
     assert list(hcl_hw.var_data_json()) == list(hcl_sw.var_data_json())
     assert TpmsAttest.from_bytes(msg_hw).pcr_select == TpmsAttest.from_bytes(msg_sw).pcr_select
     assert pid is not None and not Path(f"/proc/{pid}").exists()  # swtpm stopped
+
+
+@pytest.mark.swtpm
+@needs_swtpm
+def test_swtpm_refuses_drtm_pcr_like_software(vendor: EmulatedVendor) -> None:
+    with _cvm(vendor, "swtpm") as hw:
+        with pytest.raises(TrustpodError) as err:
+            hw.device.pcr_extend(17, bytes(32))
+        assert err.value.reason == "tpm.pcr_locality"
+        hw.extend_pcr(23, hashlib.sha256(b"x").digest())
 
 
 def test_concurrent_evidence_requests_stay_bound(vendor: EmulatedVendor) -> None:

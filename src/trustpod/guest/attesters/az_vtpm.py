@@ -39,6 +39,7 @@ from trustpod.guest.attesters.tpm import (
     ALL_PCRS,
     INIT_DATA_PCR,
     TpmDevice,
+    check_extendable_pcr,
     check_sha256_digest,
 )
 
@@ -202,10 +203,9 @@ class _AzVtpmBase:
 
     def extend_runtime_measurement(self, event_digest: bytes, register_index: int) -> None:
         # Azure vTPM: the PCR index is used as-is (pcr_to_ccmr is the identity), SHA-256 bank.
-        if not 0 <= register_index <= max(ALL_PCRS):
-            raise EvidenceError(f"invalid PCR index {register_index}", reason="az.pcr_index")
         self.device.pcr_extend(
-            register_index, check_sha256_digest(event_digest, what="event digest")
+            check_extendable_pcr(register_index),
+            check_sha256_digest(event_digest, what="event digest"),
         )
 
 

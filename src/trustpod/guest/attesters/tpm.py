@@ -26,12 +26,14 @@ from trustpod.errors import DependencyError, EvidenceError
 __all__ = [
     "ALL_PCRS",
     "DEFAULT_TPM_AK_HANDLE",
+    "DRTM_PCRS",
     "INIT_DATA_PCR",
     "TPM_REPORT_DATA_SIZE",
     "QuoteResult",
     "Tpm2PytssDevice",
     "TpmAttester",
     "TpmDevice",
+    "check_extendable_pcr",
     "check_sha256_digest",
 ]
 
@@ -111,9 +113,24 @@ def check_sha256_digest(digest: bytes, *, what: str) -> bytes:
     return digest
 
 
+#: PC-client DRTM PCRs: only extendable from locality 3/4, never by a guest at locality 0.
+DRTM_PCRS = range(17, 23)
+
+
 def _check_pcr(index: int) -> int:
     if index not in ALL_PCRS:
         raise EvidenceError(f"invalid PCR index {index} (0..23)", reason="tpm.pcr_index")
+    return index
+
+
+def check_extendable_pcr(index: int) -> int:
+    """Refuse PCRs a locality-0 guest cannot extend (the TPM would answer "bad locality")."""
+    if _check_pcr(index) in DRTM_PCRS:
+        raise DependencyError(
+            f"PCR {index} is a DRTM PCR (17-22): a TPM only lets locality 3/4 extend it",
+            reason="tpm.pcr_locality",
+            fix="measure into PCR 16, 23 or 8-15 instead (aa.toml eventlog_config.init_pcr)",
+        )
     return index
 
 
@@ -158,7 +175,8 @@ class TpmAttester:
 
     def extend_runtime_measurement(self, event_digest: bytes, register_index: int) -> None:
         self._device.pcr_extend(
-            _check_pcr(register_index), check_sha256_digest(event_digest, what="event digest")
+            check_extendable_pcr(register_index),
+            check_sha256_digest(event_digest, what="event digest"),
         )
 
 
@@ -368,7 +386,7 @@ class Tpm2PytssDevice:
         values = TPML_DIGEST_VALUES(
             [TPMT_HA(hashAlg=TPM2_ALG.SHA256, digest=TPMU_HA(sha256=digest))]
         )
-        pcr = getattr(ESYS_TR, f"PCR{_check_pcr(index)}")
+        pcr = getattr(ESYS_TR, f"PCR{check_extendable_pcr(index)}")
         self._call("pcr_extend", self._ctx.pcr_extend, pcr, values)
 
     @_locked

@@ -8,4 +8,18 @@ real swtpm or pure software) and ``cvm`` (``EmulatedAzureCvm``).
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from trustpod.guest.emulator.cvm import CvmProfile, EmulatedAzureCvm
+from trustpod.guest.emulator.softtpm import SoftwareTpm
+from trustpod.guest.emulator.swtpm import SwtpmProcess, swtpm_binary
+from trustpod.guest.emulator.vendor import EmulatedTcb, EmulatedVendor, load_or_create_vendor
+
+__all__ = [
+    "CvmProfile",
+    "EmulatedAzureCvm",
+    "EmulatedTcb",
+    "EmulatedVendor",
+    "SoftwareTpm",
+    "SwtpmProcess",
+    "load_or_create_vendor",
+    "swtpm_binary",
+]

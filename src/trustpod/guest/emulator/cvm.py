@@ -146,13 +146,19 @@ class EmulatedAzureCvm:
         self._report_id = hashlib.sha256(uuid.uuid4().bytes).digest()
 
     @classmethod
-    def create(cls, directory: Path | None = None, *, backend: str = "swtpm") -> EmulatedAzureCvm:
+    def create(
+        cls,
+        directory: Path | None = None,
+        *,
+        backend: str = "swtpm",
+        profile: CvmProfile | None = None,
+    ) -> EmulatedAzureCvm:
         """A CVM whose vendor chain lives in ``directory/vendor`` (created on first use; a
         temporary directory when ``None``). Point the KBS at ``directory/vendor/ark.pem``.
         The vTPM starts empty at every boot (fresh swtpm state in a private temp dir)."""
         base = directory or Path(tempfile.mkdtemp(prefix="trustpod-cvm-"))
         vendor = load_or_create_vendor(base / "vendor")
-        return cls(vendor, backend=backend)
+        return cls(vendor, backend=backend, profile=profile)
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -169,7 +175,10 @@ class EmulatedAzureCvm:
 
     def boot(self, initdata_digest: bytes | None = None) -> EmulatedAzureCvm:
         """Start the vTPM, provision AK and NV indices, publish the first HCL report; extend
-        PCR 8 with ``initdata_digest`` (32 bytes) like Azure peer pods' boot unit does."""
+        PCR 8 with ``initdata_digest`` (32 bytes) like Azure peer pods' boot unit does.
+
+        Pass ``initdata_digest`` here OR let the AA bind it (``bind_init_data``), not both: two
+        extends give ``PCR8 = H(H(0||d)||d)`` and the verifier's initdata check fails."""
         if self._device is not None:
             raise ConfigError("the emulated CVM is already booted", reason="emulator.booted")
         if self.backend == "swtpm":

@@ -30,7 +30,12 @@ from trustpod.evidence.tpm import (
     TpmtSignature,
     pcr_digest,
 )
-from trustpod.guest.attesters.tpm import ALL_PCRS, QuoteResult, check_sha256_digest
+from trustpod.guest.attesters.tpm import (
+    ALL_PCRS,
+    QuoteResult,
+    check_extendable_pcr,
+    check_sha256_digest,
+)
 
 __all__ = ["SOFT_TPM_FIRMWARE_VERSION", "SOFT_TPM_NV_INDEX_MAX", "SoftwareTpm"]
 
@@ -138,8 +143,7 @@ class SoftwareTpm:
 
     def pcr_extend(self, index: int, digest: bytes) -> None:
         check_sha256_digest(digest, what="PCR extend digest")
-        if index not in ALL_PCRS:
-            raise DependencyError(f"invalid PCR {index}", reason="tpm.pcr_index")
+        check_extendable_pcr(index)  # locality 0, like swtpm: PCRs 17-22 answer "bad locality"
         with self._lock:
             self._pcrs[index] = hashlib.sha256(self._pcrs[index] + digest).digest()
 

@@ -1,0 +1,205 @@
+"""The whole flow through the CLI, as the README shows it, over real TLS sockets:
+``trustpod kbs init`` -> ``trustpod kbs serve`` -> ``trustpod admin ...`` -> ``trustpod client``.
+Also: two ``trustpod kbs serve`` processes on one KBS directory (auth on one, attest + resource
+on the other), and the admin CLI's messages/exit codes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("trustpod.attestation.service")
+
+from trustpod.guest.tee_key import TeeKeyPair  # noqa: E402
+from trustpod.protocol import runtime_data_digest  # noqa: E402
+
+CLI = [sys.executable, "-m", "trustpod.cli"]
+SAMPLE_RVS = [
+    ["launch_digest", "abcde"],
+    ["svn", "1"],
+    ["major_version", "1", "--as-integer", "--as-single-value"],
+    ["minimum_minor_version", "4", "--as-integer", "--as-single-value"],
+]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tp(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError(f"trustpod {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def _wait(url: str, cafile: str) -> None:
+    ctx = ssl.create_default_context(cafile=cafile)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", verify=ctx, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("trustpod kbs serve did not come up")
+
+
+class Running:
+    def __init__(self, d: Path, url: str) -> None:
+        self.dir = d
+        self.url = url
+        self.cert = str(d / "kbs-cert.pem")
+        self.token = str(d / "admin-token")
+
+    def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return tp(
+            "admin",
+            "--url",
+            self.url,
+            "--token-file",
+            self.token,
+            "--cert-file",
+            self.cert,
+            *args,
+            check=check,
+        )
+
+
+def _serve(config: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **(extra_env or {})}
+    return subprocess.Popen([*CLI, "kbs", "serve", "--config", str(config)], env=env)
+
+
+@pytest.fixture(scope="module")
+def kbs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    d = tmp_path_factory.mktemp("kbs")
+    listen = f"127.0.0.1:{_port()}"
+    out = tp("kbs", "init", "--dir", str(d), "--listen", listen).stdout
+    assert "admin-token" in out
+    proc = _serve(d / "kbs-config.toml")
+    try:
+        running = Running(d, f"https://{listen}")
+        _wait(running.url, running.cert)
+        yield running
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_readme_flow(kbs: Running, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"readme secret")
+    assert (
+        "set"
+        in kbs.admin(
+            "set-resource", "--path", "default/key/1", "--resource-file", str(secret)
+        ).stdout
+    )
+    kbs.admin("set-resource-policy", "--affirming")
+    for rv in SAMPLE_RVS:
+        kbs.admin("set-reference-value", *rv)
+    assert json.loads(kbs.admin("get-reference-value", "svn").stdout) == ["1"]
+    out = tp(
+        "client",
+        "--url",
+        kbs.url,
+        "--cert-file",
+        kbs.cert,
+        "get-resource",
+        "--path",
+        "default/key/1",
+    ).stdout.strip()
+    assert base64.b64decode(out) == b"readme secret"
+    token = tp("client", "--url", kbs.url, "--cert-file", kbs.cert, "attest").stdout.strip()
+    assert token.count(".") == 2
+
+
+def test_admin_cli_errors(kbs: Running, tmp_path: Path) -> None:
+    r = kbs.admin("delete-resource", "--path", "default/nope/x", check=False)
+    assert r.returncode == 1 and "404" in r.stderr
+    bad = tmp_path / "bad-token"
+    bad.write_text("not-a-jwt")
+    r = tp(
+        "admin",
+        "--url",
+        kbs.url,
+        "--token-file",
+        str(bad),
+        "--cert-file",
+        kbs.cert,
+        "set-resource-policy",
+        "--deny-all",
+        check=False,
+    )
+    assert r.returncode == 1 and "401" in r.stderr and "fix:" in r.stderr
+    r = tp(
+        "admin",
+        "--url",
+        kbs.url,
+        "--token-file",
+        kbs.token,
+        "set-resource-policy",
+        "--deny-all",
+        check=False,
+    )  # no --cert-file: TLS verification fails
+    assert r.returncode == 3 and "--cert-file" in r.stderr
+    r = kbs.admin("explain", "0" * 32, check=False)
+    assert r.returncode == 1
+
+
+def test_two_serve_processes_share_one_directory(kbs: Running, tmp_path: Path) -> None:
+    # a second KBS process on the same SQLite file and signer key, on another port
+    cfg = (kbs.dir / "kbs-config.toml").read_text()
+    listen_b = f"127.0.0.1:{_port()}"
+    old = kbs.url.removeprefix("https://")
+    cfg_b = tmp_path / "kbs-b.toml"
+    cfg_b.write_text(cfg.replace(old, listen_b))
+    proc = _serve(cfg_b)
+    try:
+        url_b = f"https://{listen_b}"
+        _wait(url_b, kbs.cert)
+        secret = tmp_path / "s"
+        secret.write_bytes(b"shared")
+        kbs.admin("set-resource", "--path", "default/key/shared", "--resource-file", str(secret))
+        kbs.admin("set-resource-policy", "--affirming")
+        for rv in SAMPLE_RVS:
+            kbs.admin("set-reference-value", *rv)
+        ctx = ssl.create_default_context(cafile=kbs.cert)
+        tee = TeeKeyPair.generate_ec()
+        with httpx.Client(base_url=kbs.url, verify=ctx) as a:
+            r = a.post(
+                "/kbs/v0/auth", json={"version": "0.4.0", "tee": "sample", "extra-params": ""}
+            )
+            nonce = r.json()["nonce"]
+            cookie = r.headers["set-cookie"].split(";")[0]
+        digest = runtime_data_digest(nonce, tee.public_jwk(), "")
+        body = {
+            "runtime-data": {"nonce": nonce, "tee-pubkey": tee.public_jwk()},
+            "tee-evidence": {
+                "primary_evidence": {"svn": "1", "report_data": base64.b64encode(digest).decode()},
+                "additional_evidence": "",
+            },
+        }
+        with httpx.Client(base_url=url_b, verify=ctx, headers={"cookie": cookie}) as b:
+            r = b.post("/kbs/v0/attest", json=body)
+            assert r.status_code == 200, r.text
+            r = b.get("/kbs/v0/resource/default/key/shared")
+            assert r.status_code == 200, r.text
+            assert tee.decrypt(r.json()) == b"shared"
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -21,8 +21,8 @@ import pytest
 
 pytest.importorskip("trustpod.attestation.service")
 
-from trustpod.guest.tee_key import TeeKeyPair  # noqa: E402
-from trustpod.protocol import runtime_data_digest  # noqa: E402
+from trustpod.guest.tee_key import TeeKeyPair
+from trustpod.protocol import runtime_data_digest
 
 CLI = [sys.executable, "-m", "trustpod.cli"]
 SAMPLE_RVS = [

@@ -172,6 +172,13 @@ def test_sev_guest_ioctl_structure(tmp_path: Path, verifier_data: Path) -> None:
     with pytest.raises(DependencyError):
         SevGuestDevice(dev_path, ioctl=failing_ioctl).get_report(bytes(64), 0)
 
+    # No configfs-tsm: the attester falls back to the ioctl; detection finds the device.
+    settings = SnpSettings(tsm_root=tmp_path / "no-tsm", sev_guest_path=dev_path)
+    attester = SnpAttester(settings, device=device)
+    raw, aux = attester.report(REPORT_DATA)
+    assert raw == report and aux is None
+    assert detect_tee({"sev_guest_path": str(dev_path), "tcti": "device:/nonexistent"}) == "snp"
+
 
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=200))

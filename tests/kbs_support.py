@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from trustpod.errors import VerificationError
+from trustpod.errors import EvidenceError, VerificationError
 
 
 def b64url(data: bytes) -> str:
@@ -98,8 +98,11 @@ class FakeRvps:
         self.values: dict[str, Any] = {}
 
     def register(self, message: Any) -> None:
-        payload = json.loads(base64.b64decode(message["payload"]))
-        self.values.update(payload)
+        try:
+            payload = json.loads(base64.b64decode(message["payload"]))
+            self.values.update(payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EvidenceError("bad RVPS message", reason="rvps.message") from exc
 
     def query(self, name: str) -> Any:
         return self.values.get(name)

@@ -190,6 +190,7 @@ def emulate(
     tcb_edit: dict | None = None,  # type: ignore[type-arg]
     tee_tcb_svn: bytes | None = None,
     zero_service_td: bool = False,
+    tee_tcb_svn2: bytes | None = None,
 ) -> Emulated:
     """Re-sign ``real_quote``'s header+body (v4 or v5) under a fully emulated DCAP hierarchy."""
     root_k, ca_k, pck_k, tcb_k, att_k = (ec.generate_private_key(ec.SECP256R1()) for _ in range(5))
@@ -213,6 +214,8 @@ def emulate(
     body = bytearray(real_quote[: body_off + body_len])
     if tee_tcb_svn is not None:
         body[body_off : body_off + 16] = tee_tcb_svn
+    if tee_tcb_svn2 is not None and version == 5:
+        body[body_off + 584 : body_off + 600] = tee_tcb_svn2
     if zero_service_td and version == 5:
         body[body_off + 600 : body_off + 648] = bytes(48)
     signed = bytes(body)

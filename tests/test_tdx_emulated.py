@@ -117,7 +117,7 @@ def test_crl_from_wrong_issuer(verifier_data: Path) -> None:
 
 @settings(max_examples=120, deadline=None)
 @given(
-    comps=st.lists(st.sampled_from([0, 0, 0, 1, 2, -1]), min_size=8, max_size=8),
+    comps=st.lists(st.sampled_from([0, 0, 0, 0, 0, 0, 1, 2, -1]), min_size=8, max_size=8),
     pce_svn=st.integers(4, 15),
     svn=st.tuples(st.integers(2, 6), st.sampled_from([0, 1, 3, 5]), st.integers(1, 4)),
     v5=st.booleans(),
@@ -165,3 +165,45 @@ def make_v5(verifier_data: Path) -> Emulated:
         pce_svn=13,
         tee_tcb_svn=bytes([5, 3, 2]) + bytes(13),
     )
+
+
+GRID = [
+    (v5, launch, current, pce)
+    for v5 in (False, True)
+    for launch in ((2, 1, 2), (4, 1, 2), (5, 0, 2), (4, 0, 2), (3, 3, 2), (5, 3, 1), (6, 1, 3))
+    for current in ((5, 1, 2), (3, 3, 3), (2, 1, 2))
+    for pce in (5, 13)
+    if v5 or current == (5, 1, 2)
+]
+
+
+@pytest.mark.parametrize(("v5", "launch", "current", "pce"), GRID)
+def test_tdx_svn_grid_against_dcap_qvl(
+    verifier_data: Path,
+    v5: bool,
+    launch: tuple[int, int, int],
+    current: tuple[int, int, int],
+    pce: int,
+) -> None:
+    """Module identities, TDX components and the TDX 1.5 relaunch rule agree with dcap-qvl."""
+    e = emulate(
+        (verifier_data / ("tdx_quote_5.dat" if v5 else "tdx_quote_6.dat")).read_bytes(),
+        (verifier_data / "tcbInfo.json").read_bytes(),
+        (verifier_data / "enclaveIdentity.json").read_bytes(),
+        comps=BASE + (0,) * 8,
+        pce_svn=pce,
+        tee_tcb_svn=bytes(launch) + bytes(13),
+        tee_tcb_svn2=bytes(current) + bytes(13),
+        zero_service_td=True,
+    )
+    qvl: tuple[str, list[str]] | str | None
+    try:
+        qvl = qvl_status(parse_td_quote(e.quote), collateral(e), e.root_der, NOW)
+    except VerificationError:
+        qvl = "rejected"
+    try:
+        ours: str = str(run(e)["tcb_status"])
+    except VerificationError as exc:
+        assert exc.reason in {"tdx.tcb_level", "tdx.tdx_module", "tdx.tdx_module_tcb_level"}
+        ours = "rejected"
+    assert (qvl if isinstance(qvl, str) else qvl and qvl[0]) == ours

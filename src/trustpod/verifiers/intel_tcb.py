@@ -5,8 +5,10 @@ TD_QE identity (MRSIGNER, ISVPRODID, masked MISCSELECT/ATTRIBUTES) and its ISVSV
 level; (c) the TDX module (``tee_tcb_svn[1]`` = module major version > 0) matches its
 ``TDX_NN`` identity and ``tee_tcb_svn[0]`` picks a module level; (d) the first platform TCB level
 whose SGX components + PCESVN (from the PCK) and TDX components (from ``tee_tcb_svn``; bytes 0-1
-skipped when the module identity was used) are all >= wins; (e) module and QE statuses converge
-into the platform status as QVL does (OutOfDate taints; Revoked is terminal).
+skipped when the module identity was used) are all >= wins; (e) the module status converges
+into the platform status as QVL does (OutOfDate taints; Revoked is terminal); (f) TDX 1.5: when
+the launch TCB (``tee_tcb_svn``) is out of date but the current one (``tee_tcb_svn2``) is not,
+the status is ``TDRelaunchAdvised[ConfigurationNeeded]``; (g) the QE status converges last.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustpod.errors import VerificationError
+from trustpod.evidence.intel_pck import PckExtensions
 from trustpod.evidence.tdx import TdQuote
 from trustpod.verifiers.intel_collateral import IntelCollateral, parse_rfc3339
 
@@ -103,8 +106,38 @@ def evaluate_tcb(quote: TdQuote, col: IntelCollateral) -> TcbEvaluation:
         raise _err("qe_identity", "QE ATTRIBUTES do not match the TD_QE identity")
     qe_level = _first_isvsvn_level(ident.get("tcbLevels"), qe.isv_svn, "qe")
     qe_status = str(qe_level.get("tcbStatus"))
+    # (c)-(e) for the TEE TCB SVN the TD was launched with
+    launch = _tdx_status(info, pck, body.tcb_svn, body.mrsigner_seam, body.seam_attributes)
+    status, level, adv, module_status = launch
+    # (f) TDX 1.5: a TD launched under an out-of-date module that now runs an up-to-date one
+    # (TEE_TCB_SVN2) is advised to relaunch rather than marked out of date.
+    if body.tee_tcb_svn2 is not None and status in ("OutOfDate", "OutOfDateConfigurationNeeded"):
+        try:
+            current = _tdx_status(
+                info, pck, body.tee_tcb_svn2, body.mrsigner_seam, body.seam_attributes
+            )[0]
+        except VerificationError:
+            current = ""
+        if current in ("UpToDate", "SWHardeningNeeded"):
+            status = "TDRelaunchAdvised"
+        elif current in ("ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded"):
+            status = "TDRelaunchAdvisedConfigurationNeeded"
+    # (g) converge the QE status
+    status = _converge(status, qe_status)
+    return TcbEvaluation(
+        status=status,
+        tcb_date=parse_rfc3339(level.get("tcbDate"), "tcbDate"),
+        advisory_ids=tuple(adv + list(qe_level.get("advisoryIDs", []))),
+        qe_status=qe_status,
+        module_status=module_status,
+    )
+
+
+def _tdx_status(
+    info: dict[str, Any], pck: PckExtensions, tee: bytes, mrsigner_seam: bytes, seam_attrs: bytes
+) -> tuple[str, dict[str, Any], list[str], str | None]:
+    """(status, platform level, advisory ids, module status) for one TEE TCB SVN."""
     # (c) the TDX module
-    tee = body.tcb_svn
     module_status: str | None = None
     module_adv: list[str] = []
     if tee[1] > 0:
@@ -115,10 +148,10 @@ def evaluate_tcb(quote: TdQuote, col: IntelCollateral) -> TcbEvaluation:
         module = idents[0]
     else:
         module = info.get("tdxModule") or {}
-    if _hex(module.get("mrsigner"), "mrsigner") != body.mrsigner_seam:
+    if _hex(module.get("mrsigner"), "mrsigner") != mrsigner_seam:
         raise _err("tdx_module", "MRSIGNER_SEAM does not match the TDX module identity")
     mask = _hex(module.get("attributesMask"), "attributesMask")
-    if not _masked_eq(body.seam_attributes, _hex(module.get("attributes"), "attributes"), mask):
+    if not _masked_eq(seam_attrs, _hex(module.get("attributes"), "attributes"), mask):
         raise _err("tdx_module", "SEAM_ATTRIBUTES do not match the TDX module identity")
     if tee[1] > 0:
         mod_level = _first_isvsvn_level(module.get("tcbLevels"), tee[0], "tdx_module")
@@ -136,19 +169,8 @@ def evaluate_tcb(quote: TdQuote, col: IntelCollateral) -> TcbEvaluation:
             and all(tee[i] >= tdx[i] for i in range(start, _TCB_COMPONENTS))
         ):
             status = str(level.get("tcbStatus"))
-            # (e) converge module and QE statuses into the platform status
+            # (e) converge the module status into the platform status
             if module_status is not None:
                 status = _converge(status, module_status)
-            status = _converge(status, qe_status)
-            return TcbEvaluation(
-                status=status,
-                tcb_date=parse_rfc3339(level.get("tcbDate"), "tcbDate"),
-                advisory_ids=tuple(
-                    list(level.get("advisoryIDs", []))
-                    + module_adv
-                    + list(qe_level.get("advisoryIDs", []))
-                ),
-                qe_status=qe_status,
-                module_status=module_status,
-            )
+            return status, level, list(level.get("advisoryIDs", [])) + module_adv, module_status
     raise _err("tcb_level", "no TCB level in the TCB info matches this platform (unsupported)")

@@ -387,3 +387,33 @@ def test_tpm_attester_evidence_verifies_with_tpm_verifier() -> None:
     claims = tpm_verifier.create(VerifierSettings()).verify(ev, expected)[0].claims
     assert claims["init_data"] == pcr8_after_extend(digest).hex()
     assert claims["ak_public"] == ev["ak_public"]
+
+
+def test_sev_guest_ext_report_retries_with_kernel_length(
+    tmp_path: Path, verifier_data: Path
+) -> None:
+    from trustpod.guest.attesters.snp import SNP_GET_EXT_REPORT
+
+    report = (verifier_data / "snp/test-report.bin").read_bytes()
+    vcek = (verifier_data / "snp/test-vcek.der").read_bytes()
+    vcek_guid = next(g for g, n in SNP_CERT_GUIDS.items() if n == "VCEK")
+    table = cert_table([(vcek_guid, vcek)]).ljust(20000, b"\0")
+    calls: list[int] = []
+
+    def fake_ioctl(fd: int, request: int, arg: bytearray) -> None:
+        assert request == SNP_GET_EXT_REPORT == 0xC0205302
+        _, req, resp, _ = struct.unpack("<B7xQQQ", bytes(arg))
+        certs_addr, certs_len = struct.unpack_from("<QI", ctypes.string_at(req, 112), 96)
+        calls.append(certs_len)
+        if certs_len < len(table):  # kernel: buffer too small, here is the length we need
+            ctypes.memmove(req + 104, struct.pack("<I", len(table)), 4)
+            arg[24:32] = struct.pack("<Q", 1 << 32)
+            raise OSError(5, "EIO")
+        ctypes.memmove(certs_addr, table, len(table))
+        ctypes.memmove(resp, struct.pack("<II24x", 0, len(report)) + report, 32 + len(report))
+
+    dev_path = tmp_path / "sev-guest"
+    dev_path.write_bytes(b"")
+    raw, aux = SevGuestDevice(dev_path, ioctl=fake_ioctl).get_ext_report(bytes(64), 0)
+    assert raw == report and calls == [16384, len(table)]
+    assert aux is not None and parse_cert_table(aux)[0]["cert_type"] == "VCEK"

@@ -7,8 +7,10 @@ certificate chain comes from the configfs-tsm ``auxblob`` (the GHCB certificate 
 host provides one.
 
 ``/dev/sev-guest`` ABI (``include/uapi/linux/sev-guest.h``): ``SNP_GET_REPORT =
-_IOWR('S', 0x0, struct snp_guest_request_ioctl)``; ``snp_guest_request_ioctl = {u8
-msg_version; u64 req_data; u64 resp_data; u64 exitinfo2}`` (32 bytes with alignment);
+_IOWR('S', 0x0, struct snp_guest_request_ioctl)``, ``SNP_GET_EXT_REPORT = _IOWR('S', 0x2, ...)``
+with ``snp_ext_report_req = {snp_report_req; u64 certs_address; u32 certs_len}``;
+``snp_guest_request_ioctl = {u8 msg_version; u64 req_data; u64 resp_data; u64 exitinfo2}``
+(32 bytes with alignment);
 ``snp_report_req = {u8 user_data[64]; u32 vmpl; u8 rsvd[28]}``; ``snp_report_resp = {u8
 data[4000]}`` where data is MSG_REPORT_RSP: ``u32 status; u32 report_size; u8 rsvd[24];``
 then the 1184-byte report at offset 0x20.
@@ -33,7 +35,9 @@ from trustpod.guest.attesters.base import unsupported
 from trustpod.guest.attesters.tsm import MAX_INBLOB_BYTES, TsmReport
 
 __all__ = [
+    "MAX_CERTS_BYTES",
     "SNP_CERT_GUIDS",
+    "SNP_GET_EXT_REPORT",
     "SNP_GET_REPORT",
     "SNP_PROVIDER",
     "SNP_REPORT_SIZE",
@@ -56,6 +60,14 @@ def _iowr(type_char: str, nr: int, size: int) -> int:
 _IOCTL_STRUCT = struct.Struct("<B7xQQQ")
 SNP_GET_REPORT = _iowr("S", 0x0, _IOCTL_STRUCT.size)
 _REPORT_REQ = struct.Struct("<64sI28x")
+#: struct snp_ext_report_req: snp_report_req, u64 certs_address, u32 certs_len (+4 padding).
+_EXT_REPORT_REQ = struct.Struct("<64sI28xQI4x")
+SNP_GET_EXT_REPORT = _iowr("S", 0x2, _IOCTL_STRUCT.size)
+#: exitinfo2 upper half: SNP_GUEST_VMM_ERR_INVALID_LEN (certificate buffer too small).
+_VMM_ERR_INVALID_LEN = 1
+_DEFAULT_CERTS_BYTES = 4 * 4096
+#: Upper bound on the certificate table we accept from the host (a setting with a safe default).
+MAX_CERTS_BYTES = 64 * 1024
 _RESP_SIZE = 4000
 _RESP_HEADER = struct.Struct("<II24x")
 _MSG_VERSION = 1
@@ -100,17 +112,24 @@ def _real_ioctl(fd: int, request: int, arg: bytearray) -> None:
 
 
 class SevGuestDevice:
-    """``SNP_GET_REPORT`` on ``/dev/sev-guest`` (the ioctl function is injectable for tests)."""
+    """``SNP_GET_REPORT`` / ``SNP_GET_EXT_REPORT`` on ``/dev/sev-guest`` (the ioctl function is
+    injectable for tests)."""
 
-    def __init__(self, path: Path = Path("/dev/sev-guest"), *, ioctl: IoctlFn = _real_ioctl):
+    def __init__(
+        self,
+        path: Path = Path("/dev/sev-guest"),
+        *,
+        ioctl: IoctlFn = _real_ioctl,
+        max_certs_bytes: int = MAX_CERTS_BYTES,
+    ) -> None:
         self.path = path
         self._ioctl = ioctl
+        self._max_certs = max_certs_bytes
 
     def available(self) -> bool:
         return self.path.exists()
 
-    def get_report(self, report_data: bytes, vmpl: int) -> bytes:
-        req = ctypes.create_string_buffer(_REPORT_REQ.pack(report_data, vmpl), _REPORT_REQ.size)
+    def _request(self, request: int, req: Any) -> bytes:
         resp = ctypes.create_string_buffer(_RESP_SIZE)
         arg = bytearray(
             _IOCTL_STRUCT.pack(_MSG_VERSION, ctypes.addressof(req), ctypes.addressof(resp), 0)
@@ -122,13 +141,10 @@ class SevGuestDevice:
                 f"cannot open {self.path}: {exc}", reason="snp.sev_guest_open"
             ) from exc
         try:
-            self._ioctl(fd, SNP_GET_REPORT, arg)
+            self._ioctl(fd, request, arg)
         except OSError as exc:
             exitinfo2 = _IOCTL_STRUCT.unpack(bytes(arg))[3]
-            raise DependencyError(
-                f"SNP_GET_REPORT failed: {exc} (exitinfo2=0x{exitinfo2:x})",
-                reason="snp.get_report",
-            ) from exc
+            raise _IoctlError(str(exc), exitinfo2) from exc
         finally:
             os.close(fd)
         status, size = _RESP_HEADER.unpack_from(resp.raw, 0)
@@ -138,6 +154,47 @@ class SevGuestDevice:
             )
         start = _RESP_HEADER.size
         return resp.raw[start : start + SNP_REPORT_SIZE]
+
+    def get_report(self, report_data: bytes, vmpl: int) -> bytes:
+        req = ctypes.create_string_buffer(_REPORT_REQ.pack(report_data, vmpl), _REPORT_REQ.size)
+        try:
+            return self._request(SNP_GET_REPORT, req)
+        except _IoctlError as exc:
+            raise DependencyError(
+                f"SNP_GET_REPORT failed: {exc} (exitinfo2=0x{exc.exitinfo2:x})",
+                reason="snp.get_report",
+            ) from exc
+
+    def get_ext_report(self, report_data: bytes, vmpl: int) -> tuple[bytes, bytes | None]:
+        """Report plus the host's certificate table (``None`` when the host provides none).
+        A too-small buffer is retried once with the length the kernel asks for."""
+        certs_len = _DEFAULT_CERTS_BYTES
+        for _ in range(2):
+            certs = ctypes.create_string_buffer(certs_len)
+            req = ctypes.create_string_buffer(
+                _EXT_REPORT_REQ.pack(report_data, vmpl, ctypes.addressof(certs), certs_len),
+                _EXT_REPORT_REQ.size,
+            )
+            try:
+                report = self._request(SNP_GET_EXT_REPORT, req)
+            except _IoctlError as exc:
+                wanted = _EXT_REPORT_REQ.unpack(req.raw)[3]
+                if exc.exitinfo2 >> 32 == _VMM_ERR_INVALID_LEN and 0 < wanted <= self._max_certs:
+                    certs_len = wanted
+                    continue
+                raise DependencyError(
+                    f"SNP_GET_EXT_REPORT failed: {exc} (exitinfo2=0x{exc.exitinfo2:x})",
+                    reason="snp.get_ext_report",
+                ) from exc
+            table = certs.raw
+            return report, (table if any(table[: _CERT_ENTRY.size]) else None)
+        raise DependencyError("certificate table keeps growing", reason="snp.get_ext_report")
+
+
+class _IoctlError(Exception):
+    def __init__(self, message: str, exitinfo2: int) -> None:
+        super().__init__(message)
+        self.exitinfo2 = exitinfo2
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +233,7 @@ class SnpAttester:
             res = self._tsm.generate(padded, privlevel=self.settings.vmpl, want_aux=True)
             raw, aux = res.outblob, res.auxblob
         elif self._device.available():
-            raw, aux = self._device.get_report(padded, self.settings.vmpl), None
+            raw, aux = self._device.get_ext_report(padded, self.settings.vmpl)
         else:
             raise DependencyError(
                 "no SEV-SNP interface (configfs-tsm or /dev/sev-guest)", reason="snp.unavailable"

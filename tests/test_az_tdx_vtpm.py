@@ -23,7 +23,10 @@ from hypothesis import strategies as st
 
 from test_tdx_verifier import Fixed, emulated_tcb_chain, resign
 from trustpod.errors import EvidenceError, TrustpodError, VerificationError
-from trustpod.evidence.az_tdx import parse_az_tdx_evidence, parse_hcl_tdx, parse_tpms_attest
+from trustpod.evidence.az import AzEvidence
+from trustpod.evidence.hcl import HclReport
+from trustpod.evidence.tdx import parse_td_quote
+from trustpod.evidence.tpm import TpmsAttest
 from trustpod.initdata import pcr8_after_extend
 from trustpod.verifiers.az_tdx_vtpm import AzTdxVtpmVerifier, create
 from trustpod.verifiers.base import VerifierSettings, VerifyInput
@@ -78,12 +81,15 @@ def to_v1(v0: dict[str, Any], version: int = 1) -> dict[str, Any]:
 
 
 def test_v0_parses_with_expected_values(v0: dict[str, Any]) -> None:
-    ev = parse_az_tdx_evidence(v0)
-    assert ev.version == 0
-    assert ev.tpm_quote.message.extra_data == b"challenge"
+    ev = AzEvidence.from_json(v0, tee="az-tdx-vtpm")
+    assert ev.version == 0 and ev.td_quote is not None
+    assert TpmsAttest.from_bytes(ev.tpm_quote.message).extra_data == b"challenge"
     pcr0 = ev.tpm_quote.pcrs[0].hex()
     assert pcr0.startswith("782b20b1") and pcr0.endswith("a273")  # §6
-    assert hashlib.sha256(ev.hcl.var_data).digest() == ev.hcl.td_report_data[:32]
+    hcl = HclReport.from_bytes(ev.hcl_report)
+    td_report_data = hcl.td_report()[0x80:0xC0]  # REPORTMACSTRUCT.report_data
+    assert hashlib.sha256(hcl.var_data).digest() == td_report_data[:32]
+    assert parse_td_quote(ev.td_quote).body.report_data == td_report_data
 
 
 def test_v0_verifies_with_upstream_claims(v0: dict[str, Any], verifier: AzTdxVtpmVerifier) -> None:
@@ -108,24 +114,24 @@ def test_v1_v2_shapes(v0: dict[str, Any], verifier: AzTdxVtpmVerifier, version: 
     else:  # the vector's HCL user-data is zeros, so the v2 prefix rule refuses it
         with pytest.raises(VerificationError) as exc:
             verifier.verify(ev, CHALLENGE)
-        assert exc.value.reason == "az_tdx_vtpm.user_data"
+        assert exc.value.reason == "vtpm.user_data"
 
 
 def test_wrong_report_data(v0: dict[str, Any], verifier: AzTdxVtpmVerifier) -> None:
     for rd in (b"challengf", b"challenge\x00", b""):
         with pytest.raises(VerificationError) as exc:
             verifier.verify(v0, VerifyInput(rd, None, NOW))
-        assert exc.value.reason == "az_tdx_vtpm.report_data"
+        assert exc.value.reason == "vtpm.nonce"
 
 
 def test_init_data_binding(v0: dict[str, Any], verifier: AzTdxVtpmVerifier) -> None:
     with pytest.raises(VerificationError) as exc:
         verifier.verify(v0, VerifyInput(b"challenge", bytes(32), NOW))
-    assert exc.value.reason == "az_tdx_vtpm.init_data"
+    assert exc.value.reason == "vtpm.init_data"
     with pytest.raises(VerificationError) as exc:
         verifier.verify(v0, VerifyInput(b"challenge", bytes(48), NOW))
-    assert exc.value.reason == "az_tdx_vtpm.init_data_digest_size"
-    assert pcr8_after_extend(bytes(32)) != bytes(parse_az_tdx_evidence(v0).tpm_quote.pcrs[8])
+    assert exc.value.reason == "initdata.pcr8_digest_size"
+    assert pcr8_after_extend(bytes(32)) != bytes(v0["tpm_quote"]["pcrs"][8])
 
 
 def test_expired_collateral_today(v0: dict[str, Any], verifier: AzTdxVtpmVerifier) -> None:
@@ -157,16 +163,22 @@ def test_flipped_bytes_rejected_with_step(v0: dict[str, Any], verifier: AzTdxVtp
     rng = random.Random(5)
     hcl = bytes(v0["hcl_report"])
     var_size = int.from_bytes(hcl[0x4D0:0x4D4], "little")
+    hcl_allowed = {
+        "vtpm.var_data_hash",
+        "hcl.var_data",
+        "hcl.ak_missing",
+        "hcl.ak_invalid",
+        "vtpm.quote_signature",
+        "encoding.base64url",
+        "vtpm.ak_key",
+    }
     cases: list[tuple[str, str | None, range, set[str]]] = [
-        ("tpm_quote", "message", range(122), {"az_tdx_vtpm.tpm_signature",
-                                              "az_tdx_vtpm.evidence_malformed"}),
-        ("tpm_quote", "signature", range(256), {"az_tdx_vtpm.tpm_signature"}),
-        ("tpm_quote", "pcrs", range(24 * 32), {"az_tdx_vtpm.pcr_digest"}),
-        ("hcl_report", None, range(0x4D4, 0x4D4 + var_size),
-         {"az_tdx_vtpm.var_data", "az_tdx_vtpm.evidence_malformed", "az_tdx_vtpm.tpm_signature",
-          "encoding.base64url"}),
+        ("tpm_quote", "message", range(122), {"vtpm.quote_signature"}),
+        ("tpm_quote", "signature", range(256), {"vtpm.quote_signature"}),
+        ("tpm_quote", "pcrs", range(24 * 32), {"vtpm.pcr_digest"}),
+        ("hcl_report", None, range(0x4D4, 0x4D4 + var_size), hcl_allowed),
         ("td_quote", None, range(632), {"tdx.quote_signature", "tdx.quote_malformed",
-                                           "az_tdx_vtpm.var_data"}),
+                                           "vtpm.var_data_hash"}),
     ]  # fmt: skip
     count = 0
     for field, sub, positions, allowed in cases:
@@ -193,26 +205,19 @@ def test_flipped_bytes_rejected_with_step(v0: dict[str, Any], verifier: AzTdxVtp
         {"version": 1, "tpm_quote": {"pcrs": ["zz"] * 24}},
     ],
 )
-def test_malformed_evidence(bad: object) -> None:
+def test_malformed_evidence(verifier: AzTdxVtpmVerifier, bad: object) -> None:
     with pytest.raises(EvidenceError):
-        parse_az_tdx_evidence(bad)
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.binary(max_size=300))
-def test_tpms_attest_random_bytes(data: bytes) -> None:
-    try:
-        parse_tpms_attest(data)
-    except EvidenceError:
-        pass
+        verifier.verify(bad, CHALLENGE)
 
 
 @settings(max_examples=100, deadline=None)
 @given(pos=st.integers(0, 2599), val=st.integers(0, 255))
-def test_hcl_mutations_raise_only_typed_errors(v0: dict[str, Any], pos: int, val: int) -> None:
-    raw = bytearray(v0["hcl_report"])
-    raw[pos] = val
+def test_hcl_mutations_raise_only_typed_errors(
+    v0: dict[str, Any], verifier: AzTdxVtpmVerifier, pos: int, val: int
+) -> None:
+    ev = copy.deepcopy(v0)
+    ev["hcl_report"][pos] = val
     try:
-        parse_hcl_tdx(bytes(raw))
-    except EvidenceError:
+        verifier.verify(ev, CHALLENGE)
+    except TrustpodError:
         pass

@@ -243,3 +243,21 @@ def test_concurrent_evidence_requests_stay_bound(vendor: EmulatedVendor) -> None
             results = list(pool.map(attester.get_evidence, nonces))
     for nonce, ev in zip(nonces, results, strict=True):
         check_az_evidence(ev, nonce)
+
+
+@pytest.mark.swtpm
+@needs_swtpm
+def test_swtpm_start_failure_is_dependency_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trustpod.errors import DependencyError
+    from trustpod.guest.emulator import swtpm as swtpm_mod
+
+    bogus = tmp_path / "swtpm"
+    bogus.write_text("#!/bin/sh\nexit 3\n")
+    bogus.chmod(0o755)
+    monkeypatch.setattr(swtpm_mod, "swtpm_binary", lambda: str(bogus))
+    proc = swtpm_mod.SwtpmProcess()
+    with pytest.raises(DependencyError) as err:
+        proc.start()
+    assert err.value.reason == "swtpm.start" and proc.state_dir is None and proc.pid is None

@@ -87,7 +87,19 @@ class SwtpmProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def start(self) -> SwtpmProcess:
+    def start(self, *, attempts: int = 3) -> SwtpmProcess:
+        """Start swtpm; retried with new ports if another process grabbed them meanwhile."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once()
+            except DependencyError as exc:
+                if exc.reason != "swtpm.start" or attempt == attempts - 1:
+                    self.stop()
+                    raise
+                _log.info("swtpm start failed (%s); retrying with other ports", exc.message)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_once(self) -> SwtpmProcess:
         binary = swtpm_binary()
         if binary is None:
             raise DependencyError(
@@ -122,13 +134,19 @@ class SwtpmProcess:
             _wait_listening(self.port, deadline, self._proc)
             _wait_listening(self.port + 1, deadline, self._proc)
         except DependencyError:
-            self.stop()
+            self._stop_process()
             raise
         _log.info("swtpm pid %s on %s:%d (state %s)", self.pid, _HOST, self.port, self.state_dir)
         return self
 
     def stop(self) -> None:
         """Terminate the process by PID (kill after a grace period); remove a private state dir."""
+        self._stop_process()
+        if self._own_dir and self.state_dir is not None:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self.state_dir = None
+
+    def _stop_process(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -137,9 +155,6 @@ class SwtpmProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=_STOP_TIMEOUT_S)
-        if self._own_dir and self.state_dir is not None:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
-            self.state_dir = None
 
     def __enter__(self) -> SwtpmProcess:
         return self.start()

@@ -8,6 +8,7 @@ key and the file. HTTPS is the default: without ``insecure_http = true`` the ser
 from __future__ import annotations
 
 import logging
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +43,11 @@ _STORAGE_TYPES = {
     "memory": "Memory",
     "Sqlite": "Sqlite",
     "sqlite": "Sqlite",
+    "Postgres": "Postgres",
+    "postgres": "Postgres",
+    "Redis": "Redis",
+    "redis": "Redis",
 }
-_STORAGE_UNSUPPORTED = {"LocalFs", "local_fs", "LocalJson", "local_json", "Postgres", "postgres"}
-_STORAGE_UNSUPPORTED |= {"Redis", "redis"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,8 @@ class StorageConfig:
     storage_type: str = "Memory"
     sqlite_path: Path | None = None
     session_storage_type: str | None = None
+    postgres_conninfo: str | None = None
+    redis_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,12 +274,31 @@ def _storage(t: Table | None, session_type: str | None) -> StorageConfig:
         return StorageConfig(session_storage_type=_storage_type(session_type, None))
     kind = _storage_type(t.text("storage_type", "Memory"), t) or "Memory"
     sqlite_path: Path | None = None
+    pg: str | None = os.environ.get("POSTGRES_URL")
+    redis_url: str | None = os.environ.get("REDIS_URL")
     backends = t.table("backends")
     if backends is not None:
         sq = backends.table("sqlite")
         if sq is not None:
             sqlite_path = sq.path("path")
             sq.done()
+        pg_t = backends.table("postgres")
+        if pg_t is not None:
+            parts = {
+                "host": pg_t.text("host", "localhost"),
+                "port": str(pg_t.integer("port", 5432, minimum=1)),
+                "dbname": pg_t.text("db", "postgres"),
+                "user": pg_t.text("username", "postgres"),
+                "password": pg_t.text("password"),
+            }
+            pg_t.done()
+            pg = pg or " ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
+        rd = backends.table("redis")
+        if rd is not None:
+            redis_url = redis_url or rd.text("url", "redis://127.0.0.1:6379")
+            rd.done()
+        for legacy in ("local_fs", "local_json"):
+            backends.raw(legacy)
         backends.done()
     if kind == "Sqlite" and sqlite_path is None:
         raise ConfigError(
@@ -282,8 +306,12 @@ def _storage(t: Table | None, session_type: str | None) -> StorageConfig:
             reason="config.missing",
             fix='add [storage_backend.backends.sqlite] path = "/var/lib/trustpod/kbs.sqlite"',
         )
+    if kind == "Postgres" and pg is None:
+        pg = "host=localhost port=5432 dbname=postgres user=postgres"
+    if kind == "Redis" and redis_url is None:
+        redis_url = "redis://127.0.0.1:6379"
     t.done()
-    return StorageConfig(kind, sqlite_path, _storage_type(session_type, t))
+    return StorageConfig(kind, sqlite_path, _storage_type(session_type, t), pg, redis_url)
 
 
 def _storage_type(kind: str | None, t: Table | None) -> str | None:
@@ -295,8 +323,8 @@ def _storage_type(kind: str | None, t: Table | None) -> str | None:
     raise ConfigError(
         f"{where}storage_type = {kind!r} is not supported by trustpod",
         reason="config.unsupported",
-        fix='use storage_type = "Sqlite" with [storage_backend.backends.sqlite] path = "..." '
-        '(embedded, shareable by several KBS processes on one host) or "Memory"',
+        fix='use "Sqlite" with [storage_backend.backends.sqlite] path = "..." (embedded, '
+        'shared by the KBS processes of one host), "Postgres", "Redis" or "Memory"',
     )
 
 

@@ -40,6 +40,16 @@ def open_store(cfg: StorageConfig, kind: str | None = None) -> KeyValueStore:
 
         assert cfg.sqlite_path is not None  # checked by the config parser
         return SqliteStore(cfg.sqlite_path)
+    if kind == "Postgres":
+        from trustpod.storage.postgres import PostgresStore
+
+        assert cfg.postgres_conninfo is not None
+        return PostgresStore(cfg.postgres_conninfo)
+    if kind == "Redis":
+        from trustpod.storage.redis import RedisStore
+
+        assert cfg.redis_url is not None
+        return RedisStore(cfg.redis_url)
     from trustpod.storage.memory import MemoryStore
 
     return MemoryStore()

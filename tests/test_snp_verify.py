@@ -24,8 +24,7 @@ from trustpod.verifiers.roots import (
     der_fingerprint,
 )
 from trustpod.verifiers.snp import SnpVerifier, create, product_from_cpuid, verify_snp
-from trustpod.verifiers.snp_chain import ChainCache, SnpChain, TrustAnchors, load_cert
-from trustpod.verifiers.snp_chain import _ext_hwid as ext_hwid
+from trustpod.verifiers.snp_chain import ChainCache, SnpChain, TrustAnchors, ext_hwid, load_cert
 
 TODAY = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
 

@@ -27,11 +27,19 @@ from trustpod.verifiers.roots import AMD_ARK_SHA256, der_fingerprint
 
 __all__ = [
     "DEFAULT_CHAIN_CACHE_SIZE",
+    "OID_BL_SPL",
+    "OID_FMC_SPL",
+    "OID_HWID",
+    "OID_SNP_SPL",
+    "OID_TEE_SPL",
+    "OID_UCODE_SPL",
     "ChainCache",
     "SnpChain",
     "TrustAnchors",
     "VekInfo",
     "common_name",
+    "ext_hwid",
+    "ext_int",
     "load_cert",
     "verify_chain",
 ]
@@ -86,7 +94,7 @@ def _ext_raw(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bytes | None
     return value.value if isinstance(value, x509.UnrecognizedExtension) else None
 
 
-def _ext_int(cert: x509.Certificate, oid: x509.ObjectIdentifier, name: str) -> int | None:
+def ext_int(cert: x509.Certificate, oid: x509.ObjectIdentifier, name: str) -> int | None:
     raw = _ext_raw(cert, oid)
     if raw is None:
         return None
@@ -99,7 +107,7 @@ def _ext_int(cert: x509.Certificate, oid: x509.ObjectIdentifier, name: str) -> i
     return value
 
 
-def _ext_hwid(cert: x509.Certificate) -> bytes | None:
+def ext_hwid(cert: x509.Certificate) -> bytes | None:
     raw = _ext_raw(cert, OID_HWID)
     if raw is None or len(raw) == HWID_SIZE:
         return raw
@@ -208,12 +216,12 @@ def verify_chain(chain: SnpChain, anchors: TrustAnchors) -> VekInfo:
         product=product,
         kind=kind,
         public_key=key,
-        bootloader=_ext_int(vek, OID_BL_SPL, "blSPL"),
-        tee=_ext_int(vek, OID_TEE_SPL, "teeSPL"),
-        snp=_ext_int(vek, OID_SNP_SPL, "snpSPL"),
-        microcode=_ext_int(vek, OID_UCODE_SPL, "ucodeSPL"),
-        fmc=_ext_int(vek, OID_FMC_SPL, "fmcSPL"),
-        hwid=_ext_hwid(vek) if kind == "VCEK" else None,
+        bootloader=ext_int(vek, OID_BL_SPL, "blSPL"),
+        tee=ext_int(vek, OID_TEE_SPL, "teeSPL"),
+        snp=ext_int(vek, OID_SNP_SPL, "snpSPL"),
+        microcode=ext_int(vek, OID_UCODE_SPL, "ucodeSPL"),
+        fmc=ext_int(vek, OID_FMC_SPL, "fmcSPL"),
+        hwid=ext_hwid(vek) if kind == "VCEK" else None,
         not_before=max(c.not_valid_before_utc for c in certs),
         not_after=min(c.not_valid_after_utc for c in certs),
         emulated=ark_fp in anchors.emulated,

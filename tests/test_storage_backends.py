@@ -135,11 +135,11 @@ def test_config_selects_backend(redis_url: str, pg_conninfo: str, tmp_path: Path
     from trustpod.storage.redis import RedisStore
 
     opts = dict(p.split("=", 1) for p in pg_conninfo.split())
-    text = f"""[http_server]
+    text = f"""session_storage_type = "Postgres"
+[http_server]
 insecure_http = true
 [storage_backend]
 storage_type = "Redis"
-session_storage_type = "Postgres"
 [storage_backend.backends.redis]
 url = "{redis_url}"
 [storage_backend.backends.postgres]

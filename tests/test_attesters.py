@@ -417,3 +417,66 @@ def test_sev_guest_ext_report_retries_with_kernel_length(
     raw, aux = SevGuestDevice(dev_path, ioctl=fake_ioctl).get_ext_report(bytes(64), 0)
     assert raw == report and calls == [16384, len(table)]
     assert aux is not None and parse_cert_table(aux)[0]["cert_type"] == "VCEK"
+
+
+def test_imds_sources_over_a_real_local_http_server(verifier_data: Path) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from trustpod.guest.attesters.az_vtpm import ImdsTdQuoteSource, ImdsVcekSource
+
+    vcek_pem = (verifier_data / "az-snp-vtpm/vcek.pem").read_text()
+    td_quote = (verifier_data / "az-tdx-vtpm/td-quote.bin").read_bytes()
+    seen: dict[str, object] = {}
+
+    class Imds(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _send(self, body: dict[str, str]) -> None:
+            raw = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_GET(self) -> None:
+            seen["metadata"] = self.headers.get("Metadata")
+            self._send({"vcekCert": vcek_pem, "certificateChain": ""})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen["report"] = base64.urlsafe_b64decode(body["report"] + "==")
+            self._send({"quote": base64.urlsafe_b64encode(td_quote).decode().rstrip("=")})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Imds)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        der = ImdsVcekSource(f"{base}/metadata/THIM/amd/certification").vcek_der()
+        assert der[:2] == b"\x30\x82" and seen["metadata"] == "true"
+        quote = ImdsTdQuoteSource(f"{base}/acc/tdquote").td_quote(b"\x07" * 1024)
+        assert quote == td_quote and seen["report"] == b"\x07" * 1024
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(DependencyError):
+        ImdsVcekSource(f"{base}/gone", timeout_s=0.5).vcek_der()
+
+
+def test_file_vcek_source_pem_and_der(tmp_path: Path, verifier_data: Path) -> None:
+    from trustpod.guest.attesters.az_vtpm import FileVcekSource, pem_certificate_to_der
+
+    pem_path = verifier_data / "az-snp-vtpm/vcek.pem"
+    der = FileVcekSource(pem_path).vcek_der()
+    assert der == pem_certificate_to_der(pem_path.read_text())  # first block: the VCEK
+    (tmp_path / "vcek.der").write_bytes(der)
+    assert FileVcekSource(tmp_path / "vcek.der").vcek_der() == der
+    (tmp_path / "bad.pem").write_text("-----BEGIN CERTIFICATE-----\n!!!\n")
+    with pytest.raises(ConfigError):
+        FileVcekSource(tmp_path / "bad.pem").vcek_der()
+    with pytest.raises(ConfigError):
+        FileVcekSource(tmp_path / "absent.pem").vcek_der()

@@ -186,6 +186,12 @@ def test_pcr8_binding_and_refusal(vendor: EmulatedVendor) -> None:
         assert locality.value.reason == "tpm.pcr_locality"
 
 
+def test_boot_refuses_non_sha256_initdata(vendor: EmulatedVendor) -> None:
+    with pytest.raises(EvidenceError) as err:
+        EmulatedAzureCvm(vendor, backend="software").boot(hashlib.sha384(b"toml").digest())
+    assert "32-byte SHA-256" in err.value.message
+
+
 def test_report_data_too_long_refused(vendor: EmulatedVendor) -> None:
     with _cvm(vendor, "software") as cvm, pytest.raises(EvidenceError):
         cvm.attester().get_evidence(bytes(65))

@@ -29,9 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from trustpod.errors import ConfigError, DependencyError, EvidenceError
 from trustpod.evidence.az import AzEvidence, AzTpmQuote
 from trustpod.evidence.hcl import HCL_REPORT_SIZE, HclReport
@@ -58,6 +55,7 @@ __all__ = [
     "ImdsVcekSource",
     "TdQuoteSource",
     "VcekSource",
+    "pem_certificate_to_der",
 ]
 
 _log = logging.getLogger(__name__)
@@ -80,6 +78,24 @@ class AzVtpmSettings:
     user_data_nv_index: int = VTPM_USER_DATA_NV_INDEX
     ak_handle: int = VTPM_AK_HANDLE
     imds_timeout_s: float = 10.0
+
+
+_PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
+_PEM_END = "-----END CERTIFICATE-----"
+
+
+def pem_certificate_to_der(pem: str) -> bytes:
+    """DER of the first ``CERTIFICATE`` PEM block, without parsing the certificate (AMD's
+    certificates have serial 0, which cryptography warns about and will refuse to load)."""
+    start = pem.find(_PEM_BEGIN)
+    end = pem.find(_PEM_END, start + 1)
+    if start < 0 or end < 0:
+        raise EvidenceError("expected a PEM CERTIFICATE block", reason="az.vcek_pem")
+    body = "".join(pem[start + len(_PEM_BEGIN) : end].split())
+    try:
+        return base64.b64decode(body, validate=True)
+    except ValueError as exc:
+        raise EvidenceError("invalid base64 in the VCEK PEM", reason="az.vcek_pem") from exc
 
 
 class VcekSource(Protocol):
@@ -105,14 +121,14 @@ class FileVcekSource:
             raw = self.path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read VCEK {self.path}: {exc}", reason="az.vcek") from exc
-        try:
-            if raw.lstrip().startswith(b"-----BEGIN"):
-                cert = x509.load_pem_x509_certificate(raw)
-            else:
-                cert = x509.load_der_x509_certificate(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{self.path} is not a certificate", reason="az.vcek") from exc
-        return cert.public_bytes(serialization.Encoding.DER)
+        if raw.lstrip().startswith(b"-----BEGIN"):
+            try:
+                return pem_certificate_to_der(raw.decode("ascii"))
+            except (EvidenceError, UnicodeDecodeError) as exc:
+                raise ConfigError(
+                    f"{self.path} is not a PEM certificate", reason="az.vcek"
+                ) from exc
+        return raw
 
 
 class ImdsVcekSource:
@@ -127,13 +143,11 @@ class ImdsVcekSource:
         try:
             resp = httpx.get(self.url, headers={"Metadata": "true"}, timeout=self.timeout_s)
             resp.raise_for_status()
-            pem = str(resp.json()["vcekCert"]).encode()
-            cert = x509.load_pem_x509_certificate(pem)
-        except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
+            return pem_certificate_to_der(str(resp.json()["vcekCert"]))
+        except (httpx.HTTPError, KeyError, ValueError, TypeError, EvidenceError) as exc:
             raise DependencyError(
                 f"cannot fetch the VCEK from Azure IMDS: {exc}", reason="az.imds_vcek"
             ) from exc
-        return cert.public_bytes(serialization.Encoding.DER)
 
 
 class ImdsTdQuoteSource:

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trustpod._internal.clock import FixedClock
 from trustpod.errors import EvidenceError, TrustpodError, VerificationError
@@ -311,3 +313,46 @@ def test_collateral_json_shape(files: dict[str, bytes]) -> None:
     for bad in (b"{}", b"[]", b'{"tcbInfo": {}, "signature": "zz"}', b"\xff"):
         with pytest.raises(EvidenceError):
             SignedCollateral.parse(bad, "tcbInfo")
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 300) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _paths(node: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = [prefix]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_mutated_tcb_info_fails_closed(files: dict[str, bytes], data: st.DataObject) -> None:
+    """Any node of the TCB info / QE identity replaced by random JSON: a typed error or a status."""
+    which = data.draw(st.sampled_from(["tcb", "qe"]))
+    key = "tcbInfo" if which == "tcb" else "enclaveIdentity"
+    doc = json.loads(files[which])
+    paths = [p for p in _paths(doc[key]) if p]
+    path = data.draw(st.sampled_from(paths))
+    node = doc[key]
+    for step in path[:-1]:
+        node = node[step]  # type: ignore[index]
+    node[path[-1]] = data.draw(JSON)  # type: ignore[index]
+    mutated = json.dumps(doc).encode()
+    parts = {"tcb_info": files["tcb"], "qe_identity": files["qe"]}
+    parts["tcb_info" if which == "tcb" else "qe_identity"] = mutated
+    try:
+        col = IntelCollateral.from_parts(**parts)
+        TdxVerifier(Fixed(col), INSECURE).verify(evidence(files["q6"]), expected_for(files["q6"]))
+    except TrustpodError:
+        pass

@@ -78,6 +78,15 @@ def _svns(items: Any, what: str) -> list[int]:
 
 
 def evaluate_tcb(quote: TdQuote, col: IntelCollateral) -> TcbEvaluation:
+    """Evaluate; collateral of an unexpected shape fails closed (``tdx.tcb_info_malformed``)."""
+    try:
+        return _evaluate(quote, col)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+        raise _err("tcb_info_malformed", f"TCB info / QE identity has an unexpected shape: {exc}"
+                   ) from exc  # fmt: skip
+
+
+def _evaluate(quote: TdQuote, col: IntelCollateral) -> TcbEvaluation:
     pck, qe, body = quote.sig.pck, quote.sig.qe_report, quote.body
     info = col.tcb_info.body
     # (a) the TCB info is for this platform

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tdx_emulator import sgx_extension
 from trustpod.errors import EvidenceError
+from trustpod.evidence.intel_pck import SGX_EXTENSION_OID, parse_pck_extensions
 from trustpod.evidence.tdx import parse_td_quote
 from trustpod.verifiers.intel_dcap import INTEL_SGX_ROOT_CA_SHA256
 from trustpod.verifiers.tdx import tdx_quote_claims
@@ -121,5 +127,54 @@ def test_mutated_quote_raises_only_typed_errors(
     raw[pos] = val
     try:
         parse_td_quote(bytes(raw[:pos]) if cut else bytes(raw))
+    except EvidenceError:
+        pass
+
+
+_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def _pck_with(ext: bytes) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test SGX PCK Platform CA")])
+    start = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(_KEY.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=1))
+        .add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSION_OID), ext), False
+        )
+        .sign(_KEY, hashes.SHA256())
+    )
+
+
+def test_emulated_sgx_extension_round_trip() -> None:
+    comps = tuple(range(1, 17))
+    ext = sgx_extension(comps, 11, bytes.fromhex("00a06d080000"), sgx_type=1)
+    pck = parse_pck_extensions(_pck_with(ext))
+    assert pck.tcb_components == comps and pck.pce_svn == 11 and pck.sgx_type == 1
+    assert pck.fmspc.hex() == "00a06d080000" and pck.ca == "platform"
+    assert pck.platform_instance_id is None and pck.dynamic_platform is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_sgx_extension_fuzz_raises_only_typed_errors(data: st.DataObject) -> None:
+    good = bytearray(sgx_extension((2,) * 16, 11, b"\x00" * 6))
+    choice = data.draw(st.sampled_from(["random", "flip", "cut"]))
+    if choice == "random":
+        ext = data.draw(st.binary(max_size=200))
+    elif choice == "flip":
+        pos = data.draw(st.integers(0, len(good) - 1))
+        good[pos] = data.draw(st.integers(0, 255))
+        ext = bytes(good)
+    else:
+        ext = bytes(good[: data.draw(st.integers(0, len(good) - 1))])
+    try:
+        parse_pck_extensions(_pck_with(ext))
     except EvidenceError:
         pass

@@ -480,3 +480,36 @@ def test_file_vcek_source_pem_and_der(tmp_path: Path, verifier_data: Path) -> No
         FileVcekSource(tmp_path / "bad.pem").vcek_der()
     with pytest.raises(ConfigError):
         FileVcekSource(tmp_path / "absent.pem").vcek_der()
+
+
+def test_tdx_rtmr_extend_through_sysfs(tmp_path: Path, verifier_data: Path) -> None:
+    attester = _tdx(tmp_path, (verifier_data / "tdx_quote_4.dat").read_bytes())
+    measurements = tmp_path / "m"
+    measurements.mkdir()
+    (measurements / "rtmr3:sha384").write_bytes(b"")
+    (measurements / "rtmr2:sha384").write_bytes(b"")
+    attester.extend_runtime_measurement(b"\x01" * 32, 17)  # PCR 17 -> RTMR3 (upstream map)
+    assert (measurements / "rtmr3:sha384").read_bytes() == b"\x01" * 32 + bytes(16)
+    attester.extend_runtime_measurement(b"\x02" * 48, 9)  # PCR 8..15 -> RTMR2
+    assert (measurements / "rtmr2:sha384").read_bytes() == b"\x02" * 48
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    nonce=st.binary(max_size=64),
+    pcrs=st.lists(st.integers(0, 23), min_size=1, max_size=24, unique=True).map(sorted),
+)
+def test_software_quote_roundtrips_through_the_tpm_format(nonce: bytes, pcrs: list[int]) -> None:
+    from trustpod.evidence.tpm import TpmsAttest, TpmtSignature, pcr_digest
+
+    tpm = _SOFT_TPM
+    quote = tpm.quote(0x81000003, pcrs, nonce)
+    attest = TpmsAttest.from_bytes(quote.message)
+    assert attest.to_bytes() == quote.message
+    assert attest.extra_data == nonce and attest.pcr_select[0].pcrs == tuple(pcrs)
+    assert attest.pcr_digest == pcr_digest(quote.pcrs)
+    assert TpmtSignature.from_bytes(quote.signature).signature == quote.raw_signature
+
+
+_SOFT_TPM = SoftwareTpm()
+_SOFT_TPM.create_persistent_ak(0x81000003)

@@ -176,7 +176,9 @@ def guest(tmp: Path, url: str, ca: trustme.CA, name: str, policy: str | None = N
     d.mkdir()
     text = build_initdata(url, kbs_cert=ca.cert_pem.bytes().decode(), policy=policy)
     (d / "initdata.toml").write_text(text)
-    (d / "guest.toml").write_text(f'attester = "sample"\nkey_dir = "{tmp / "keys"}"\n')
+    (d / "guest.toml").write_text(
+        f'attester = "sample"\nkey_dir = "{tmp / "keys"}"\nkbs_max_retries = 1\n'
+    )
     return d
 
 

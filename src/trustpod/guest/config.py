@@ -241,6 +241,9 @@ class GuestSettings:
     api_listen: str = DEFAULT_API_LISTEN
     key_dir: str = DEFAULT_KEY_DIR
     token_refresh_margin_s: int = 60
+    #: RCAR attempts and the pause between them (upstream: 5 attempts, 1 s apart).
+    kbs_max_retries: int = 5
+    kbs_retry_delay_ms: int = 1000
 
 
 def parse_guest(text: str, source: str = "guest.toml") -> GuestSettings:
@@ -250,8 +253,16 @@ def parse_guest(text: str, source: str = "guest.toml") -> GuestSettings:
     listen = top.s("api_listen", DEFAULT_API_LISTEN) or DEFAULT_API_LISTEN
     key_dir = top.s("key_dir", DEFAULT_KEY_DIR) or DEFAULT_KEY_DIR
     margin = top.i("token_refresh_margin_s", 60)
+    retries = top.i("kbs_max_retries", 5)
+    delay = top.i("kbs_retry_delay_ms", 1000)
     top.done()
-    return GuestSettings(attester, settings, listen, key_dir, margin)
+    if not 1 <= retries <= 100 or not 0 <= delay <= 60_000 or margin < 0:
+        raise ConfigError(
+            f"{source}: kbs_max_retries must be 1..100, kbs_retry_delay_ms 0..60000 and "
+            "token_refresh_margin_s >= 0",
+            reason="config.value",
+        )
+    return GuestSettings(attester, settings, listen, key_dir, margin, retries, delay)
 
 
 def read_optional(directory: Path, name: str) -> str | None:

@@ -160,6 +160,10 @@ class GuestRuntime:
         self.attester = attester = SerializedAttester(attester)
         toml = None if config.initdata is None else config.initdata.raw.decode("utf-8")
         margin = float(config.settings.token_refresh_margin_s)
+        retry: dict[str, Any] = {
+            "max_retries": config.settings.kbs_max_retries,
+            "retry_delay_s": config.settings.kbs_retry_delay_ms / 1000,
+        }
 
         def aa_client(cfg: AaConfig, att: Attester, init_toml: str | None) -> KbsClient:
             if cfg.kbs is None:
@@ -170,6 +174,7 @@ class GuestRuntime:
                 init_data_toml=init_toml,
                 http_client=http_client(cfg.kbs.cert),
                 token_refresh_margin_s=margin,
+                **retry,
             )
 
         self.aa = AttestationAgent(
@@ -182,6 +187,7 @@ class GuestRuntime:
             init_data_toml=toml,
             http_client=http_client(kbc.kbs_cert),
             token_refresh_margin_s=margin,
+            **retry,
         )
         self.cdh = ConfidentialDataHub(
             config.cdh, self._cdh_client, key_dir=Path(config.settings.key_dir)

@@ -109,11 +109,15 @@ def _wrk(url: str, token: str, seconds: float, conns: int) -> tuple[float, str]:
     return (float(m.group(1)) if m else 0.0), out
 
 
-def _start(cfg: Path, workers: int, profile: Path | None) -> subprocess.Popen[bytes]:
+def _start(cfg: Path, workers: int, profile: Path | None, stub: bool) -> subprocess.Popen[bytes]:
     cmd = [sys.executable]
     if profile is not None:
         cmd += ["-m", "cProfile", "-o", str(profile)]
-    cmd += ["-m", "trustpod.cli", "kbs", "serve", "--config", str(cfg), "--workers", str(workers)]
+    if stub:
+        cmd += ["-m", "benchmarks.stub_server", str(cfg), str(workers)]
+    else:
+        cmd += ["-m", "trustpod.cli", "kbs", "serve", "--config", str(cfg)]
+        cmd += ["--workers", str(workers)]
     return subprocess.Popen(cmd)
 
 
@@ -150,7 +154,7 @@ def kbs_bench(args: argparse.Namespace) -> dict[str, float]:
     cafile = str(res.certificate) if res.certificate else None
     profile = tmp / "server.prof" if args.profile else None
     workers = 1 if args.profile else args.workers
-    proc = _start(res.config, workers, profile)
+    proc = _start(res.config, workers, profile, args.stub_as)
     try:
         _wait(res.url, cafile)
         _provision(res.url, res.admin_token.read_text().strip(), cafile)
@@ -188,7 +192,7 @@ def kbs_bench(args: argparse.Namespace) -> dict[str, float]:
     if profile is not None and profile.exists():
         import pstats
 
-        pstats.Stats(str(profile)).sort_stats("cumulative").print_stats(35)
+        pstats.Stats(str(profile)).sort_stats("tottime").print_stats(45)
     shutil.rmtree(tmp, ignore_errors=True)
     return out
 
@@ -202,12 +206,17 @@ def main() -> int:
     p.add_argument("--tls", action="store_true", help="HTTPS (wrk GETs are skipped)")
     p.add_argument("--profile", action="store_true", help="one worker under cProfile")
     p.add_argument("--all", action="store_true", help="also run benchmarks/bench_*.py")
+    p.add_argument(
+        "--stub-as",
+        action="store_true",
+        help="KBS layer only: a stub attestation service (benchmarks/stub_server.py)",
+    )
     args = p.parse_args()
     py = platform.python_version()
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {py}")
     r = kbs_bench(args)
     print(
-        f"KBS K={args.workers} N={args.clients} tls={args.tls}: "
+        f"KBS K={args.workers} N={args.clients} tls={args.tls} stub_as={args.stub_as}: "
         f"{r['flows_per_s']:.0f} full flows/s (p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
         f"{int(r['flows'])} flows, {int(r['errors'])} errors); "
         f"resource GET with token: {r['gets_per_s']:.0f} req/s"

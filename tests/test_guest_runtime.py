@@ -249,3 +249,27 @@ def test_demo_flow_plumbing(tmp_path: Path, ca: trustme.CA) -> None:
         )
     assert out == {"vault": b"pw", "envelope": b"demo envelope plaintext"}
     assert any("PCR8" in line and "(expected: True)" in line for line in lines)
+
+
+@pytest.mark.parametrize("alg", ["ECDH-ES+A256KW-P521", "RSA-OAEP-256"])
+def test_tee_key_algorithm_from_aa_toml(tmp_path: Path, ca: trustme.CA, alg: str) -> None:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    (tmp_path / "keys").mkdir()
+    with kbs_instance(tmp_path / "a", ca, b"alg!") as (url, _):
+        d = guest_dir(tmp_path, url, ca, "g")
+        doc = (d / "initdata.toml").read_text()
+        doc = doc.replace(
+            f'[token_configs.kbs]\nurl = "{url}"\n',
+            f'[token_configs.kbs]\nurl = "{url}"\ntee_key_algorithm = "{alg}"\n',
+        )
+        (d / "initdata.toml").write_text(doc)
+        runtime = GuestRuntime.from_dir(d)
+        try:
+            runtime.start()
+            assert runtime.cdh.get_resource("kbs:///default/key/1") == b"alg!"
+            pem = json.loads(runtime.aa.get_token())["tee_keypair"].encode()
+            key: Any = load_pem_private_key(pem, None)
+            assert key.key_size == (521 if "P521" in alg else 2048)
+        finally:
+            runtime.close()

@@ -44,6 +44,7 @@ from trustpod.guest.config import (
     read_optional,
 )
 from trustpod.guest.kbs_client import DEFAULT_TIMEOUT_S, KbsClient
+from trustpod.guest.tee_key import TeeKeyPair
 from trustpod.initdata import InitData
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "http_client",
     "load_config_dir",
     "settings_summary",
+    "tee_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,15 @@ def http_client(cert_pem: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> htt
                 f"KBS certificate does not load: {exc}", reason="config.cert"
             ) from exc
     return httpx.Client(timeout=timeout, verify=verify)
+
+
+def tee_key(algorithm: str | None) -> TeeKeyPair:
+    """A fresh TEE key for ``aa.toml``'s ``tee_key_algorithm`` (default EC P-256)."""
+    if algorithm == "ECDH-ES+A256KW-P521":
+        return TeeKeyPair.generate_ec("P-521")
+    if algorithm == "RSA-OAEP-256":
+        return TeeKeyPair.generate_rsa()
+    return TeeKeyPair.generate_ec("P-256")
 
 
 class SerializedAttester:
@@ -172,6 +183,7 @@ class GuestRuntime:
                 cfg.kbs.url,
                 att,
                 init_data_toml=init_toml,
+                tee_key=tee_key(cfg.kbs.tee_key_algorithm),
                 http_client=http_client(cfg.kbs.cert),
                 token_refresh_margin_s=margin,
                 **retry,
@@ -185,6 +197,7 @@ class GuestRuntime:
             kbc.url,
             attester,
             init_data_toml=toml,
+            tee_key=tee_key(config.aa.kbs.tee_key_algorithm if config.aa.kbs else None),
             http_client=http_client(kbc.kbs_cert),
             token_refresh_margin_s=margin,
             **retry,

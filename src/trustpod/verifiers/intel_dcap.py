@@ -8,6 +8,7 @@ Steps follow Intel's Quote Verification Library (``QuoteVerifier``, ``TcbLevelCh
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ _log = logging.getLogger(__name__)
 #: SHA-256 of the DER of "CN=Intel SGX Root CA" (self-signed, valid to 2049-12-31); a fact,
 #: computed from the root at the end of the PCK chains in real quotes.
 INTEL_SGX_ROOT_CA_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
+CHAIN_CACHE_SIZE = 256  #: verified certificate chains kept (by exact DER), per process
 _SGX_TYPES = {0: "Standard", 1: "Scalable", 2: "Scalable with Integrity"}
 
 
@@ -88,6 +90,22 @@ def _pinned(opts: DcapOptions) -> set[str]:
     return pins
 
 
+@functools.lru_cache(maxsize=CHAIN_CACHE_SIZE)
+def _unsigned_link(chain_der: tuple[bytes, ...]) -> int | None:
+    """Index of the first certificate not signed by the next one (the root by itself), or None.
+
+    Cached by the exact DER chain: a platform's PCK chain and the TCB-signing chain repeat on
+    every quote. Validity periods are not part of the cache; they are checked per call.
+    """
+    chain = [x509.load_der_x509_certificate(d) for d in chain_der]
+    for i, (cert, issuer) in enumerate(zip(chain, (*chain[1:], chain[-1]), strict=True)):
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (InvalidSignature, ValueError, TypeError):
+            return i
+    return None
+
+
 def _verify_chain(
     chain: tuple[x509.Certificate, ...], now: _dt.datetime, opts: DcapOptions, step: str
 ) -> None:
@@ -97,13 +115,10 @@ def _verify_chain(
     root = chain[-1]
     if hashlib.sha256(root.public_bytes(Encoding.DER)).hexdigest() not in _pinned(opts):
         raise _err(step, "chain does not end at the pinned Intel SGX Root CA")
-    for cert, issuer in zip(chain, (*chain[1:], root), strict=True):
-        try:
-            cert.verify_directly_issued_by(issuer)
-        except (InvalidSignature, ValueError, TypeError) as exc:
-            raise _err(
-                step, f"{cert.subject.rfc4514_string()} is not signed by its issuer"
-            ) from exc
+    bad = _unsigned_link(tuple(c.public_bytes(Encoding.DER) for c in chain))
+    if bad is not None:
+        raise _err(step, f"{chain[bad].subject.rfc4514_string()} is not signed by its issuer")
+    for cert in chain:
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise _err(step, f"{cert.subject.rfc4514_string()} is not valid at {now.isoformat()}")
 
@@ -160,6 +175,12 @@ def _check_signed(item: SignedCollateral, now: _dt.datetime, opts: DcapOptions) 
         item.signed_bytes,
         f"{step}_signature",
     )
+
+
+def _eval_num(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _err("tcb_info_malformed", "tcbEvaluationDataNumber is not a number")
+    return value
 
 
 def _rfc3339(t: _dt.datetime) -> str:
@@ -226,7 +247,7 @@ def verify_dcap(
         "tcb_date": _rfc3339(ev.tcb_date),
         "pck_crl_num": pck_crl_num,
         "root_ca_crl_num": root_crl_num,
-        "tcb_eval_num": int(col.tcb_info.body.get("tcbEvaluationDataNumber", 0)),
+        "tcb_eval_num": _eval_num(col.tcb_info.body.get("tcbEvaluationDataNumber")),
         "platform_provider_id": pck.ppid.hex(),
         "sgx_type": _SGX_TYPES.get(pck.sgx_type, f"Unknown ({pck.sgx_type})"),
     }

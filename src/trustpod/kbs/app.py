@@ -39,6 +39,7 @@ __all__ = ["create_app"]
 _log = logging.getLogger("trustpod.kbs")
 _JSON = "application/json"
 Handler = Callable[[Request], Awaitable[Response]]
+SESSION_PURGE_S = 60.0
 
 
 class MetricsMiddleware:
@@ -89,6 +90,20 @@ class KbsHttp:
         self.limit = core.config.http_server.max_body_bytes
         self.upstream_codes = core.config.trustpod.upstream_status_codes
         self.cookie_exp = core.sessions.lifetime
+        self._last_purge = time.monotonic()
+
+    async def maybe_purge(self) -> None:
+        """Delete expired sessions every ``SESSION_PURGE_S`` (upstream: a 60 s background task)."""
+        now = time.monotonic()
+        if now - self._last_purge < SESSION_PURGE_S:
+            return
+        self._last_purge = now
+        try:
+            removed = await run_in_threadpool(self.core.sessions.purge_expired)
+            if removed:
+                _log.debug("purged %d expired sessions", removed)
+        except TrustpodError:
+            _log.warning("session purge failed", exc_info=True)
 
     # -- helpers -------------------------------------------------------------------------------
     async def body(self, request: Request) -> bytes:
@@ -156,6 +171,7 @@ class KbsHttp:
             m.auth_errors.inc()
             raise
         m.auth_successes.inc()
+        await self.maybe_purge()
         headers = {"set-cookie": self._cookie(session.id, session.expires.timestamp())}
         return Response(json.dumps(challenge), 200, headers=headers, media_type=_JSON)
 

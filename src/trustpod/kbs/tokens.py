@@ -43,6 +43,8 @@ BUILTIN_TEEKEY_PATHS = (
 EXP_LEEWAY_S = 60
 MAX_TOKEN_CHARS = 1 << 20
 CACHE_ENTRIES = 8192
+#: insecure_header_jwk use is warned at most this often (not per request: log flooding).
+INSECURE_WARN_EVERY_S = 60.0
 
 
 def _fail(message: str, reason: str = "kbs.token_invalid") -> AuthenticationError:
@@ -101,6 +103,7 @@ class TokenVerifier:
                 "own header are accepted. Testing only."
             )
         self._cache: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+        self._last_insecure_warning = float("-inf")
 
     def add_own_key(self, jwk: Mapping[str, Any]) -> None:
         self._own[self._fingerprint(jwk)] = jwk_to_key(jwk)
@@ -164,7 +167,12 @@ class TokenVerifier:
             if isinstance(x5c, list) and x5c and self._roots:
                 return self._check_chain(jwk, x5c)
             if self._insecure:
-                _log.debug("accepting token signed by its own header jwk (insecure_header_jwk)")
+                now = self._clock.time()
+                if now - self._last_insecure_warning >= INSECURE_WARN_EVERY_S:
+                    self._last_insecure_warning = now
+                    _log.warning(
+                        "accepted a token signed by its own header jwk (insecure_header_jwk)"
+                    )
                 try:
                     return jwk_to_key(jwk)
                 except ConfigError as exc:

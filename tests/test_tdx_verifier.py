@@ -356,3 +356,11 @@ def test_mutated_tcb_info_fails_closed(files: dict[str, bytes], data: st.DataObj
         TdxVerifier(Fixed(col), INSECURE).verify(evidence(files["q6"]), expected_for(files["q6"]))
     except TrustpodError:
         pass
+
+
+def test_unknown_fmspc_in_offline_store(files: dict[str, bytes], tmp_path: Path) -> None:
+    verifier = create(VerifierSettings(collateral_dir=tmp_path))
+    with pytest.raises(VerificationError) as exc:
+        verifier.verify(evidence(files["q4"]), expected_for(files["q4"]))
+    assert exc.value.reason == "tdx.collateral_missing"
+    assert exc.value.fix is not None and "50806F000000" in exc.value.fix

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trustpod._internal.b64 import b64_decode
-from trustpod.errors import ConfigError, EvidenceError, VerificationError
+from trustpod.errors import ConfigError, EvidenceError, NotFoundError, VerificationError
 from trustpod.evidence.ccel import CcEventLog
 from trustpod.evidence.tdx import MAX_QUOTE_BYTES, TdQuote, parse_td_quote
 from trustpod.initdata import fit
@@ -96,7 +96,15 @@ def verify_td_quote(
             reason="tdx.collateral_missing",
             fix="pass --collateral DIR (offline store) or configure intel_pcs_url",
         )
-    collateral = source.get_tdx(quote.sig.pck.fmspc.hex(), quote.sig.pck.ca)
+    fmspc = quote.sig.pck.fmspc.hex()
+    try:
+        collateral = source.get_tdx(fmspc, quote.sig.pck.ca)
+    except NotFoundError as exc:
+        raise VerificationError(
+            f"TDX: no Intel collateral for FMSPC {fmspc.upper()} ({quote.sig.pck.ca} CA)",
+            reason="tdx.collateral_missing",
+            fix=f"trustpod collateral fetch/import intel for FMSPC {fmspc.upper()}",
+        ) from exc
     return verify_dcap(quote, collateral, now, opts)
 
 

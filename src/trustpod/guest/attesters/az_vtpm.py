@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,6 +79,10 @@ class AzVtpmSettings:
     user_data_nv_index: int = VTPM_USER_DATA_NV_INDEX
     ak_handle: int = VTPM_AK_HANDLE
     imds_timeout_s: float = 10.0
+    #: Wait between writing the user data and reading the HCL report, so the paravisor has
+    #: regenerated it (az-cvm-vtpm ``get_report_with_report_data`` sleeps 3 s). The emulated
+    #: CVM regenerates synchronously and sets 0.
+    report_refresh_delay_s: float = 3.0
 
 
 _PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
@@ -192,6 +197,8 @@ class _AzVtpmBase:
         # (1) user data (zero-padded to 64) -> NV 0x01400002: the paravisor regenerates the report.
         user_data = report_data.ljust(VTPM_USER_DATA_SIZE, b"\0")
         self.device.nv_write(self.settings.user_data_nv_index, user_data)
+        if self.settings.report_refresh_delay_s > 0:
+            time.sleep(self.settings.report_refresh_delay_s)
         # (2) read the HCL report from NV 0x01400001. Azure's index holds HCL_REPORT_SIZE (2600)
         # bytes; a shorter index (swtpm caps one at 2048) is zero-padded to that size, which is
         # exact because the tail after report_size is zero padding on Azure too.

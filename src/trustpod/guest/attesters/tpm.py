@@ -285,15 +285,25 @@ class Tpm2PytssDevice:
 
     @_locked
     def nv_write(self, index: int, data: bytes) -> None:
+        # As Azure's tooling (az-cvm-vtpm write_nv_index): define the index when missing,
+        # redefine it when its size differs, then write with owner authorization.
+        if not self._exists(index) or self._nv_size(index) != len(data):
+            self.nv_define(index, len(data))
         from tpm2_pytss.constants import ESYS_TR
 
-        if not self._exists(index):  # define on first use, as Azure's tooling does
-            self.nv_define(index, len(data))
         nv = self._nv_handle(index)
         try:
             for off in range(0, len(data), self._nv_chunk):
                 part = data[off : off + self._nv_chunk]
                 self._call("nv_write", self._ctx.nv_write, nv, part, off, auth_handle=ESYS_TR.OWNER)
+        finally:
+            self._ctx.tr_close(nv)
+
+    def _nv_size(self, index: int) -> int:
+        nv = self._nv_handle(index)
+        try:
+            pub, _ = self._call("nv_read_public", self._ctx.nv_read_public, nv)
+            return int(pub.nvPublic.dataSize)
         finally:
             self._ctx.tr_close(nv)
 

@@ -237,7 +237,9 @@ class EmulatedAzureCvm:
     def attester(self) -> AzSnpVtpmAttester:
         """The production ``az-snp-vtpm`` attester, wired to this CVM's vTPM and VCEK."""
         return AzSnpVtpmAttester(
-            self.device, VendorVcekSource(self.vendor), AzVtpmSettings(tcti=self.tcti or "")
+            self.device,
+            VendorVcekSource(self.vendor),
+            AzVtpmSettings(tcti=self.tcti or "", report_refresh_delay_s=0.0),
         )
 
     def extend_pcr(self, index: int, digest: bytes) -> None:

@@ -93,16 +93,13 @@ class SoftwareTpm:
             self._nv[index] = bytearray(size)
 
     def nv_write(self, index: int, data: bytes) -> None:
+        """Define (or redefine, on a size mismatch) and write, like ``Tpm2PytssDevice``."""
         with self._lock:
             area = self._nv.get(index)
-        if area is None:
+        if area is None or len(area) != len(data):
             self.nv_define(index, len(data))
-            with self._lock:
-                area = self._nv[index]
-        if len(data) > len(area):
-            raise DependencyError("NV write beyond the index size", reason="tpm.nv_write")
         with self._lock:
-            area[: len(data)] = data
+            self._nv[index][:] = data
 
     def nv_read(self, index: int) -> bytes:
         with self._lock:

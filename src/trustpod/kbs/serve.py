@@ -94,21 +94,23 @@ def serve(config_path: str | Path, *, workers: int | None = None) -> None:
             fix='use storage_type = "Sqlite" (or set worker_count = 1)',
         )
     os.environ[CONFIG_ENV] = str(cfg.source)
-    sockets = bind_sockets(cfg.http_server.sockets)
     common: dict[str, Any] = {
         "log_level": "warning",
         "access_log": False,
         "lifespan": "off",
         **_tls_kwargs(cfg),
     }
-    scheme = "http" if cfg.http_server.insecure_http else "https"
-    for addr in cfg.http_server.sockets:
-        _log.warning("trustpod KBS listening on %s://%s (%d worker(s))", scheme, addr, n)
+    app: Any = None
     if n == 1:
         from trustpod.kbs.wiring import build_app
 
-        server = uvicorn.Server(uvicorn.Config(build_app(cfg), **common))
-        server.run(sockets=sockets)
+        app = build_app(cfg)  # fail before listening when the config cannot be served
+    sockets = bind_sockets(cfg.http_server.sockets)
+    scheme = "http" if cfg.http_server.insecure_http else "https"
+    for addr in cfg.http_server.sockets:
+        _log.info("trustpod KBS listening on %s://%s (%d worker(s))", scheme, addr, n)
+    if app is not None:
+        uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=sockets)
         return
     from uvicorn.supervisors import Multiprocess
 

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 
 from trustpod._internal.b64 import b64url_encode
 from trustpod._internal.clock import Clock, SystemClock
-from trustpod.errors import ConfigError
+from trustpod.errors import ConfigError, DependencyError
 from trustpod.kbs.admin_auth import AdminAuthorizer
 from trustpod.kbs.app import create_app
 from trustpod.kbs.audit import AuditLog
@@ -84,8 +84,15 @@ def _builtin_services(
     """H2's built-in attestation service and RVPS over the shared store."""
     from trustpod.verifiers.base import VerifierRegistry, VerifierSettings
 
-    as_service: Any = importlib.import_module("trustpod.attestation.service")
-    rvps_mod: Any = importlib.import_module("trustpod.rvps")
+    try:
+        as_service: Any = importlib.import_module("trustpod.attestation.service")
+        rvps_mod: Any = importlib.import_module("trustpod.rvps")
+    except ModuleNotFoundError as exc:
+        raise DependencyError(
+            f"the built-in attestation service is not available ({exc.name} missing)",
+            reason="kbs.builtin_as_missing",
+            fix="install trustpod with its server extras",
+        ) from exc
 
     ts = config.trustpod
     settings = VerifierSettings(

@@ -13,7 +13,8 @@ emulated Azure CVM in-process; its ``tee`` on the wire is ``az-snp-vtpm``).
 Settings (a mapping, from ``attester_settings`` in the guest config; unknown keys are errors):
 ``tcti``, ``ak_handle``, ``vcek_path`` (az-snp-vtpm VCEK file instead of IMDS), ``tsm_root``,
 ``sev_guest_path``, ``vmpl``, ``tdx_measurements_dir``, ``ccel_path``, ``emulator_dir``,
-``emulator_backend`` (``swtpm`` | ``software``).
+``emulator_backend`` (``swtpm`` | ``software``), ``report_refresh_delay_s`` (az-*: wait after
+writing the HCL user data, default 3).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ SETTING_KEYS = frozenset(
         "ccel_path",
         "emulator_dir",
         "emulator_backend",
+        "report_refresh_delay_s",
     }
 )
 _TPM_DEVICES = (Path("/dev/tpmrm0"), Path("/dev/tpm0"))
@@ -78,6 +80,18 @@ def _int(value: Any, key: str) -> int:
         raise ConfigError(
             f"attester setting {key} must be an integer", reason="config.attester"
         ) from None
+
+
+def _float(value: Any, key: str) -> float:
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"attester setting {key} must be a number", reason="config.attester"
+        ) from None
+    if not 0 <= result <= 60:
+        raise ConfigError(f"attester setting {key} must be within 0..60", reason="config.attester")
+    return result
 
 
 def _paths(settings: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
@@ -212,6 +226,9 @@ def _make_azure(name: str, settings: Mapping[str, Any]) -> Attester:
     az = AzVtpmSettings(
         tcti=str(_opt(settings, "tcti", "device:/dev/tpmrm0")),
         ak_handle=_int(_opt(settings, "ak_handle", VTPM_AK_HANDLE), "ak_handle"),
+        report_refresh_delay_s=_float(
+            _opt(settings, "report_refresh_delay_s", 3.0), "report_refresh_delay_s"
+        ),
     )
     device = Tpm2PytssDevice(az.tcti)
     if name == "az-tdx-vtpm":

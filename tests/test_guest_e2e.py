@@ -280,3 +280,53 @@ def test_done_when(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
             assert rt.cdh.unseal_secret(vault) == b"secret-B"
     print("e2e timings (s, cumulative):", {k: round(v, 3) for k, v in timings.items()})
     assert base64  # keep import for debugging helpers
+
+
+class _Response:
+    status_code = 200
+
+
+class _AdminViaCore:
+    """The admin calls the demo scenario makes, applied straight to the KBS core."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+
+    def __enter__(self) -> _AdminViaCore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def post(self, path: str, content: bytes | None = None, json: Any = None) -> _Response:
+        if path.startswith("/kbs/v0/resource/"):
+            self.core.set_resource(path.removeprefix("/kbs/v0/resource/"), content)
+        else:
+            self.core.set_resource_policy(json)
+        return _Response()
+
+
+def test_demo_scenario(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
+    from types import SimpleNamespace
+
+    from trustpod.guest.demo_flow import emulated_cvm_scenario, emulated_root
+
+    roots = emulated_root(tmp_path)
+    lines: list[str] = []
+
+    @contextmanager
+    def step(title: str) -> Iterator[None]:
+        lines.append(title)
+        yield
+
+    cafile = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(cafile))
+    with kbs(tmp_path / "kbs", ca, ark=roots, secret=b"unused") as core:
+        running = SimpleNamespace(
+            url=core.url, cafile=str(cafile), directory=tmp_path, admin=lambda: _AdminViaCore(core)
+        )
+        demo = SimpleNamespace(step=step, out=lines.append)
+        emulated_cvm_scenario(running, demo)
+    assert any(line.startswith("    PCR8 = ") for line in lines)
+    assert "    vault: 'demo database password'" in lines
+    assert "    envelope: 'demo envelope plaintext'" in lines

@@ -207,50 +207,6 @@ def test_guest_run_process_serves_and_stops_on_sigterm(tmp_path: Path, ca: trust
                 proc.wait()
 
 
-class AnyTeeAttestation(FakeAttestation):
-    """Accepts any evidence (plumbing test only: verification is covered by test_guest_e2e)."""
-
-    def evaluate(
-        self,
-        tee: str,
-        primary_evidence: Any,
-        runtime_data: dict[str, Any],
-        init_data_toml: str | None,
-        hash_algorithm: str = "sha384",
-        policy_id: str = "default",
-    ) -> str:
-        return self.issue(runtime_data)
-
-
-def test_demo_flow_plumbing(tmp_path: Path, ca: trustme.CA) -> None:
-    import tomllib
-
-    from trustpod.guest.demo_flow import demo_secrets, emulated_root, run_guest_demo
-
-    assert emulated_root(tmp_path).is_file()
-    config = parse_config(
-        tomllib.loads("[http_server]\ninsecure_http = true\n[attestation_service]\ntimeout = 5\n"),
-        tmp_path / "k",
-    )
-    fake = AnyTeeAttestation(clock=FixedClock(time.time()))
-    core, admin = build_core(config, attestation=fake, rvps=FakeRvps(), own_jwks=[fake.jwk])
-    resources, sealed = demo_secrets(b"pw")
-    for path, value in resources.items():
-        core.set_resource(path, value)
-    lines: list[str] = []
-    with serve(create_app(core, admin), cert=ca.issue_cert("127.0.0.1")) as url:
-        out = run_guest_demo(
-            url,
-            ca.cert_pem.bytes().decode(),
-            workdir=tmp_path,
-            sealed=sealed,
-            backend="software",
-            echo=lines.append,
-        )
-    assert out == {"vault": b"pw", "envelope": b"demo envelope plaintext"}
-    assert any("PCR8" in line and "(expected: True)" in line for line in lines)
-
-
 @pytest.mark.parametrize("alg", ["ECDH-ES+A256KW-P521", "RSA-OAEP-256"])
 def test_tee_key_algorithm_from_aa_toml(tmp_path: Path, ca: trustme.CA, alg: str) -> None:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key

@@ -52,6 +52,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 SIG_ALGO_ECDSA_P384_SHA384 = 1
+_ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
 
 
 def product_from_cpuid(family: int, model: int) -> str | None:
@@ -87,9 +88,7 @@ def verify_report(report: SnpReport, vek: VekInfo, *, allowed_vmpls: frozenset[i
             f"unsupported signature algorithm {report.sig_algo}", reason="snp.sig_algo"
         )
     try:
-        vek.public_key.verify(
-            report.signature_der(), report.signed_bytes(), ec.ECDSA(hashes.SHA384())
-        )
+        vek.public_key.verify(report.signature_der(), report.signed_bytes(), _ECDSA_SHA384)
     except (InvalidSignature, ValueError) as exc:
         raise VerificationError(
             "report signature does not verify with the VCEK/VLEK", reason="snp.signature"

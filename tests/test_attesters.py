@@ -303,6 +303,18 @@ def test_swtpm_generic_tpm_and_azure_detection(tmp_path: Path) -> None:
         finally:
             device.close()
         assert detect_tee({"tcti": sw.tcti}) == "az-snp-vtpm"
+        # The production factory path on this "Azure" vTPM (no paravisor: user data stays stale).
+        (tmp_path / "vcek.der").write_bytes(vendor.vcek_der)
+        settings = {"tcti": sw.tcti, "vcek_path": str(tmp_path / "vcek.der")}
+        az = make_attester("az-snp-vtpm", settings | {"report_refresh_delay_s": "0"})
+        try:
+            ev = az.get_evidence(REPORT_DATA)
+        finally:
+            az.close()  # type: ignore[attr-defined]
+        from trustpod.evidence.az import AzEvidence
+
+        parsed = AzEvidence.from_json(ev)
+        assert parsed.vcek == vendor.vcek_der and parsed.hcl_report == hcl
 
 
 def test_az_tdx_vtpm_attester_with_real_hcl_and_td_quote(verifier_data: Path) -> None:

@@ -232,7 +232,8 @@ def _make_azure(name: str, settings: Mapping[str, Any]) -> Attester:
     )
     device = Tpm2PytssDevice(az.tcti)
     if name == "az-tdx-vtpm":
-        return AzTdxVtpmAttester(device, ImdsTdQuoteSource(), az)
+        return AzTdxVtpmAttester(device, ImdsTdQuoteSource(timeout_s=az.imds_timeout_s), az)
     vcek_path = _opt(settings, "vcek_path", None)
-    vcek: VcekSource = FileVcekSource(Path(vcek_path)) if vcek_path else ImdsVcekSource()
+    imds = ImdsVcekSource(timeout_s=az.imds_timeout_s)
+    vcek: VcekSource = FileVcekSource(Path(vcek_path)) if vcek_path else imds
     return AzSnpVtpmAttester(device, vcek, az)

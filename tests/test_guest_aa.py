@@ -152,3 +152,26 @@ def test_runtime_measurement_aael() -> None:
     with pytest.raises(ConfigError):
         off.get_token()
     assert base64.b64decode("eHh4eA==") == b"xxxx"
+
+
+def test_real_snp_attester_host_data_mismatch_stops_aa(tmp_path: Any, verifier_data: Any) -> None:
+    """The production SNP attester over a configfs-tsm directory returning a REAL report: an
+    initdata whose digest is not the report's HOST_DATA stops the AA."""
+    from trustpod.guest.attesters.snp import SnpAttester, SnpSettings
+    from trustpod.guest.attesters.tsm import TsmReport
+
+    report = (verifier_data / "snp/test-report.bin").read_bytes()
+
+    def kernel(root: Any) -> Any:
+        entry = root / "entry0"
+        entry.mkdir(exist_ok=True)
+        (entry / "provider").write_text("sev_guest\n")
+        (entry / "generation").write_text("1\n")
+        (entry / "outblob").write_bytes(report)
+        return entry
+
+    tsm = TsmReport("sev_guest", root=tmp_path, make_entry=kernel)
+    aa, _ = _aa(SnpAttester(SnpSettings(tsm_root=tmp_path), tsm=tsm))
+    with pytest.raises(VerificationError) as exc:
+        aa.start()
+    assert exc.value.reason == "aa.initdata_binding" and "HOST_DATA" in exc.value.message

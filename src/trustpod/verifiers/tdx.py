@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hmac
 import importlib
 import logging
 from collections.abc import Mapping
@@ -156,12 +157,12 @@ class TdxVerifier:
         # (1) DCAP: PCK chain, QE, quote signature, collateral, TCB status (§5.2).
         collateral_claims = verify_td_quote(quote, self.source, expected.now, self.options)
         # (2) REPORT_DATA == expected report_data zero-padded/truncated to 64 (§1.5).
-        if fit(expected.report_data, 64) != quote.body.report_data:
+        if not hmac.compare_digest(fit(expected.report_data, 64), quote.body.report_data):
             raise VerificationError("TDX: REPORT_DATA does not match the expected report data",
                                     reason="tdx.report_data")  # fmt: skip
         # (3) MRCONFIGID == initdata digest padded to 48 (§4.6), when initdata was sent.
         if expected.init_data_digest is not None:
-            if fit(expected.init_data_digest, 48) != quote.body.mr_config_id:
+            if not hmac.compare_digest(fit(expected.init_data_digest, 48), quote.body.mr_config_id):
                 raise VerificationError("TDX: MRCONFIGID does not match the initdata digest",
                                         reason="tdx.init_data")  # fmt: skip
         claims = tdx_quote_claims(quote)

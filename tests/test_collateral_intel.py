@@ -237,3 +237,19 @@ def test_normalize_pcs_url(url: str, expected: str) -> None:
 def test_bad_pcs_url() -> None:
     with pytest.raises(EvidenceError):
         normalize_pcs_url("file:///etc/passwd")
+
+
+def test_tcb_update_type(pcs: tuple[FakePcs, str], material: dict[str, bytes]) -> None:
+    fake, url = pcs
+    enc = urllib.parse.quote(material["chain"].decode())
+    fake.routes[f"/tdx/certification/v4/tcb?fmspc={FMSPC}&update=early"] = (
+        200, {"TCB-Info-Issuer-Chain": enc}, material["tcb"]
+    )  # fmt: skip
+    fake.routes["/tdx/certification/v4/qe/identity?update=early"] = (
+        200, {"SGX-Enclave-Identity-Issuer-Chain": enc}, material["qe"]
+    )  # fmt: skip
+    settings = VerifierSettings(intel_pcs_url=url, extra={"tdx": {"tcb_update_type": "early"}})
+    source_from_settings(settings).get_tdx(FMSPC, "platform")
+    assert f"/tdx/certification/v4/tcb?fmspc={FMSPC}&update=early" in fake.hits
+    with pytest.raises(EvidenceError):
+        PcsClient(url, HttpxGet(), tcb_update_type="late")

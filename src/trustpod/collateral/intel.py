@@ -160,7 +160,12 @@ def source_from_settings(settings: VerifierSettings) -> CachingIntelSource:
     store = DirectoryIntelStore(settings.collateral_dir) if settings.collateral_dir else None
     pcs = None
     if settings.intel_pcs_url:
-        pcs = PcsClient(settings.intel_pcs_url, HttpxGet(timeout_s=settings.fetch_timeout_s))
+        update = settings.extra.get("tdx", {}).get("tcb_update_type")
+        pcs = PcsClient(
+            settings.intel_pcs_url,
+            HttpxGet(timeout_s=settings.fetch_timeout_s),
+            tcb_update_type=str(update) if update is not None else None,
+        )
     return CachingIntelSource(pcs=pcs, store=store)
 
 

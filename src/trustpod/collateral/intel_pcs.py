@@ -121,6 +121,14 @@ class PcsClient:
     http: HttpGet
     sleep: Callable[[float], None] = time.sleep
     max_retries: int = MAX_RETRIES
+    tcb_update_type: str | None = None  #: upstream ``dcap_verifier.tcb_update_type``
+
+    def __post_init__(self) -> None:
+        if self.tcb_update_type not in (None, "early", "standard"):
+            raise EvidenceError(
+                f"tcb_update_type must be 'early' or 'standard', got {self.tcb_update_type!r}",
+                reason="collateral.update_type",
+            )
 
     def _get(self, path: str, chain_header: str | None) -> tuple[bytes, bytes | None]:
         url = normalize_pcs_url(self.base_url) + path
@@ -146,9 +154,14 @@ class PcsClient:
 
     def fetch(self, fmspc: str, ca: str) -> IntelItems:
         fm = check_platform(fmspc, ca)
-        tcb, tcb_chain = self._get(f"/tdx/certification/v4/tcb?fmspc={fm}", "TCB-Info-Issuer-Chain")
+        upd = f"update={self.tcb_update_type}" if self.tcb_update_type else ""
+        tcb, tcb_chain = self._get(
+            f"/tdx/certification/v4/tcb?fmspc={fm}" + (f"&{upd}" if upd else ""),
+            "TCB-Info-Issuer-Chain",
+        )
         qe, qe_chain = self._get(
-            "/tdx/certification/v4/qe/identity", "SGX-Enclave-Identity-Issuer-Chain"
+            "/tdx/certification/v4/qe/identity" + (f"?{upd}" if upd else ""),
+            "SGX-Enclave-Identity-Issuer-Chain",
         )
         crl, _ = self._get(f"/sgx/certification/v4/pckcrl?ca={ca}&encoding=der", None)
         root_crl, _ = self._get("/sgx/certification/v4/rootcacrl", None)

@@ -207,3 +207,40 @@ def test_tdx_svn_grid_against_dcap_qvl(
         assert exc.reason in {"tdx.tcb_level", "tdx.tdx_module", "tdx.tdx_module_tcb_level"}
         ours = "rejected"
     assert (qvl if isinstance(qvl, str) else qvl and qvl[0]) == ours
+
+
+def test_supplemental_claims_match_dcap_qvl_claims(verifier_data: Path) -> None:
+    """Our QVL-style supplemental claims equal dcap-qvl's own claims on the same collateral."""
+    import json
+
+    import dcap_qvl
+
+    e = make(verifier_data)
+    col = collateral(e)
+    qvl_col = dcap_qvl.QuoteCollateralV3(
+        e.pck_crl_chain.decode(), e.root_ca_crl, e.pck_crl,
+        e.tcb_chain.decode(), col.tcb_info.signed_bytes.decode(), col.tcb_info.signature,
+        e.tcb_chain.decode(), col.qe_identity.signed_bytes.decode(), col.qe_identity.signature,
+    )  # fmt: skip
+    now = int(NOW.timestamp())
+    theirs = json.loads(
+        dcap_qvl.QuoteVerifier(e.root_der)
+        .verify_with_policy(e.quote, qvl_col, now, dcap_qvl.QuotePolicy.claims_only(now))
+        .to_json()
+    )
+    ours = run(e)
+
+    def ts(value: int) -> str:
+        return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    assert ours["earliest_issue_date"] == ts(theirs["earliest_issue_date"])
+    assert ours["latest_issue_date"] == ts(theirs["latest_issue_date"])
+    assert ours["earliest_expiration_date"] == ts(theirs["earliest_expiration_date"])
+    assert ours["tcb_date"] == ts(theirs["platform"]["tcb_date_tag"])
+    assert ours["tcb_status"] == theirs["tcb"]["status"]
+    assert ours["advisory_ids"] == theirs["tcb"]["advisory_ids"]
+    assert ours["tcb_eval_num"] == theirs["tcb"]["eval_data_number"]
+    assert ours["pck_crl_num"] == theirs["platform"]["pck_crl_num"]
+    assert ours["root_ca_crl_num"] == theirs["platform"]["root_ca_crl_num"]
+    assert ours["root_key_id"] == bytes(theirs["platform"]["root_key_id"]).hex()
+    assert ours["platform_provider_id"] == bytes(theirs["platform"]["pck"]["ppid"]).hex()

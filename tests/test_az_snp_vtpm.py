@@ -161,3 +161,29 @@ def test_az_verifier_mutations_typed_errors(
     ev = dict(_load(verifier_data, "evidence-v1.json"), **{key: value})
     with pytest.raises((EvidenceError, VerificationError)):
         verifier.verify(ev, VerifyInput(b"challenge", None, NOW))
+
+
+def test_v0_format_from_v1_vector(verifier: AzSnpVtpmVerifier, verifier_data: Path) -> None:
+    """Format v0 (byte arrays + PEM VCEK, no version) carries the same bytes as v1."""
+    import base64
+    import textwrap
+
+    ev = AzEvidence.from_json(_load(verifier_data, "evidence-v1.json"))
+    assert ev.vcek is not None
+    body = "\n".join(textwrap.wrap(base64.b64encode(ev.vcek).decode(), 64))
+    pem = f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
+    v0 = {
+        "quote": {
+            "signature": list(ev.tpm_quote.signature),
+            "message": list(ev.tpm_quote.message),
+            "pcrs": [list(p) for p in ev.tpm_quote.pcrs],
+        },
+        "report": list(ev.hcl_report),
+        "vcek": pem,
+    }
+    assert AzEvidence.from_json(v0).version == 0
+    [out] = verifier.verify(v0, VerifyInput(b"challenge", None, NOW))
+    assert out.claims["report_data"] == "6368616c6c656e6765"
+    assert out.claims["tpm"]["pcr00"] == V1_PCR0
+    with pytest.raises(EvidenceError):
+        AzEvidence.to_json(AzEvidence.from_json(v0))

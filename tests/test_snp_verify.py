@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from test_snp_support import NOW, EmulatedAmd, load_amd_ca
 from trustpod.collateral.ports import MemoryAmdCollateral
@@ -226,3 +228,15 @@ def _pem_der(path: Path) -> bytes:
     text = path.read_text()
     body = text.split("-----BEGIN CERTIFICATE-----")[1].split("-----END CERTIFICATE-----")[0]
     return base64.b64decode("".join(body.split()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=80))
+def test_der_helpers_raise_only_verification_errors(data: bytes) -> None:
+    from trustpod.verifiers.snp_chain import _der_tlv
+
+    for tag in (0x02, 0x04):
+        try:
+            _der_tlv(data, tag, "fuzz")
+        except VerificationError:
+            pass

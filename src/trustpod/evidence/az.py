@@ -17,6 +17,7 @@ the report_data. Pure: JSON values in, frozen dataclasses out.
 from __future__ import annotations
 
 import base64
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +133,10 @@ class AzEvidence:
             if not isinstance(pem, str) or len(pem) > MAX_AZ_BLOB_BYTES:
                 raise EvidenceError("vcek must be a PEM string", reason="az.json")
             try:
-                der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(Encoding.DER)
+                with warnings.catch_warnings():  # AMD certificates have serial number 0
+                    warnings.simplefilter("ignore")
+                    cert = x509.load_pem_x509_certificate(pem.encode())
+                der = cert.public_bytes(Encoding.DER)
             except (ValueError, UnicodeEncodeError) as exc:
                 raise EvidenceError("Invalid VCEK PEM", reason="az.vcek") from exc
             return cls(0, quote, _u8_array(obj.get("report"), "report"), vcek=der)

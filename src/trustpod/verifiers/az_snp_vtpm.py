@@ -77,9 +77,8 @@ class AzSnpVtpmVerifier:
 
     tee = "az-snp-vtpm"
 
-    def __init__(self, snp: SnpVerifier, *, max_evidence_bytes: int = 2 * 1024 * 1024) -> None:
+    def __init__(self, snp: SnpVerifier) -> None:
         self.snp = snp
-        self.max_evidence_bytes = max_evidence_bytes
 
     def verify(self, evidence: Any, expected: VerifyInput) -> list[TeeClaims]:
         ev = AzEvidence.from_json(evidence, tee=self.tee)
@@ -87,7 +86,7 @@ class AzSnpVtpmVerifier:
             raise EvidenceError("az-snp-vtpm evidence has no VCEK", reason="az.json")
         hcl = HclReport.from_bytes(ev.hcl_report)
         quote = ev.tpm_quote
-        verify_vtpm_quote(  # (1)-(3)
+        attest = verify_vtpm_quote(  # (1)-(3)
             message=quote.message,
             signature=quote.signature,
             pcrs=quote.pcrs,
@@ -108,7 +107,7 @@ class AzSnpVtpmVerifier:
         claims["tpm"] = pcr_claims(quote.pcrs)
         if len(quote.pcrs) > INITDATA_PCR:
             claims["init_data"] = quote.pcrs[INITDATA_PCR].hex()
-        claims["report_data"] = expected.report_data.hex()  # == the verified quote nonce
+        claims["report_data"] = attest.extra_data.hex()
         return [TeeClaims(claims, "cpu")]
 
 
@@ -120,4 +119,4 @@ def create(settings: VerifierSettings) -> AzSnpVtpmVerifier:
         allowed_vmpls=settings.allowed_vmpls,
         insecure_emulated_roots=settings.insecure_emulated_roots,
     )
-    return AzSnpVtpmVerifier(snp, max_evidence_bytes=settings.max_evidence_bytes)
+    return AzSnpVtpmVerifier(snp)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -233,18 +234,21 @@ class ChainCache:
 
     def __init__(self, max_entries: int = DEFAULT_CHAIN_CACHE_SIZE) -> None:
         self._max = max_entries
+        self._lock = threading.Lock()
         self._items: OrderedDict[tuple[SnpChain, TrustAnchors], VekInfo] = OrderedDict()
 
     def verify(self, chain: SnpChain, anchors: TrustAnchors) -> VekInfo:
         key = (chain, anchors)
-        info = self._items.get(key)
-        if info is not None:
-            self._items.move_to_end(key)
-            return info
-        info = verify_chain(chain, anchors)
-        self._items[key] = info
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
+        with self._lock:
+            info = self._items.get(key)
+            if info is not None:
+                self._items.move_to_end(key)
+                return info
+        info = verify_chain(chain, anchors)  # outside the lock: RSA verifies take milliseconds
+        with self._lock:
+            self._items[key] = info
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
         return info
 
     def __len__(self) -> int:

@@ -26,8 +26,10 @@ from trustpod.verifiers.intel_collateral import IntelCollateral
 from trustpod.verifiers.intel_dcap import DcapOptions, verify_dcap
 
 __all__ = [
+    "CCEL_RTMR_INDEX",
     "IntelCollateralSource",
     "TdxVerifier",
+    "collateral_source",
     "create",
     "dcap_options",
     "td_attributes_claims",

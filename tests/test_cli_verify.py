@@ -200,3 +200,19 @@ def test_fetch_amd_from_fake_kds(
         )
         == 2
     )
+
+
+def test_import_intel_collateral(
+    tmp_path: Path, verifier_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["collateral", "import", "intel", "--dir", str(tmp_path)]
+    files = [
+        "--tcb-info",
+        str(verifier_data / "tcbInfo.json"),
+        "--qe-identity",
+        str(verifier_data / "enclaveIdentity.json"),
+    ]
+    assert main([*args, *files]) == 0
+    assert (tmp_path / "intel/tdx/tcbinfo-00A06D080000.json").exists()
+    assert main(args) == 2  # the Intel files are required
+    assert main(["collateral", "import", "--dir", str(tmp_path)]) == 2  # nothing to import

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -114,7 +114,6 @@ class IntelCollateral:
     qe_identity: SignedCollateral
     pck_crl: x509.CertificateRevocationList | None = None
     root_ca_crl: x509.CertificateRevocationList | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_parts(

@@ -187,6 +187,8 @@ def emulate(
     pce_svn: int = 11,
     comps: tuple[int, ...] = (2, 2, 7, 7, 4, 1, 0, 2) + (0,) * 8,
     revoke_pck: bool = False,
+    revoke_ca: bool = False,
+    ca_kind: str = "Platform",
     tcb_edit: dict | None = None,  # type: ignore[type-arg]
     tee_tcb_svn: bytes | None = None,
     zero_service_td: bool = False,
@@ -195,9 +197,10 @@ def emulate(
     """Re-sign ``real_quote``'s header+body (v4 or v5) under a fully emulated DCAP hierarchy."""
     root_k, ca_k, pck_k, tcb_k, att_k = (ec.generate_private_key(ec.SECP256R1()) for _ in range(5))
     root = _cert("Test SGX Root CA", root_k, "Test SGX Root CA", root_k, True)
-    ca = _cert("Test SGX PCK Platform CA", ca_k, "Test SGX Root CA", root_k, True)
+    ca_name = f"Test SGX PCK {ca_kind} CA"
+    ca = _cert(ca_name, ca_k, "Test SGX Root CA", root_k, True)
     fmspc = bytes.fromhex(json.loads(tcb_info)["tcbInfo"]["fmspc"])
-    pck = _cert("Test SGX PCK Certificate", pck_k, "Test SGX PCK Platform CA", ca_k, False,
+    pck = _cert("Test SGX PCK Certificate", pck_k, ca_name, ca_k, False,
                 sgx_extension(comps, pce_svn, fmspc))  # fmt: skip
     tcb_cert = _cert("Test SGX TCB Signing", tcb_k, "Test SGX Root CA", root_k, False)
     ident = json.loads(qe_identity)["enclaveIdentity"]
@@ -230,8 +233,8 @@ def emulate(
         tcb_info=_resign_json(tcb_info, "tcbInfo", tcb_k, tcb_edit or {}),
         qe_identity=_resign_json(qe_identity, "enclaveIdentity", tcb_k, {}),
         tcb_chain=_pem(tcb_cert, root),
-        pck_crl=_crl("Test SGX PCK Platform CA", ca_k, (pck.serial_number,) if revoke_pck else ()),
-        root_ca_crl=_crl("Test SGX Root CA", root_k),
+        pck_crl=_crl(ca_name, ca_k, (pck.serial_number,) if revoke_pck else ()),
+        root_ca_crl=_crl("Test SGX Root CA", root_k, (ca.serial_number,) if revoke_ca else ()),
         pck_crl_chain=_pem(ca, root),
         pck_serial=pck.serial_number,
     )

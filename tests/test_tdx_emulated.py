@@ -244,3 +244,19 @@ def test_supplemental_claims_match_dcap_qvl_claims(verifier_data: Path) -> None:
     assert ours["root_ca_crl_num"] == theirs["platform"]["root_ca_crl_num"]
     assert ours["root_key_id"] == bytes(theirs["platform"]["root_key_id"]).hex()
     assert ours["platform_provider_id"] == bytes(theirs["platform"]["pck"]["ppid"]).hex()
+
+
+def test_revoked_intermediate_ca(verifier_data: Path) -> None:
+    with pytest.raises(VerificationError) as exc:
+        run(make(verifier_data, revoke_ca=True))
+    assert exc.value.reason == "tdx.revoked"
+
+
+def test_processor_ca_platform(verifier_data: Path) -> None:
+    e = make(verifier_data, ca_kind="Processor")
+    source = Fixed(collateral(e))
+    options = DcapOptions(extra_roots_der=(e.root_der,))
+    [out] = TdxVerifier(source, options).verify(evidence(e.quote), expected_for(e.quote, NOW))
+    assert source.calls == [("00a06d080000", "processor")]
+    assert out.claims["tcb_status"] == "OutOfDate"
+    assert "platform_instance_id" not in out.claims

@@ -124,3 +124,33 @@ def test_mutations_raise_only_typed_errors(ovmf: bytes, pos: int, val: int) -> N
         CcEventLog.parse(bytes(raw)).claims()
     except EvidenceError:
         pass
+
+
+# upstream deps/eventlog ipl.rs / event_tag.rs unit-test cases (facts)
+@pytest.mark.parametrize(
+    ("code", "hexdata", "text"),
+    [
+        (0xD, "4d6f6b4c69737400", "MokList"),
+        (0xD, "2e006c0069006e00750078000000", "linux"),
+        (0xD, "677275625f636d64207365742070616765723d310000", "grub_cmd set pager=1"),
+        (0x6, "ec223b8f0d0000004c696e757820696e6974726400", "Linux initrd"),
+        (0x80000007, "457869742042", "Exit B"),
+    ],
+)
+def test_string_details(code: int, hexdata: str, text: str) -> None:
+    assert CcEvent(1, code, (), bytes.fromhex(hexdata)).details() == {"string": text}
+
+
+@pytest.mark.parametrize(
+    ("code", "hexdata"), [(0xD, ""), (0xD, "2e00"), (0xD, "2e0000"), (0x6, "0f"), (0x5, "ff")]
+)
+def test_bad_string_details(code: int, hexdata: str) -> None:
+    with pytest.raises(EvidenceError):
+        CcEvent(1, code, (), bytes.fromhex(hexdata)).details()
+
+
+def test_ovmf_event_tags(ovmf: bytes) -> None:
+    tags = [
+        c["details"] for c in CcEventLog.parse(ovmf).claims() if c["type_name"] == "EV_EVENT_TAG"
+    ]
+    assert tags == [{"string": "LOADED_IMAGE::LoadOptions"}, {"string": "Linux initrd"}]

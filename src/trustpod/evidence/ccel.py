@@ -33,6 +33,8 @@ ALGORITHMS: dict[int, tuple[str, str, int]] = {
     0xD: ("SHA-512", "sha512", 64),
 }
 _BLANK, _SIMPLE, _STRING, _FLAGS, _EFIVAR = "blank", "simple", "string", "flags", "efivar"
+_IPL, _TAG = "ipl", "tag"
+_GCE_IPL_PREFIX = b"\x2e\x00"  # Google Cloud's EV_IPL: UTF-16LE after this prefix
 #: event type -> (name, details parser)
 EVENT_TYPES: dict[int, tuple[str, str]] = {
     0x0: ("EV_PREBOOT_CERT", _BLANK),
@@ -41,14 +43,14 @@ EVENT_TYPES: dict[int, tuple[str, str]] = {
     0x3: ("EV_NO_ACTION", _BLANK),
     0x4: ("EV_SEPARATOR", _BLANK),
     0x5: ("EV_ACTION", _SIMPLE),
-    0x6: ("EV_EVENT_TAG", _BLANK),
+    0x6: ("EV_EVENT_TAG", _TAG),
     0x7: ("EV_S_CRTM_CONTENTS", _BLANK),
     0x8: ("EV_S_CRTM_VERSION", _BLANK),
     0x9: ("EV_CPU_MICROCODE", _BLANK),
     0xA: ("EV_PLATFORM_CONFIG_FLAGS", _FLAGS),
     0xB: ("EV_TABLE_OF_DEVICES", _BLANK),
     0xC: ("EV_COMPACT_HASH", _SIMPLE),
-    0xD: ("EV_IPL", _BLANK),
+    0xD: ("EV_IPL", _IPL),
     0xE: ("EV_IPL_PARTITION_DATA", _BLANK),
     0xF: ("EV_NONHOST_CODE", _BLANK),
     0x10: ("EV_NONHOST_CONFIG", _BLANK),
@@ -115,7 +117,33 @@ class CcEvent:
 
 def _details(kind: str, data: bytes) -> dict[str, Any]:
     if kind == _SIMPLE:
-        return {"string": data.decode("utf-8", errors="replace")}
+        try:
+            return {"string": data.decode("utf-8")}
+        except UnicodeDecodeError as exc:
+            raise _fail("event string is not UTF-8") from exc
+    if kind == _IPL:  # vendor defined: UTF-8 up to NUL (hex if not UTF-8), or GCE UTF-16
+        if len(data) < 2:
+            raise _fail("EV_IPL data shorter than 2 bytes")
+        if data[:2] == _GCE_IPL_PREFIX:
+            end = len(data) - 2  # upstream drops the last code unit (the terminator)
+            if end <= 2 or end % 2:
+                raise _fail("EV_IPL GCE string is not UTF-16")
+            return {"string": data[2:end].decode("utf-16-le", errors="replace")}
+        head = data.split(b"\x00", 1)[0]
+        try:
+            return {"string": head.decode("utf-8")}
+        except UnicodeDecodeError:
+            return {"string": data.hex()}
+    if kind == _TAG:  # TCG_PCClientTaggedEvent: u32 id, u32 size, data
+        if len(data) < 8:
+            raise _fail("EV_EVENT_TAG data truncated")
+        (size,) = struct.unpack_from("<I", data, 4)
+        if 8 + size > len(data):
+            raise _fail("EV_EVENT_TAG description truncated")
+        try:
+            return {"string": data[8 : 8 + size].decode("utf-8").replace("\x00", "")}
+        except UnicodeDecodeError as exc:
+            raise _fail("EV_EVENT_TAG description is not UTF-8") from exc
     if kind == _STRING:  # u8 size + description (UEFI_PLATFORM_FIRMWARE_BLOB2 & co.)
         # upstream reads bytes [1, size): the description minus its last byte (its NUL)
         if not data or len(data) < data[0]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,12 +153,12 @@ def _details(kind: str, data: bytes) -> dict[str, Any]:
             return {"string": data[1 : data[0]].decode("utf-8")}
         except UnicodeDecodeError as exc:
             raise _fail("description string is not UTF-8") from exc
-    if kind == _FLAGS:  # td-shim style: non-UTF-8 -> "", 0x10 -> space, control chars dropped
+    if kind == _FLAGS:  # td-shim style: non-UTF-8 -> "", 0x10 -> space, Cc chars dropped
         try:
             text = data.decode("utf-8").replace("\x10", " ")
         except UnicodeDecodeError:
             text = ""
-        return {"string": "".join(c for c in text if c.isprintable() or c == " ")}
+        return {"string": "".join(c for c in text if unicodedata.category(c) != "Cc")}
     if kind == _EFIVAR:  # UEFI_VARIABLE_DATA
         if len(data) < 32:
             raise _fail("UEFI_VARIABLE_DATA truncated")

@@ -1,0 +1,219 @@
+"""The built-in attestation service: verify evidence, appraise it with a Rego policy, sign an EAR.
+
+Upstream: ``attestation-service/src/lib.rs evaluate`` + ``ear_token/broker.rs issue``. Policies
+live in storage namespace ``attestation_service_policy`` under ``<id>.rego``; the defaults
+``default_cpu``/``default_gpu`` are installed with ``overwrite=False``. Policies are read from
+storage on every evaluation and compiled bundles are cached by the hash of the stored text, so an
+update made by another process (replica) takes effect at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from trustpod._internal.clock import Clock
+from trustpod._internal.jcs import jcs_digest
+from trustpod.attestation.defaults import DEFAULT_POLICY_IDS, default_policy
+from trustpod.attestation.ear import Appraisal, EarTokenSettings, ear_claims, submod_names
+from trustpod.attestation.policy_input import build_policy_input
+from trustpod.attestation.signer import TokenSigner
+from trustpod.errors import EvidenceError, NotFoundError
+from trustpod.initdata import InitData
+from trustpod.rego import PolicyEngine, validate
+from trustpod.rvps import ReferenceValueStore
+from trustpod.storage.port import KeyValueStore
+from trustpod.verifiers.base import VerifierRegistry, VerifyInput
+
+__all__ = [
+    "POLICY_NAMESPACE",
+    "POLICY_RULES",
+    "AttestationResult",
+    "AttestationService",
+    "EarTokenSettings",
+    "TokenSettings",
+]
+
+_log = logging.getLogger(__name__)
+POLICY_NAMESPACE = "attestation_service_policy"
+#: Rules read from an attestation policy (upstream broker).
+POLICY_RULES = ("trust_claims", "extensions")
+_POLICY_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+#: ``trustpod.kbs.wiring`` looks this name up.
+TokenSettings = EarTokenSettings
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationResult:
+    """A signed token plus what explains it (for the KBS's denial explanations)."""
+
+    token: str
+    claims: dict[str, Any]
+    explain: dict[str, Any] = field(default_factory=dict)
+
+
+class AttestationService:
+    """``evaluate`` -> EAR JWT; policy admin; JWKS."""
+
+    def __init__(
+        self,
+        store: KeyValueStore,
+        verifiers: VerifierRegistry,
+        token: EarTokenSettings,
+        clock: Clock,
+        *,
+        rvps: ReferenceValueStore | None = None,
+        engine: PolicyEngine | None = None,
+    ) -> None:
+        self._store = store
+        self._verifiers = verifiers
+        self._settings = token
+        self._clock = clock
+        self._rvps = rvps or ReferenceValueStore(store, clock)
+        self._engine = engine or PolicyEngine()
+        if token.signer_key_path:
+            self.signer = TokenSigner.from_files(
+                token.signer_key_path, token.signer_cert_path, token.signer_cert_url
+            )
+        else:
+            self.signer = TokenSigner.persistent(store)
+        for pid in DEFAULT_POLICY_IDS:
+            store.put(
+                POLICY_NAMESPACE, f"{pid}.rego", default_policy(pid).encode(), overwrite=False
+            )
+
+    def attach_rvps(self, rvps: ReferenceValueStore) -> None:
+        """Use this RVPS for ``query_reference_value`` (the KBS shares one)."""
+        self._rvps = rvps
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate(
+        self,
+        tee: str,
+        primary_evidence: Any,
+        runtime_data: dict[str, Any],
+        init_data_toml: str | None,
+        hash_algorithm: str = "sha384",
+        policy_id: str = "default",
+    ) -> str:
+        """Verify, appraise and return the signed EAR token (raises on verification errors)."""
+        return self.appraise(
+            tee,
+            primary_evidence,
+            runtime_data,
+            init_data_toml,
+            hash_algorithm=hash_algorithm,
+            policy_id=policy_id,
+        ).token
+
+    def appraise(
+        self,
+        tee: str,
+        primary_evidence: Any,
+        runtime_data: dict[str, Any],
+        init_data_toml: str | None,
+        *,
+        hash_algorithm: str = "sha384",
+        policy_id: str = "default",
+    ) -> AttestationResult:
+        """As ``evaluate``, returning the claims and an ``explain`` record too."""
+        # (1) Init-data: parse the TOML, digest with its own algorithm (§4.6).
+        init_digest: bytes | None = None
+        init_claims: Any = None
+        if init_data_toml is not None:
+            initdata = InitData.parse(init_data_toml)
+            init_digest, init_claims = initdata.digest, initdata.claims()
+        # (2) Runtime data: HASH(JCS(runtime_data)) is the expected report data (§1.5).
+        report_data = jcs_digest(runtime_data, hash_algorithm)
+        # (3) Verifier (raises on any failed check).
+        expected = VerifyInput(report_data, init_digest, self._clock.now())
+        claim_sets = self._verifiers.verify(tee, primary_evidence, expected)
+        if not claim_sets:
+            raise EvidenceError("the verifier returned no claims", reason="attestation.claims")
+        references = self._rvps.all_values()
+        data = {"reference": references}
+        submods: dict[str, Appraisal] = {}
+        explain_subs: dict[str, Any] = {}
+        names = submod_names([c.tee_class for c in claim_sets])
+        for name, claim_set in zip(names, claim_sets, strict=True):
+            # (4) Policy input (transform_claims).
+            doc = build_policy_input(
+                tee,
+                claim_set.claims,
+                runtime_data,
+                init_claims,
+                verbose=self._settings.verbose_token,
+            )
+            # (5) Policy "<policy_id>_<tee_class>", compiled once per stored text + data.
+            pid = f"{policy_id}_{claim_set.tee_class}"
+            text = self.get_policy(pid)
+            results = self._engine.compile(text, POLICY_RULES, data).evaluate_all(doc)
+            # (6) Trust vector and status.
+            appraisal = Appraisal.from_policy(results, policy_id, doc)
+            submods[name] = appraisal
+            explain_subs[name] = {
+                "policy_id": pid,
+                "policy_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                "ear.status": appraisal.status,
+                "ear.trustworthiness-vector": dict(appraisal.trust_vector),
+            }
+        # (7) Sign the EAR.
+        claims = ear_claims(self._settings, submods, int(self._clock.time()))
+        token = self.signer.sign(claims)
+        explain = {
+            "tee": tee,
+            "submods": explain_subs,
+            "reference_values": sorted(references),
+            "init_data": init_data_toml is not None,
+        }
+        _log.info(
+            "attestation of %s appraised: %s",
+            tee,
+            {k: v["ear.status"] for k, v in explain_subs.items()},
+        )
+        return AttestationResult(token=token, claims=claims, explain=explain)
+
+    # -- policy admin ----------------------------------------------------------------------
+    @staticmethod
+    def _check_id(policy_id: str) -> None:
+        if not _POLICY_ID_RE.match(policy_id):
+            raise EvidenceError(
+                "policy id must be 1-128 characters of [A-Za-z0-9_.-]", reason="policy.id"
+            )
+
+    def set_policy(self, policy_id: str, policy: str) -> None:
+        """Validate (compiles with regopy) and store ``<id>.rego`` (overwrites)."""
+        self._check_id(policy_id)
+        validate(policy, POLICY_RULES)
+        self._store.put(POLICY_NAMESPACE, f"{policy_id}.rego", policy.encode("utf-8"))
+        _log.info("attestation policy %s updated", policy_id)
+
+    def get_policy(self, policy_id: str) -> str:
+        self._check_id(policy_id)
+        raw = self._store.get(POLICY_NAMESPACE, f"{policy_id}.rego")
+        if raw is None:
+            raise NotFoundError(
+                f"attestation policy {policy_id!r} not found",
+                reason="policy.not_found",
+                fix=f"upload it: kbs-client config set-attestation-policy --id {policy_id}",
+            )
+        return raw.decode("utf-8", "replace")
+
+    def list_policies(self) -> dict[str, str]:
+        """``{policy_id: sha256 hex of its text}``."""
+        out: dict[str, str] = {}
+        for key in self._store.list_keys(POLICY_NAMESPACE):
+            if key.endswith(".rego"):
+                raw = self._store.get(POLICY_NAMESPACE, key) or b""
+                out[key[: -len(".rego")]] = hashlib.sha256(raw).hexdigest()
+        return out
+
+    # -- keys --------------------------------------------------------------------------------
+    def public_jwk(self) -> dict[str, Any]:
+        return self.signer.public_jwk()
+
+    def jwks(self) -> dict[str, Any]:
+        return self.signer.jwks()

@@ -127,8 +127,8 @@ def _token_settings(config: KbsConfig) -> Any:
     }
     if b.signer is not None:
         fields.update(
-            signer_key_path=b.signer.key_path,
-            signer_cert_path=b.signer.cert_path,
+            signer_key_path=None if b.signer.key_path is None else str(b.signer.key_path),
+            signer_cert_path=None if b.signer.cert_path is None else str(b.signer.cert_path),
             signer_cert_url=b.signer.cert_url,
         )
     import inspect

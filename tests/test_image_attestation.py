@@ -1,0 +1,108 @@
+"""End to end: the pod VM image's PCR 11 reference values are accepted by the attestation
+service's default CPU policy (``snp_pcr11``), and a different image's are not.
+
+Emulated Azure CVM (H6) boots, checks its root image against roothash= of the measured command
+line, measures the command line into PCR 11, attests with az-snp-vtpm evidence; the attestation
+service (H2) with the az-snp-vtpm verifier (H4) appraises it with ``default_cpu``.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trustpod.image import BootManifest, EmulatorPcrs, check_root, measure_uki_boot
+from trustpod.image.build import BuildOptions, build_image
+from trustpod.image.fsmakers import SquashfsMaker
+from trustpod.image.reference_values import reference_values, rvps_sample_message
+
+pytest.importorskip("regopy")
+pytest.importorskip("trustpod.attestation.service")
+pytest.importorskip("trustpod.guest.emulator.cvm")
+pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="no squashfs-tools")
+
+RUNTIME_DATA = {"nonce": "pod-vm-image-test", "tee-pubkey": {"kty": "EC", "crv": "P-256"}}
+
+
+def _image(base: Path, payload: bytes) -> tuple[Path, BootManifest]:
+    root = base / "rootfs"
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "usr" / "bin" / "agent").write_bytes(payload)
+    out = base / "out"
+    return out, build_image(root, out, SquashfsMaker(), BuildOptions(osrel="ID=trustpod\n"))
+
+
+@pytest.fixture(scope="module")
+def booted(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from trustpod.guest.emulator.cvm import EmulatedAzureCvm
+
+    base = tmp_path_factory.mktemp("e2e")
+    out, manifest = _image(base / "good", random.Random(7).randbytes(200_000))
+    cvm = EmulatedAzureCvm.create(base / "cvm", backend="software").boot()
+    try:
+        # the pod VM's boot: check the root against the measured command line, then measure it
+        check_root(manifest, out / "root.img", out / "root.verity")
+        pcr11 = measure_uki_boot(EmulatorPcrs(cvm), manifest)
+        assert cvm.device.pcr_read([11])[0] == pcr11
+        yield base, manifest, cvm
+    finally:
+        cvm.shutdown()
+
+
+def _service(cvm: Any) -> tuple[Any, Any, Any]:
+    from trustpod._internal.clock import SystemClock
+    from trustpod.attestation.ear import EarTokenSettings
+    from trustpod.attestation.service import AttestationService
+    from trustpod.rvps import ReferenceValueStore
+    from trustpod.storage.memory import MemoryStore
+    from trustpod.verifiers.base import VerifierRegistry, VerifierSettings
+
+    store, clock = MemoryStore(), SystemClock()
+    rvps = ReferenceValueStore(store, clock)
+    registry = VerifierRegistry.build(
+        VerifierSettings(insecure_emulated_roots=cvm.vendor.emulated_roots), ("az-snp-vtpm",)
+    )
+    service = AttestationService(store, registry, EarTokenSettings(), clock, rvps=rvps)
+    return service, rvps, registry
+
+
+def _executables(service: Any, cvm: Any) -> tuple[int, str]:
+    from trustpod._internal.jcs import jcs_digest
+
+    evidence = cvm.attester().get_evidence(jcs_digest(RUNTIME_DATA, "sha384"))
+    result = service.appraise("az-snp-vtpm", evidence, RUNTIME_DATA, None)
+    sub = result.explain["submods"]["cpu0"]
+    return sub["ear.trustworthiness-vector"].get("executables", 0), sub["policy_id"]
+
+
+def test_reference_values_accepted_by_default_policy(booted: Any) -> None:
+    from trustpod._internal.clock import SystemClock
+    from trustpod._internal.jcs import jcs_digest
+    from trustpod.verifiers.base import VerifyInput
+
+    base, manifest, cvm = booted
+    service, rvps, registry = _service(cvm)
+    # the SNP launch measurement of the emulated CVM is a separate reference value
+    report_data = jcs_digest(RUNTIME_DATA, "sha384")
+    [claims] = registry.verify(
+        "az-snp-vtpm",
+        cvm.attester().get_evidence(report_data),
+        VerifyInput(report_data, None, SystemClock().now()),
+    )
+    assert claims.claims["tpm"]["pcr11"] == manifest.pcr11_sha256
+    rvps.register(rvps_sample_message({"measurement": [claims.claims["measurement"]]}))
+    # (1) without the image's PCR 11 reference value: executables is not affirmed
+    before, policy_id = _executables(service, cvm)
+    assert policy_id == "default_cpu" and before != 3
+    # (2) a different image's reference values do not help
+    _, other = _image(base / "other", random.Random(8).randbytes(200_000))
+    assert other.pcr11_sha256 != manifest.pcr11_sha256
+    rvps.register(rvps_sample_message(reference_values(other, ["az-snp-vtpm"])))
+    assert _executables(service, cvm)[0] != 3
+    # (3) this image's reference values (as `trustpod image reference-values` prints them)
+    rvps.register(rvps_sample_message(reference_values(manifest, ["az-snp-vtpm", "tpm"])))
+    assert _executables(service, cvm)[0] == 3

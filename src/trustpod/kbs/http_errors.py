@@ -43,6 +43,7 @@ _VARIANTS: tuple[tuple[str, str], ...] = (
     ("kbs.admin", "AdminAuthAccess"),
     ("kbs.token_missing", "TokenNotFound"),
     ("kbs.token", "TokenVerifierError"),
+    ("token.", "TokenVerifierError"),
     ("kbs.path", "InvalidRequestPath"),
     ("kbs.plugin", "PluginNotFound"),
     ("kbs.resource", "PluginInternalError"),

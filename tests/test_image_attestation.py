@@ -106,3 +106,65 @@ def test_reference_values_accepted_by_default_policy(booted: Any) -> None:
     # (3) this image's reference values (as `trustpod image reference-values` prints them)
     rvps.register(rvps_sample_message(reference_values(manifest, ["az-snp-vtpm", "tpm"])))
     assert _executables(service, cvm)[0] == 3
+
+
+def test_publish_to_a_real_kbs(booted: Any, tmp_path: Path) -> None:
+    """`trustpod image reference-values --publish` against `trustpod kbs serve` over TLS."""
+    import os
+    import socket
+    import ssl
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    _, manifest, _ = booted
+    (tmp_path / "manifest.json").write_text(manifest.dumps())
+    cli = [sys.executable, "-m", "trustpod.cli"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        listen = f"127.0.0.1:{s.getsockname()[1]}"
+    d = tmp_path / "kbs"
+    subprocess.run(
+        [*cli, "kbs", "init", "--dir", str(d), "--listen", listen],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    proc = subprocess.Popen(
+        [*cli, "kbs", "serve", "--config", str(d / "kbs-config.toml")],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "kbs.log").open("wb"),
+    )
+    try:
+        url, cert, token = f"https://{listen}", str(d / "kbs-cert.pem"), d / "admin-token"
+        ctx = ssl.create_default_context(cafile=cert)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", verify=ctx, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:  # the KBS's own tests own that failure
+                tail = (tmp_path / "kbs.log").read_text(errors="replace").strip()[-300:]
+                pytest.skip(f"trustpod kbs serve exited at start: {tail}")
+            assert time.monotonic() < deadline, "kbs did not start"
+            time.sleep(0.1)
+        argv = ["image", "reference-values", str(tmp_path / "manifest.json")]
+        argv += ["--publish", url, "--token-file", str(token), "--cert-file", cert]
+        res = subprocess.run([*cli, *argv], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        auth = {"Authorization": f"Bearer {token.read_text().strip()}"}
+        for rid in ("snp_pcr11", "tdx_pcr11", "tpm_pcr11"):
+            got = httpx.get(f"{url}/kbs/v0/reference-value/{rid}", headers=auth, verify=ctx)
+            assert got.status_code == 200 and got.json() == [manifest.pcr11_sha256]
+        (tmp_path / "bad-token").write_text("not-the-token")
+        argv[-3] = str(tmp_path / "bad-token")
+        res = subprocess.run([*cli, *argv], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 1 and "image.publish_auth" in res.stderr
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from trustpod.errors import PolicyDenied
@@ -56,8 +57,8 @@ class EarTokenSettings:
     build_name: str = "trustpod-attestation-service"
     profile_name: str = "tag:github.com,2024:confidential-containers/Trustee"
     verbose_token: bool = True
-    signer_key_path: str | None = None
-    signer_cert_path: str | None = None
+    signer_key_path: str | Path | None = None
+    signer_cert_path: str | Path | None = None
     signer_cert_url: str | None = None
 
 

@@ -6,7 +6,6 @@ Collaborators can be injected (tests, demo); otherwise they are created from the
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from starlette.applications import Starlette
 
 from trustpod._internal.b64 import b64url_encode
 from trustpod._internal.clock import Clock, SystemClock
-from trustpod.errors import ConfigError, DependencyError
+from trustpod.errors import ConfigError
 from trustpod.kbs.admin_auth import AdminAuthorizer
 from trustpod.kbs.app import create_app
 from trustpod.kbs.audit import AuditLog
@@ -81,18 +80,10 @@ def _emulated_roots(paths: tuple[Path, ...]) -> tuple[bytes, ...]:
 def _builtin_services(
     config: KbsConfig, store: KeyValueStore, clock: Clock
 ) -> tuple[AttestationPort, RvpsPort, list[dict[str, Any]]]:
-    """H2's built-in attestation service and RVPS over the shared store."""
+    """The built-in attestation service and RVPS over the shared store."""
+    from trustpod.attestation.service import AttestationService, TokenSettings
+    from trustpod.rvps import ReferenceValueStore
     from trustpod.verifiers.base import VerifierRegistry, VerifierSettings
-
-    try:
-        as_service: Any = importlib.import_module("trustpod.attestation.service")
-        rvps_mod: Any = importlib.import_module("trustpod.rvps")
-    except ModuleNotFoundError as exc:
-        raise DependencyError(
-            f"the built-in attestation service is not available ({exc.name} missing)",
-            reason="kbs.builtin_as_missing",
-            fix="install trustpod with its server extras",
-        ) from exc
 
     ts = config.trustpod
     settings = VerifierSettings(
@@ -102,56 +93,26 @@ def _builtin_services(
         extra=config.attestation_service.verifier_config,
     )
     verifiers = VerifierRegistry.build(settings)
-    rvps = rvps_mod.ReferenceValueStore(store, clock)
-    token_settings = _token_settings(config)
-    service: Any = as_service.AttestationService(store, verifiers, token_settings, clock)
-    if hasattr(service, "attach_rvps"):
-        service.attach_rvps(rvps)
-    own = _own_jwks(service)
-    return service, rvps, own
-
-
-def _token_settings(config: KbsConfig) -> Any:
-    as_service: Any = importlib.import_module("trustpod.attestation.service")
+    rvps = ReferenceValueStore(store, clock)
     b = config.attestation_service.attestation_token_broker
-    factory = getattr(as_service, "TokenSettings", None)
-    if factory is None:
-        return b
-    fields = {
-        "duration_min": b.duration_min,
-        "issuer_name": b.issuer_name,
-        "developer_name": b.developer_name,
-        "build_name": b.build_name,
-        "profile_name": b.profile_name,
-        "verbose_token": b.verbose_token,
-    }
-    if b.signer is not None:
-        fields.update(
-            signer_key_path=None if b.signer.key_path is None else str(b.signer.key_path),
-            signer_cert_path=None if b.signer.cert_path is None else str(b.signer.cert_path),
-            signer_cert_url=b.signer.cert_url,
-        )
-    import inspect
-
-    accepted = set(inspect.signature(factory).parameters)
-    return factory(**{k: v for k, v in fields.items() if k in accepted})
+    signer = b.signer
+    token_settings = TokenSettings(
+        duration_min=b.duration_min,
+        issuer_name=b.issuer_name,
+        developer_name=b.developer_name,
+        build_name=b.build_name,
+        profile_name=b.profile_name,
+        verbose_token=b.verbose_token,
+        signer_key_path=_str(signer.key_path) if signer else None,
+        signer_cert_path=_str(signer.cert_path) if signer else None,
+        signer_cert_url=signer.cert_url if signer else None,
+    )
+    service = AttestationService(store, verifiers, token_settings, clock, rvps=rvps)
+    return service, rvps, [service.public_jwk()]
 
 
-def _own_jwks(service: Any) -> list[dict[str, Any]]:
-    for name in ("public_jwk", "signer_jwk", "jwk"):
-        value = getattr(service, name, None)
-        if callable(value):
-            value = value()
-        if isinstance(value, dict):
-            return [value]
-    signer = getattr(service, "signer", None)
-    for name in ("public_jwk", "jwk"):
-        value = getattr(signer, name, None)
-        if callable(value):
-            value = value()
-        if isinstance(value, dict):
-            return [value]
-    return []
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _signer_jwk(config: KbsConfig) -> list[dict[str, Any]]:

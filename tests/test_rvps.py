@@ -20,6 +20,10 @@ from trustpod.storage.memory import MemoryStore
 T0 = dt.datetime(2026, 1, 31, 12, 0, 0, 500, tzinfo=dt.UTC)
 
 
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def message(values: dict[str, Any], **over: Any) -> dict[str, Any]:
     payload = base64.b64encode(json.dumps(values).encode()).decode()
     return {"version": "0.1.0", "type": "sample", "payload": payload, **over}

@@ -17,10 +17,10 @@ from test_snp_support import load_amd_ca
 from trustpod.collateral.amd import AmdKdsFetcher, CachingAmdSource, KdsSettings
 from trustpod.collateral.cache import FileCache
 from trustpod.collateral.ports import AmdTcb, MemoryAmdCollateral
+from trustpod.collateral.wiring import create_snp as create
 from trustpod.errors import DependencyError, EvidenceError, NotFoundError, VerificationError
 from trustpod.evidence.snp import SnpReport
 from trustpod.verifiers.base import VerifierSettings, VerifyInput
-from trustpod.verifiers.snp import create
 from trustpod.verifiers.snp_chain import load_cert
 
 MILAN_TCB = AmdTcb(bootloader=3, tee=0, snp=8, microcode=115)

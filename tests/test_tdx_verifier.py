@@ -25,12 +25,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trustpod._internal.clock import FixedClock
+from trustpod.collateral.wiring import create_tdx as create
 from trustpod.errors import EvidenceError, TrustpodError, VerificationError
 from trustpod.evidence.tdx import parse_td_quote
 from trustpod.verifiers.base import VerifierRegistry, VerifierSettings, VerifyInput
 from trustpod.verifiers.intel_collateral import IntelCollateral, SignedCollateral
 from trustpod.verifiers.intel_dcap import DcapOptions
-from trustpod.verifiers.tdx import TdxVerifier, create
+from trustpod.verifiers.tdx import TdxVerifier
 
 IN_WINDOW = FixedClock(dt.datetime(2025, 11, 1, tzinfo=dt.UTC)).now()
 TODAY = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)  # after the vectors' nextUpdate (2025-11-26)

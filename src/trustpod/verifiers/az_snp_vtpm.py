@@ -18,6 +18,7 @@ Claims use az-snp-vtpm's encodings (strings, base64), then ``tpm.pcrNN`` (hex),
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 from trustpod.errors import EvidenceError
@@ -35,7 +36,6 @@ from trustpod.verifiers.az_common import (
 from trustpod.verifiers.base import TeeClaims, VerifierSettings, VerifyInput
 from trustpod.verifiers.snp import (
     SnpVerifier,
-    amd_sources,
     check_product_and_validity,
     verify_report,
 )
@@ -111,11 +111,11 @@ class AzSnpVtpmVerifier:
         return [TeeClaims(claims, "cpu")]
 
 
-def create(settings: VerifierSettings) -> AzSnpVtpmVerifier:
-    sources = amd_sources(settings)
+def create(settings: VerifierSettings, sources: Sequence[Any] = ()) -> AzSnpVtpmVerifier:
+    """Build the verifier; collateral ``sources`` come from ``trustpod.collateral.wiring``."""
     snp = SnpVerifier(
-        vcek_sources=sources,
-        root_sources=sources,
+        vcek_sources=list(sources),
+        root_sources=list(sources),
         allowed_vmpls=settings.allowed_vmpls,
         insecure_emulated_roots=settings.insecure_emulated_roots,
     )

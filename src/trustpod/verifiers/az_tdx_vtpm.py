@@ -29,7 +29,6 @@ from trustpod.verifiers.base import TeeClaims, VerifierSettings, VerifyInput
 from trustpod.verifiers.intel_dcap import DcapOptions
 from trustpod.verifiers.tdx import (
     IntelCollateralSource,
-    collateral_source,
     dcap_options,
     tdx_quote_claims,
     verify_td_quote,
@@ -82,7 +81,8 @@ class AzTdxVtpmVerifier:
         return [TeeClaims(claims, "cpu")]
 
 
-def create(settings: VerifierSettings) -> AzTdxVtpmVerifier:
-    return AzTdxVtpmVerifier(
-        source=collateral_source(settings), options=dcap_options(settings, TEE)
-    )
+def create(
+    settings: VerifierSettings, source: IntelCollateralSource | None = None
+) -> AzTdxVtpmVerifier:
+    """Build the verifier; the collateral ``source`` comes from ``trustpod.collateral.wiring``."""
+    return AzTdxVtpmVerifier(source=source, options=dcap_options(settings, TEE))

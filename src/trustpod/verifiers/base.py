@@ -36,13 +36,15 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 #: TEE name -> "module:factory". A factory takes ``VerifierSettings`` and returns a ``Verifier``.
-#: Modules are imported when the registry is built; a TEE whose module is absent is unknown.
+#: This is the plugin table of the composition step: factories of TEEs that need vendor
+#: collateral live in ``trustpod.collateral.wiring`` (I/O side), which hands the sources to the
+#: pure verifier. Modules are imported only by ``VerifierRegistry.build``.
 KNOWN_TEES: dict[str, str] = {
     "sample": "trustpod.verifiers.sample:create",
-    "snp": "trustpod.verifiers.snp:create",
-    "az-snp-vtpm": "trustpod.verifiers.az_snp_vtpm:create",
-    "az-tdx-vtpm": "trustpod.verifiers.az_tdx_vtpm:create",
-    "tdx": "trustpod.verifiers.tdx:create",
+    "snp": "trustpod.collateral.wiring:create_snp",
+    "az-snp-vtpm": "trustpod.collateral.wiring:create_az_snp_vtpm",
+    "az-tdx-vtpm": "trustpod.collateral.wiring:create_az_tdx_vtpm",
+    "tdx": "trustpod.collateral.wiring:create_tdx",
     "tpm": "trustpod.verifiers.tpm:create",
 }
 

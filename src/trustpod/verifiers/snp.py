@@ -9,7 +9,6 @@ collateral sources (offline store / KDS) and the chain cache.
 from __future__ import annotations
 
 import hmac
-import importlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -314,20 +313,12 @@ def emulated_ca(ders: tuple[bytes, ...]) -> MemoryAmdCollateral | None:
     return MemoryAmdCollateral.from_ca({p: AmdCaCerts(**slots) for p, slots in found.items()})
 
 
-def amd_sources(settings: VerifierSettings) -> list[Any]:
-    """The I/O-side sources named by ``settings`` (imported by name: this package is pure)."""
-    if settings.collateral_dir is None and settings.amd_kds_url is None:
-        return []
-    module = importlib.import_module("trustpod.collateral.amd")
-    sources: list[Any] = module.sources_from_settings(settings)
-    return sources
-
-
-def create(settings: VerifierSettings) -> SnpVerifier:
-    sources = amd_sources(settings)
+def create(settings: VerifierSettings, sources: Sequence[Any] = ()) -> SnpVerifier:
+    """Build the verifier; ``sources`` (VCEK/CA sources) come from the composition edge
+    (``trustpod.collateral.wiring``), which keeps this package free of I/O."""
     return SnpVerifier(
-        vcek_sources=sources,
-        root_sources=sources,
+        vcek_sources=list(sources),
+        root_sources=list(sources),
         allowed_vmpls=settings.allowed_vmpls,
         insecure_emulated_roots=settings.insecure_emulated_roots,
     )

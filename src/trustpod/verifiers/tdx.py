@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hmac
-import importlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ __all__ = [
     "CCEL_RTMR_INDEX",
     "IntelCollateralSource",
     "TdxVerifier",
-    "collateral_source",
     "create",
     "dcap_options",
     "td_attributes_claims",
@@ -184,21 +182,10 @@ class TdxVerifier:
         return [TeeClaims(claims, "cpu")]
 
 
-def collateral_source(settings: VerifierSettings) -> IntelCollateralSource | None:
-    """Build the I/O-side collateral source named by ``settings`` (the composition edge).
-
-    Imported by name so this pure package does not depend on the HTTP/file layer statically.
-    """
-    if settings.collateral_dir is None and settings.intel_pcs_url is None:
-        return None
-    module = importlib.import_module("trustpod.collateral.intel")
-    source: IntelCollateralSource = module.source_from_settings(settings)
-    return source
-
-
-def create(settings: VerifierSettings) -> TdxVerifier:
+def create(settings: VerifierSettings, source: IntelCollateralSource | None = None) -> TdxVerifier:
+    """Build the verifier; the collateral ``source`` comes from ``trustpod.collateral.wiring``."""
     return TdxVerifier(
-        source=collateral_source(settings),
+        source=source,
         options=dcap_options(settings),
         max_evidence_bytes=settings.max_evidence_bytes,
     )

@@ -3,7 +3,7 @@
 ```
 trustpod verify --tee TEE --evidence FILE (--report-data HEX | --report-data-text STR)
     [--init-data FILE] [--collateral DIR] [--now ISO8601] [--insecure-emulated-root PEM]
-    [--kds-url URL] [--pcs-url URL] [--allow-vmpl N]
+    [--kds-url URL] [--pcs-url URL] [--allow-vmpl N] [--verifier-option TEE.KEY=VALUE ...]
 ```
 
 Exit 0 with the claims JSON on stdout; otherwise ``trustpod: error: <message> [<reason>]`` on
@@ -55,7 +55,32 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--allow-vmpl", action="append", type=int, default=[], help="accepted SNP VMPL (default 0)"
     )
+    p.add_argument(
+        "--verifier-option",
+        action="append",
+        default=[],
+        metavar="TEE.KEY=VALUE",
+        help="verifier-specific option, e.g. tdx.tcb_update_type=early or "
+        "tdx.insecure_skip_crl=true (insecure_* options warn on every use)",
+    )
     p.set_defaults(func=run_verify)
+
+
+def _verifier_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["tdx.insecure_skip_crl=true"]`` -> ``{"tdx": {"insecure_skip_crl": True}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        tee, dot, key = name.partition(".")
+        if not sep or not dot or not tee or not key:
+            raise ConfigError(
+                f"--verifier-option {item!r} is not TEE.KEY=VALUE",
+                reason="cli.verifier_option",
+                fix="write it like tdx.insecure_skip_crl=true",
+            )
+        value: Any = {"true": True, "false": False}.get(raw.lower(), raw)
+        out.setdefault(tee, {})[key] = value
+    return out
 
 
 def _now(text: str | None) -> _dt.datetime:
@@ -118,6 +143,7 @@ def run_verify(args: argparse.Namespace) -> int:
         intel_pcs_url=args.pcs_url,
         allowed_vmpls=frozenset(args.allow_vmpl or [0]),
         insecure_emulated_roots=_emulated_roots(args.insecure_emulated_root),
+        extra=_verifier_options(args.verifier_option),
     )
     registry = VerifierRegistry.build(settings, tees=(args.tee,))
     evidence = _evidence(args.tee, args.evidence, settings.max_evidence_bytes)

@@ -10,10 +10,12 @@ on one winner.
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import threading
+import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from trustpod.errors import ConfigError, DependencyError
 from trustpod.storage.port import NAMESPACES
@@ -22,6 +24,9 @@ __all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "SqliteStore"]
 
 #: How long a writer waits for another process's write lock before failing (milliseconds).
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_RETRY_MIN_S = 0.0001
+_RETRY_MAX_S = 0.0006
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -55,10 +60,9 @@ class SqliteStore:
                 reason="storage.sqlite.path",
                 fix="set [storage_backend.backends.sqlite] path to a writable location",
             ) from exc
-        conn = self._conn()
         with self._errors("initialise"):
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
+            self._execute("PRAGMA journal_mode=WAL")
+            self._execute(_SCHEMA)
 
     # -- connections ---------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -68,16 +72,40 @@ class SqliteStore:
         with self._errors("open"):
             conn = sqlite3.connect(
                 str(self.path),
-                timeout=self._busy_timeout_ms / 1000,
+                timeout=0,  # lock waits are handled by _execute (short, jittered retries)
                 isolation_level=None,  # autocommit: each statement is its own transaction
                 check_same_thread=False,
             )
-            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            self._run(conn, "PRAGMA synchronous=NORMAL", ())
         self._local.conn = conn
         with self._all_lock:
             self._all.append(conn)
         return conn
+
+    def _run(self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        """Execute, retrying while another connection or process holds the write lock.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts, which turns
+        brief contention between KBS processes into long tails; here every retry waits
+        0.1-0.6 ms (jittered) until ``busy_timeout_ms`` has passed.
+        """
+        deadline = 0.0
+        while True:
+            try:
+                return conn.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", None)
+                if code not in _BUSY_CODES:
+                    raise
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + self._busy_timeout_ms / 1000
+                elif now >= deadline:
+                    raise
+                time.sleep(random.uniform(_RETRY_MIN_S, _RETRY_MAX_S))
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        return self._run(self._conn(), sql, params)
 
     def _errors(self, what: str) -> _ErrorScope:
         return _ErrorScope(what, self.path)
@@ -93,11 +121,9 @@ class SqliteStore:
     def get(self, namespace: str, key: str) -> bytes | None:
         self._check_ns(namespace)
         with self._errors("read"):
-            row = (
-                self._conn()
-                .execute("SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key))
-                .fetchone()
-            )
+            row = self._execute(
+                "SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key)
+            ).fetchone()
         return None if row is None else bytes(row[0])
 
     def put(self, namespace: str, key: str, value: bytes, *, overwrite: bool = True) -> bool:
@@ -110,25 +136,21 @@ class SqliteStore:
         else:
             sql = "INSERT INTO kv(namespace, key, value) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
         with self._errors("write"):
-            cur = self._conn().execute(sql, (namespace, key, bytes(value)))
+            cur = self._execute(sql, (namespace, key, bytes(value)))
         return cur.rowcount > 0
 
     def delete(self, namespace: str, key: str) -> bool:
         self._check_ns(namespace)
         with self._errors("delete"):
-            cur = self._conn().execute(
-                "DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key)
-            )
+            cur = self._execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
         return cur.rowcount > 0
 
     def list_keys(self, namespace: str) -> list[str]:
         self._check_ns(namespace)
         with self._errors("list"):
-            rows = (
-                self._conn()
-                .execute("SELECT key FROM kv WHERE namespace=? ORDER BY key", (namespace,))
-                .fetchall()
-            )
+            rows = self._execute(
+                "SELECT key FROM kv WHERE namespace=? ORDER BY key", (namespace,)
+            ).fetchall()
         return [str(r[0]) for r in rows]
 
     def close(self) -> None:

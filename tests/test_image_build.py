@@ -200,3 +200,33 @@ def test_cli_build_check_and_reference_values(
     assert "first corrupted data block 0" in capsys.readouterr().err
     assert main(["image", "build", "--rootfs", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert main(["image", "reference-values", str(manifest), "--publish", "http://x"]) == 2
+
+
+@needs_squashfs
+def test_boot_pod_vm_measures_then_refuses_a_bad_root(
+    tmp_path: Path, built: tuple[Path, BootManifest]
+) -> None:
+    from trustpod.image import boot_pod_vm
+    from trustpod.image.measure import replay
+
+    class Pcrs:
+        def __init__(self) -> None:
+            self.digests: list[bytes] = []
+
+        def extend(self, pcr: int, digest: bytes) -> None:
+            assert pcr == 11
+            self.digests.append(digest)
+
+    out, m = built
+    good = Pcrs()
+    assert boot_pod_vm(good, m, out / "root.img", out / "root.verity") == expected_pcr11(m)
+    assert replay(good.digests).hex() == m.pcr11_sha256
+    img = _copy(out, tmp_path)
+    raw = bytearray((img / "root.img").read_bytes())
+    raw[-1] ^= 0x80
+    (img / "root.img").write_bytes(bytes(raw))
+    bad = Pcrs()
+    with pytest.raises(VerityCorruption) as info:
+        boot_pod_vm(bad, m, img / "root.img", img / "root.verity")
+    assert info.value.data_block == len(raw) // 4096 - 1
+    assert len(bad.digests) == 4  # measured first, like systemd-stub before the initrd

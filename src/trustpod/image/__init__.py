@@ -6,6 +6,7 @@ from __future__ import annotations
 from trustpod.image.boot import (
     EmulatorPcrs,
     PcrExtender,
+    boot_pod_vm,
     check_root,
     expected_pcr11,
     measure_uki_boot,
@@ -16,6 +17,7 @@ __all__ = [
     "BootManifest",
     "EmulatorPcrs",
     "PcrExtender",
+    "boot_pod_vm",
     "check_root",
     "expected_pcr11",
     "measure_uki_boot",

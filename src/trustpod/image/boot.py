@@ -21,6 +21,7 @@ from trustpod.verity.files import params_from_superblock, read_superblock, verif
 __all__ = [
     "EmulatorPcrs",
     "PcrExtender",
+    "boot_pod_vm",
     "check_root",
     "expected_pcr11",
     "measure_uki_boot",
@@ -130,3 +131,15 @@ def check_root(source: BootManifest | str, data_path: Path, hash_path: Path) -> 
         raise
     log.info("root image %s verified against roothash=%s", data_path, parsed.root_hash.hex())
     return parsed
+
+
+def boot_pod_vm(
+    extender: PcrExtender, source: BootManifest | str, data_path: Path, hash_path: Path
+) -> bytes:
+    """The pod VM's boot in the order a real one does it: systemd-stub measures the UKI sections
+    into PCR 11 (1), then the initrd sets up dm-verity from ``roothash=`` (2). Returns the
+    expected PCR 11; raises (after measuring) if the root image does not verify, in which case
+    the guest agents must not be started."""
+    pcr11 = measure_uki_boot(extender, source)  # (1)
+    check_root(source, data_path, hash_path)  # (2)
+    return pcr11

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from trustpod._internal.b64 import b64url_decode, b64url_encode
+from trustpod._internal.b64 import b64_encode, b64url_decode, b64url_encode
 from trustpod._internal.clock import FixedClock
 from trustpod.attestation.ear import (
     Appraisal,
@@ -265,11 +265,7 @@ def test_x5c_leaf_must_match_header_jwk(fixture_cert: x509.Certificate) -> None:
     impostor = TokenSigner(key)
     jwk = {
         **impostor.public_jwk(),
-        "x5c": [
-            __import__("base64")
-            .b64encode(fixture_cert.public_bytes(serialization.Encoding.DER))
-            .decode()
-        ],
+        "x5c": [b64_encode(fixture_cert.public_bytes(serialization.Encoding.DER))],
     }
     header = b64url_encode(json.dumps({"typ": "JWT", "alg": "ES256", "jwk": jwk}).encode())
     token = impostor.sign(token_claims())

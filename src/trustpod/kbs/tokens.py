@@ -99,6 +99,12 @@ class TokenVerifier:
         )
         self._cache: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
 
+    def remember(self, token: str, claims: dict[str, Any]) -> None:
+        """Seed the cache with a token this process's own attestation service just signed."""
+        self._cache[hashlib.sha256(token.encode("utf-8", "replace")).digest()] = claims
+        if len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+
     def verify(self, token: str) -> dict[str, Any]:
         """The verified claims, or ``AuthenticationError`` naming the failed check."""
         if len(token) > MAX_TOKEN_CHARS:

@@ -2,7 +2,8 @@
 KBS instances over TLS, with the built-in attestation service and the az-snp-vtpm verifier.
 
 * attestation with initdata: PCR 8 bound by the AA, ``init_data`` / ``init_data_claims`` in the
-  token; a resource policy pins the initdata (PCR 8 value);
+  token; KBS A pins the initdata in its attestation policy (Rego: affirming only for that PCR 8,
+  default "affirming" resource policy), KBS B pins it in its resource policy;
 * sealed secrets (vault + envelope, kid in the KBS) unsealed through the CDH;
 * refusals: wrong initdata (policy pin, and a TEE that measured a different initdata), tampered
   sealed secret, wrong signing key, unknown kid, and a KBS that does not trust the emulated root;
@@ -166,6 +167,24 @@ def kbs(tmp: Path, ca: trustme.CA, *, ark: Path | None, secret: bytes) -> Iterat
         yield core
 
 
+AS_PIN_POLICY = """package policy
+import rego.v1
+default trust_claims := {"executables": 33, "hardware": 97, "configuration": 36}
+trust_claims := {"executables": 2, "hardware": 2, "configuration": 2} if {
+    input.init_data == "%s"
+}
+"""
+
+
+def pin_attestation(core: Any, initdata: InitData) -> None:
+    """Attestation policy: affirming only for this initdata (KBS resource policy stays at the
+    default, which releases resources to affirming attestations only)."""
+    text = AS_PIN_POLICY % pcr8_after_extend(initdata.digest).hex()
+    core.set_attestation_policy(
+        {"policy_id": "default_cpu", "policy": b64url_encode(text.encode())}
+    )
+
+
 def pin(core: Any, initdata: InitData) -> None:
     text = PIN_POLICY % pcr8_after_extend(initdata.digest).hex()
     core.set_resource_policy({"policy": b64url_encode(text.encode())})
@@ -209,7 +228,10 @@ def test_done_when(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
     ):
         dir_a = guest(tmp_path, a.url, ca, "a")
         init_a = InitData.parse((dir_a / "initdata.toml").read_bytes())
-        pin(a, init_a)
+        if HAVE_BUILTIN_AS:
+            pin_attestation(a, init_a)  # Rego appraisal pins the initdata
+        else:
+            pin(a, init_a)  # the stand-in has no Rego: pin in the resource policy
         vault = seal(VaultSecret(name="kbs:///default/key/1"), SIGNER, KID)
         envelope = seal(seal_envelope(b"env-A", KEK, "kbs:///default/kek/1"), SIGNER, KID)
 
@@ -225,6 +247,7 @@ def test_done_when(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
             assert ev["init_data"] == pcr8_after_extend(init_a.digest).hex()
             assert ev["init_data_claims"]["cdh.toml"]["kbc"]["url"] == a.url
             assert "agent_policy_claims" in ev["init_data_claims"]
+            assert claims(token)["submods"]["cpu0"]["ear.status"] == "affirming"
             assert rt.cdh.unseal_secret(vault) == b"secret-A"
             assert rt.cdh.unseal_secret(envelope) == b"env-A"
             timings["unseal"] = time.monotonic() - t0
@@ -275,7 +298,9 @@ def test_done_when(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
             assert "certificate" in exc.value.message or "root" in exc.value.message
 
         # (5) same image, initdata chooses the KBS: B's pod gets B's secret
-        with booted(cvm_dir, guest(tmp_path, b.url, ca, "b")) as (rt, _):
+        dir_b = guest(tmp_path, b.url, ca, "b")
+        pin(b, InitData.parse((dir_b / "initdata.toml").read_bytes()))
+        with booted(cvm_dir, dir_b) as (rt, _):
             rt.start()
             assert rt.cdh.unseal_secret(vault) == b"secret-B"
     print("e2e timings (s, cumulative):", {k: round(v, 3) for k, v in timings.items()})

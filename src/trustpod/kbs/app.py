@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -40,6 +42,7 @@ _log = logging.getLogger("trustpod.kbs")
 _JSON = "application/json"
 Handler = Callable[[Request], Awaitable[Response]]
 SESSION_PURGE_S = 60.0
+ATTEST_THREADS = 4
 
 
 class MetricsMiddleware:
@@ -91,6 +94,8 @@ class KbsHttp:
         self.upstream_codes = core.config.trustpod.upstream_status_codes
         self.cookie_exp = core.sessions.lifetime
         self._last_purge = time.monotonic()
+        # Verification is CPU-bound: a few threads per process, not anyio's default 40.
+        self._attest_limiter = anyio.CapacityLimiter(ATTEST_THREADS)
 
     async def maybe_purge(self) -> None:
         """Delete expired sessions every ``SESSION_PURGE_S`` (upstream: a 60 s background task)."""
@@ -181,7 +186,9 @@ class KbsHttp:
         sid = request.cookies.get(SESSION_COOKIE)
         try:
             body = await self.json(request)
-            token, session = await run_in_threadpool(self.core.attest, sid, body)
+            token, session = await anyio.to_thread.run_sync(
+                self.core.attest, sid, body, limiter=self._attest_limiter
+            )
         except (AuthenticationError, MalformedBody, BodyTooLarge):
             m.attestation_errors.inc()
             raise

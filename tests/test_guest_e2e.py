@@ -326,11 +326,14 @@ class _AdminViaCore:
     def post(self, path: str, content: bytes | None = None, json: Any = None) -> _Response:
         if path.startswith("/kbs/v0/resource/"):
             self.core.set_resource(path.removeprefix("/kbs/v0/resource/"), content)
+        elif path == "/kbs/v0/attestation-policy":
+            self.core.set_attestation_policy(json)
         else:
             self.core.set_resource_policy(json)
         return _Response()
 
 
+@pytest.mark.skipif(not HAVE_BUILTIN_AS, reason="needs the Rego attestation service")
 def test_demo_scenario(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
     from types import SimpleNamespace
 
@@ -355,3 +358,4 @@ def test_demo_scenario(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
     assert any(line.startswith("    PCR8 = ") for line in lines)
     assert "    vault: 'demo database password'" in lines
     assert "    envelope: 'demo envelope plaintext'" in lines
+    assert any("ear.status=affirming" in line for line in lines)

@@ -66,6 +66,7 @@ class GuestScenario:
 class Demo:
     out: Callable[[str], None] = print
     timings: list[tuple[str, float]] = field(default_factory=list)
+    emulated_cvm: bool = False
 
     @contextmanager
     def step(self, title: str) -> Iterator[None]:
@@ -103,6 +104,13 @@ class Demo:
             port = s.getsockname()[1]
         with self.step(f"trustpod kbs init --dir {tmp} --listen 127.0.0.1:{port}"):
             res = init_kbs_dir(tmp, f"127.0.0.1:{port}")
+        if self.emulated_cvm:
+            from trustpod.guest.demo_flow import emulated_root
+
+            with self.step("emulated AMD vendor chain; KBS trusts it (insecure_emulated_roots)"):
+                roots = emulated_root(tmp)
+                with res.config.open("a") as fh:  # [trustpod] is the config's last table
+                    fh.write(f'insecure_emulated_roots = ["{roots}"]\n')
         with self.step("start the KBS (TLS, SQLite, built-in attestation service)"):
             import uvicorn
 
@@ -208,7 +216,15 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.ERROR)
-    return Demo().run([GuestScenario("sample TEE", sample_guest)])
+    scenarios = [GuestScenario("sample TEE", sample_guest)]
+    from trustpod.guest.emulator.swtpm import swtpm_binary
+
+    if swtpm_binary() is not None:  # H7: emulated Azure CVM with initdata + sealed secrets
+        from trustpod.guest.demo_flow import emulated_cvm_scenario
+
+        name = "emulated Azure CVM (swtpm): initdata, attestation, sealed secrets"
+        scenarios.append(GuestScenario(name, emulated_cvm_scenario))
+    return Demo(emulated_cvm=len(scenarios) > 1).run(scenarios)
 
 
 if __name__ == "__main__":

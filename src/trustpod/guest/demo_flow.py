@@ -2,8 +2,9 @@
 
 ``trustpod.demo`` (the KBS side) plugs ``emulated_cvm_scenario`` in as a ``GuestScenario``; the
 KBS must have been started with ``[trustpod] insecure_emulated_roots = [emulated_root(dir)]``.
-The scenario uploads the demo resources and a resource policy pinning the pod's initdata (its
-PCR 8 value) through the admin API, then boots the CVM, binds the initdata, attests and unseals a
+The scenario uploads the demo resources and an attestation policy that is affirming only for the
+pod's initdata (its PCR 8 value) through the admin API (the KBS keeps releasing resources to
+affirming attestations only), then boots the CVM, binds the initdata, attests and unseals a
 vault and an envelope sealed secret, printing every step with its timing.
 """
 
@@ -66,12 +67,14 @@ def demo_secrets(
 
 
 def pin_initdata_policy(initdata: InitData) -> str:
-    """A KBS resource policy releasing resources only to a pod whose PCR 8 carries ``initdata``."""
+    """An attestation (EAR appraisal) policy that is ``affirming`` only for a pod whose PCR 8
+    carries ``initdata`` (everything else gets upstream's contraindicated defaults)."""
+    pcr8 = pcr8_after_extend(initdata.digest).hex()
     return (
-        "package policy\nimport rego.v1\ndefault allow := false\nallow if {\n"
-        '    data.plugin == "resource"\n'
-        '    input.submods.cpu0["ear.veraison.annotated-evidence"].init_data == '
-        f'"{pcr8_after_extend(initdata.digest).hex()}"\n}}\n'
+        "package policy\nimport rego.v1\n"
+        'default trust_claims := {"executables": 33, "hardware": 97, "configuration": 36}\n'
+        'trust_claims := {"executables": 2, "hardware": 2, "configuration": 2} if {\n'
+        f'    input.init_data == "{pcr8}"\n}}\n'
     )
 
 
@@ -135,12 +138,13 @@ def emulated_cvm_scenario(kbs: Any, demo: Any, *, backend: str = "swtpm") -> Non
     resources, sealed = demo_secrets()
     with (
         kbs.admin() as admin,
-        demo.step("admin: upload sealed-secret key, secret, KEK, pin policy"),
+        demo.step("admin: sealed-secret key, secret, KEK; attestation policy pins the initdata"),
     ):
         for path, value in resources.items():
             _ok(admin.post(f"/kbs/v0/resource/{path}", content=value))
         policy = base64.urlsafe_b64encode(pin_initdata_policy(initdata).encode()).rstrip(b"=")
-        _ok(admin.post("/kbs/v0/resource-policy", json={"policy": policy.decode()}))
+        body = {"policy_id": "default_cpu", "policy": policy.decode()}
+        _ok(admin.post("/kbs/v0/attestation-policy", json=body))
     run_guest(guest_dir, workdir, sealed, demo.step, demo.out, backend=backend)
 
 

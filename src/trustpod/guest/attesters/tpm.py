@@ -8,7 +8,7 @@ real machine, ``swtpm:host=127.0.0.1,port=N`` for the emulated CVM); the emulato
 Generic ``tpm`` evidence (upstream ``attester/src/tpm``, verifier ``deps/verifier/src/tpm``):
 ``{"ak_public": b64(DER SPKI), "report_data": b64(nonce), "tpm_quote": {"signature":
 b64(TPMT_SIGNATURE), "message": b64(TPMS_ATTEST), "pcrs": [hex SHA-256 x 24]}}`` where the nonce
-is the report data zero-padded/truncated to 64 bytes.
+is the report data zero-padded/truncated to 32 bytes.
 """
 
 from __future__ import annotations
@@ -45,8 +45,11 @@ DEFAULT_TPM_AK_HANDLE = 0x81010002
 INIT_DATA_PCR = 8
 #: Quotes cover all 24 SHA-256 PCRs (upstream ``VTPM_QUOTE_PCR_SLOTS`` / ``read_all_pcrs``).
 ALL_PCRS: tuple[int, ...] = tuple(range(24))
-#: Upstream ``TPM_REPORT_DATA_SIZE``: the generic attester pads/truncates report data to 64 bytes.
-TPM_REPORT_DATA_SIZE = 64
+#: Upstream ``TPM_REPORT_DATA_SIZE`` at the reference snapshot (trustee commit 7c390d7a "tpm:
+#: update report data size from 64 to 32 bytes"): the nonce is the report data resized to 32
+#: bytes, matching the verifier (trustee-protocol.md §1.5). The older ``tpm_evidence.json``
+#: vector predates that change and carries a 64-byte nonce.
+TPM_REPORT_DATA_SIZE = 32
 _SHA256_SIZE = 32
 
 

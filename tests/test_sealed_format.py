@@ -253,3 +253,35 @@ def test_uri_parser_raises_only_typed(text: str) -> None:
             ResourceUri.parse(candidate)
         except TrustpodError:
             pass
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=12,
+)
+_FIELDS = [
+    "version",
+    "type",
+    "name",
+    "provider",
+    "provider_settings",
+    "annotations",
+    "key_id",
+    "encrypted_key",
+    "encrypted_data",
+    "wrap_type",
+    "iv",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(_FIELDS), _JSON), st.sampled_from(["vault", "envelope"]))
+def test_random_payload_objects_raise_only_typed(obj: dict[str, object], kind: str) -> None:
+    from trustpod.sealed import parse_payload
+
+    for candidate in (obj, {**obj, "version": "0.1.0", "type": kind}):
+        try:
+            parse_payload(json.dumps(candidate).encode())
+        except TrustpodError:
+            pass

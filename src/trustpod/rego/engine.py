@@ -134,17 +134,33 @@ class CompiledPolicy:
         self._query.strict_built_in_errors = True
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _input(input: Mapping[str, Any]) -> Input:
+        try:
+            return Input(dict(input))
+        except (RegoError, ValueError, TypeError) as exc:
+            raise PolicyDenied("policy input is not JSON", reason="rego.error") from exc
+
     def evaluate(self, input: Mapping[str, Any], rule: str) -> Any:
         """The rule's value; ``None`` when it is undefined. Errors raise ``PolicyDenied``."""
+        return self._query_rule(self._input(input), rule)
+
+    def evaluate_all(self, input: Mapping[str, Any]) -> dict[str, Any]:
+        """Every compiled rule's value (one input conversion); undefined rules are left out."""
+        value = self._input(input)
+        out: dict[str, Any] = {}
+        for rule in self.rules:
+            result = self._query_rule(value, rule)
+            if result is not None:
+                out[rule] = result
+        return out
+
+    def _query_rule(self, value: Input, rule: str) -> Any:
         entry = self._entry.get(rule)
         if entry is None:
             raise PolicyDenied(
                 f"rule {rule!r} was not compiled into this policy", reason="rego.error"
             )
-        try:
-            value = Input(dict(input))
-        except (RegoError, ValueError, TypeError) as exc:
-            raise PolicyDenied("policy input is not JSON", reason="rego.error") from exc
         with self._lock:
             try:
                 self._query.set_input(value)
@@ -167,15 +183,6 @@ class CompiledPolicy:
                 f"policy evaluation of {rule!r} returned no value", reason="rego.error"
             ) from exc
         return exprs[0] if exprs else None
-
-    def evaluate_all(self, input: Mapping[str, Any]) -> dict[str, Any]:
-        """Every compiled rule's value; undefined rules are left out."""
-        out: dict[str, Any] = {}
-        for rule in self.rules:
-            value = self.evaluate(input, rule)
-            if value is not None:
-                out[rule] = value
-        return out
 
 
 class PolicyEngine:

@@ -14,6 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trustpod._internal.b64 import b64_encode, b64url_decode, b64url_encode
 from trustpod._internal.clock import FixedClock
@@ -402,3 +404,33 @@ def test_thumbprint_matches_jwcrypto(fixture_signer: TokenSigner) -> None:
     public = fixture_signer.public_jwk()
     key = jwk.JWK(**{k: v for k, v in public.items() if k != "x5c"})
     assert jwk_thumbprint(public) == b64url_decode(key.thumbprint()).hex()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.lists(st.binary(max_size=80), min_size=1, max_size=4).map(
+            lambda parts: ".".join(b64url_encode(p) for p in parts)
+        ),
+        st.dictionaries(
+            st.sampled_from(["alg", "jwk", "kid", "typ"]),
+            st.one_of(
+                st.text(max_size=10),
+                st.none(),
+                st.dictionaries(
+                    st.sampled_from(["kty", "crv", "x", "y", "x5c"]),
+                    st.text(max_size=44),
+                    max_size=5,
+                ),
+            ),
+        ).map(lambda h: b64url_encode(json.dumps(h).encode()) + ".e30.AAAA"),
+    )
+)
+def test_random_tokens_raise_only_authentication_errors(token: str) -> None:
+    verifier = TokenVerifier([_FUZZ_ROOT], insecure_header_jwk=False, clock=FixedClock(NOW))
+    with pytest.raises(AuthenticationError):
+        verifier.verify(token)
+
+
+_FUZZ_ROOT = _self_signed(ec.generate_private_key(ec.SECP256R1()), "fuzz-root")

@@ -23,6 +23,7 @@ from trustpod._internal.clock import FixedClock
 from trustpod.cli.initdata import build_initdata
 from trustpod.cli.main import main
 from trustpod.errors import ConfigError, NotFoundError
+from trustpod.guest.attesters.sample import SampleAttester
 from trustpod.guest.run import GuestRuntime, load_config_dir
 from trustpod.kbs.app import create_app
 from trustpod.kbs.config import parse_config
@@ -139,6 +140,11 @@ def test_config_dir_rules(tmp_path: Path, ca: trustme.CA) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config_dir(d)
     assert exc.value.reason == "guest.config_conflict"
+    runtime = GuestRuntime(cfg, SampleAttester())
+    with pytest.raises(ConfigError) as exc:
+        runtime.serve_in_thread("0.0.0.0:8006")
+    assert exc.value.reason == "guest.api_listen"
+    runtime.close()
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ConfigError):

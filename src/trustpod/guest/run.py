@@ -59,6 +59,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
 
 @dataclass(frozen=True, slots=True)
 class GuestConfig:
@@ -233,6 +235,15 @@ class GuestRuntime:
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"api_listen {listen!r} must be HOST:PORT or unix:PATH")
+        host = host.strip("[]")
+        if host not in _LOOPBACK:
+            # The API hands out resources and tokens to whoever can connect: containers of this
+            # pod only (upstream api-server-rest binds 127.0.0.1).
+            raise ConfigError(
+                f"api_listen {listen!r} is not a loopback address",
+                reason="guest.api_listen",
+                fix="use 127.0.0.1:<port> or unix:<path>",
+            )
         return uvicorn.Config(app, host=host, port=int(port), **kwargs)
 
     def run(self, listen: str | None = None) -> None:

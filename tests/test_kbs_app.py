@@ -270,7 +270,7 @@ def test_policy_denial_is_explained(kbs: Kbs) -> None:
     with kbs.admin() as a:
         doc = a.get(f"/kbs/v0/trustpod/explain/{rid}").json()
     assert doc["explain"]["policy"] == "deny-all"
-    assert doc["explain"]["submods_ear_status"] == {"cpu0": "affirming"}
+    assert doc["explain"]["submods"]["cpu0"]["ear.status"] == "affirming"
     assert doc["status"] == 403
 
 

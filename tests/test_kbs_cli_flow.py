@@ -203,3 +203,33 @@ def test_two_serve_processes_share_one_directory(kbs: Running, tmp_path: Path) -
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_denial_explained_through_the_cli(kbs: Running, tmp_path: Path) -> None:
+    import re
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"x")
+    kbs.admin("set-resource", "--path", "default/key/denied", "--resource-file", str(secret))
+    kbs.admin("set-resource-policy", "--deny-all")
+    try:
+        r = tp(
+            "client",
+            "--url",
+            kbs.url,
+            "--cert-file",
+            kbs.cert,
+            "get-resource",
+            "--path",
+            "default/key/denied",
+            check=False,
+        )
+        assert r.returncode == 1, r.stderr
+        m = re.search(r"request id ([0-9a-f]{32})", r.stderr)
+        assert m, r.stderr
+        doc = json.loads(kbs.admin("explain", m.group(1)).stdout)
+        assert doc["status"] == 403 and doc["variant"] == "PolicyDeny"
+        assert doc["explain"]["policy"] == "deny-all"
+        assert doc["explain"]["submods"]["cpu0"]["ear.status"] == "affirming"
+    finally:
+        kbs.admin("set-resource-policy", "--affirming")

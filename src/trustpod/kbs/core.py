@@ -47,14 +47,19 @@ def parse_resource_path(path: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def _submod_status(claims: Mapping[str, Any]) -> dict[str, Any]:
+def _submods(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """Per submod: status, trust vector and appraisal policy (no evidence, no keys)."""
     submods = claims.get("submods")
     if not isinstance(submods, Mapping):
         return {}
-    return {
-        name: (sub.get("ear.status") if isinstance(sub, Mapping) else None)
-        for name, sub in submods.items()
-    }
+    out: dict[str, Any] = {}
+    for name, sub in submods.items():
+        if isinstance(sub, Mapping):
+            out[str(name)] = {
+                k: sub.get(k)
+                for k in ("ear.status", "ear.trustworthiness-vector", "ear.appraisal-policy-id")
+            }
+    return out
 
 
 @dataclass
@@ -202,7 +207,7 @@ class KbsCore:
                 "policy_error": decision.error,
                 "policy": decision.policy_name,
                 "policy_sha256": decision.policy_digest,
-                "submods_ear_status": _submod_status(claims),
+                "submods": _submods(claims),
                 "token_iss": claims.get("iss"),
             },
         )

@@ -21,6 +21,7 @@ from trustpod.attestation.service import (
 )
 from trustpod.attestation.token_verify import TokenVerifier
 from trustpod.errors import (
+    ConfigError,
     EvidenceError,
     NotFoundError,
     PolicyDenied,
@@ -240,3 +241,9 @@ def test_evaluate_is_fast_enough() -> None:
     for _ in range(50):
         svc.evaluate("sample", ev, RUNTIME, None)
     assert (time.perf_counter() - start) / 50 < 0.02  # ~1 ms measured
+
+
+@pytest.mark.parametrize("minutes", [0, -1, 24 * 60 + 1])
+def test_token_duration_bounds(minutes: int) -> None:
+    with pytest.raises(ConfigError):
+        make(duration_min=minutes)

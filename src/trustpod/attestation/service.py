@@ -21,7 +21,7 @@ from trustpod.attestation.defaults import DEFAULT_POLICY_IDS, default_policy
 from trustpod.attestation.ear import Appraisal, EarTokenSettings, ear_claims, submod_names
 from trustpod.attestation.policy_input import build_policy_input
 from trustpod.attestation.signer import TokenSigner
-from trustpod.errors import EvidenceError, NotFoundError
+from trustpod.errors import ConfigError, EvidenceError, NotFoundError
 from trustpod.initdata import InitData
 from trustpod.rego import PolicyEngine, validate
 from trustpod.rvps import ReferenceValueStore
@@ -29,6 +29,7 @@ from trustpod.storage.port import KeyValueStore
 from trustpod.verifiers.base import VerifierRegistry, VerifyInput
 
 __all__ = [
+    "MAX_TOKEN_DURATION_MIN",
     "POLICY_NAMESPACE",
     "POLICY_RULES",
     "AttestationResult",
@@ -42,6 +43,8 @@ POLICY_NAMESPACE = "attestation_service_policy"
 #: Rules read from an attestation policy (upstream broker).
 POLICY_RULES = ("trust_claims", "extensions")
 _POLICY_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+#: Upper bound on ``duration_min`` (one day).
+MAX_TOKEN_DURATION_MIN = 24 * 60
 #: ``trustpod.kbs.wiring`` looks this name up.
 TokenSettings = EarTokenSettings
 
@@ -68,6 +71,11 @@ class AttestationService:
         rvps: ReferenceValueStore | None = None,
         engine: PolicyEngine | None = None,
     ) -> None:
+        if not 1 <= token.duration_min <= MAX_TOKEN_DURATION_MIN:
+            raise ConfigError(
+                f"attestation_token_broker.duration_min must be 1..{MAX_TOKEN_DURATION_MIN}",
+                reason="config.token_duration",
+            )
         self._store = store
         self._verifiers = verifiers
         self._settings = token

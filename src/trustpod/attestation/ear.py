@@ -3,7 +3,8 @@
 An appraisal per claims set: the AR4SI trust vector from the policy's ``trust_claims``, its
 status tier, the base policy id, the annotated evidence (the policy input) and the policy's
 extensions. The token claims are ``eat_profile, iat, ear.verifier-id, submods, exp, iss``; the
-token is an ES256 compact JWS signed by ``trustpod.attestation.signer.TokenSigner``.
+token is an ES256 compact JWS signed by ``trustpod.attestation.signer.TokenSigner`` and verified
+by ``TokenVerifier`` (``trustpod.attestation.token_verify``, re-exported here).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trustpod.attestation.token_verify import TokenVerifier
 from trustpod.errors import PolicyDenied
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "TRUST_CLAIMS",
     "Appraisal",
     "EarTokenSettings",
+    "TokenVerifier",
     "claim_status",
     "ear_claims",
     "trust_vector_from_policy",

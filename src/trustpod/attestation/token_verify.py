@@ -96,9 +96,9 @@ class TokenVerifier:
         self,
         trusted_certs: Sequence[x509.Certificate] = (),
         trusted_jwks: Sequence[Mapping[str, Any]] = (),
-        *,
         insecure_header_jwk: bool = False,
         leeway: int = DEFAULT_LEEWAY_S,
+        *,
         clock: Clock | None = None,
     ) -> None:
         if not trusted_certs and not trusted_jwks and not insecure_header_jwk:

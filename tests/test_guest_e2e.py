@@ -359,3 +359,65 @@ def test_demo_scenario(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
     assert "    vault: 'demo database password'" in lines
     assert "    envelope: 'demo envelope plaintext'" in lines
     assert any("ear.status=affirming" in line for line in lines)
+
+
+def test_guest_run_cli_on_emulated_cvm(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
+    """``trustpod guest run`` as a process with ``attester = "emulated-az-snp-vtpm"``: boots the
+    CVM, binds the initdata, serves the API on a unix socket, stops cleanly on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    roots = cvm_dir / "vendor" / "roots.pem"
+    EmulatedAzureCvm.create(cvm_dir, backend="software")
+    (tmp_path / "keys").mkdir()
+    with kbs(tmp_path / "kbs", ca, ark=roots, secret=b"via-cli") as core:
+        d = guest(tmp_path, core.url, ca, "g")
+        pin(core, InitData.parse((d / "initdata.toml").read_bytes()))
+        (d / "guest.toml").write_text(
+            f'attester = "emulated-az-snp-vtpm"\nkey_dir = "{tmp_path / "keys"}"\n'
+            "kbs_max_retries = 1\n[attester_settings]\n"
+            f'emulator_dir = "{cvm_dir}"\nemulator_backend = "swtpm"\n'
+            "report_refresh_delay_s = 0\n"
+        )
+        sock = tmp_path / "api.sock"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trustpod.cli",
+                "guest",
+                "run",
+                "--config-dir",
+                str(d),
+                "--listen",
+                f"unix:{sock}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not sock.exists():
+                assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+                assert time.monotonic() < deadline, "guest API did not come up"
+                time.sleep(0.05)
+            transport = httpx.HTTPTransport(uds=str(sock))
+            with httpx.Client(transport=transport, base_url="http://guest", timeout=60) as h:
+                r = h.get("/cdh/resource/default/key/1")
+                assert r.status_code == 200, r.text
+                assert r.content == b"via-cli"
+                unsealed = h.post(
+                    "/cdh/unseal",
+                    content=seal(VaultSecret(name="kbs:///default/key/1"), SIGNER, KID),
+                )
+                assert unsealed.content == b"via-cli"
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err.decode()[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -30,7 +30,7 @@ from trustpod.errors import (
 from trustpod.guest.attesters.sample import SampleAttester
 from trustpod.rvps import ReferenceValueStore
 from trustpod.storage.memory import MemoryStore
-from trustpod.verifiers.base import VerifierRegistry
+from trustpod.verifiers.base import TeeClaims, VerifierRegistry, VerifyInput
 
 NOW = 1_800_000_000
 RUNTIME = {
@@ -247,3 +247,35 @@ def test_evaluate_is_fast_enough() -> None:
 def test_token_duration_bounds(minutes: int) -> None:
     with pytest.raises(ConfigError):
         make(duration_min=minutes)
+
+
+class _MultiDevice:
+    """A fake verifier emitting one cpu and one gpu claims set (like a TDX + GPU composite)."""
+
+    tee = "sample"
+
+    def __init__(self, classes: tuple[str, ...]) -> None:
+        self.classes = classes
+
+    def verify(self, evidence: Any, expected: VerifyInput) -> list[TeeClaims]:
+        return [
+            TeeClaims({"report_data": b64_encode(expected.report_data), "n": i}, cls)
+            for i, cls in enumerate(self.classes)
+        ]
+
+
+def test_one_submod_per_claims_set_with_class_policies() -> None:
+    store = MemoryStore()
+    registry = VerifierRegistry({"sample": _MultiDevice(("cpu", "gpu", "gpu"))})
+    svc = AttestationService(store, registry, EarTokenSettings(), FixedClock(NOW))
+    result = svc.appraise("sample", {}, RUNTIME, None)
+    assert list(result.claims["submods"]) == ["cpu0", "gpu0", "gpu1"]
+    assert result.explain["submods"]["gpu1"]["policy_id"] == "default_gpu"
+    for sub in result.claims["submods"].values():
+        assert sub["ear.appraisal-policy-id"] == "default"
+        assert sub["ear.status"] == "contraindicated"
+    missing = VerifierRegistry({"sample": _MultiDevice(("cpu", "dcu"))})
+    with pytest.raises(NotFoundError):
+        AttestationService(store, missing, EarTokenSettings(), FixedClock(NOW)).evaluate(
+            "sample", {}, RUNTIME, None
+        )

@@ -48,6 +48,13 @@ def test_register_and_query_layout() -> None:
     assert rvps.all_values() == {"launch_digest": ["abcde"], "n": 3, "svn": ["1"]}
 
 
+def test_version_defaults_to_0_1_0() -> None:
+    msg = message({"svn": ["1"]})
+    del msg["version"]
+    rvps = ReferenceValueStore(MemoryStore(), FixedClock(T0))
+    assert rvps.register(msg) == ["svn"]
+
+
 def test_reregister_overwrites() -> None:
     rvps = ReferenceValueStore(MemoryStore(), FixedClock(T0))
     rvps.register(message({"svn": ["1"]}))
@@ -62,6 +69,8 @@ def test_expired_values_are_not_served() -> None:
     clock.set(dt.datetime(2027, 1, 31, 11, 59, 59, tzinfo=dt.UTC))
     assert rvps.query("svn") == ["1"]
     clock.set(dt.datetime(2027, 1, 31, 12, 0, 0, tzinfo=dt.UTC))
+    assert rvps.query("svn") == ["1"]  # upstream: expired only when now > expiration
+    clock.advance(1)
     assert rvps.query("svn") is None
     assert rvps.all_values() == {}
     record = rvps.record("svn")

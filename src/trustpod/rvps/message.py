@@ -82,17 +82,19 @@ class ReferenceValue:
             raise EvidenceError("stored reference value is corrupt", reason="rvps.corrupt") from exc
 
     def expired(self, now: _dt.datetime) -> bool:
-        return now >= self.expiration
+        """Upstream ``ReferenceValue::expired``: ``now > expiration``."""
+        return now > self.expiration
 
 
 def parse_message(
     message: Any, now: _dt.datetime, *, validity_months: int = VALIDITY_MONTHS
 ) -> list[ReferenceValue]:
     """Parse a register message into records; raises ``EvidenceError`` naming the problem."""
-    # (1) Envelope: object with version "0.1.0", a known type and a string payload.
+    # (1) Envelope: object with version "0.1.0" (serde default when absent), a known type and a
+    # string payload.
     if not isinstance(message, dict):
         raise EvidenceError("RVPS message must be a JSON object", reason="rvps.message")
-    if message.get("version") != MESSAGE_VERSION:
+    if message.get("version", MESSAGE_VERSION) != MESSAGE_VERSION:
         raise EvidenceError(
             f"RVPS message version must be {MESSAGE_VERSION!r}", reason="rvps.version"
         )

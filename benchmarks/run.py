@@ -201,7 +201,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workers", type=int, default=2, help="KBS worker processes (K)")
     p.add_argument("--clients", type=int, default=32, help="concurrent clients (N)")
-    p.add_argument("--load-procs", type=int, default=1, help="load-generator processes")
+    p.add_argument("--load-procs", type=int, default=2, help="load-generator processes")
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--tls", action="store_true", help="HTTPS with the generated certificate")
     p.add_argument("--profile", action="store_true", help="one worker under cProfile")

@@ -79,9 +79,8 @@ class Running:
         )
 
 
-def _serve(config: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **(extra_env or {})}
-    return subprocess.Popen([*CLI, "kbs", "serve", "--config", str(config)], env=env)
+def _serve(config: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*CLI, "kbs", "serve", "--config", str(config), *extra], env=os.environ)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +167,7 @@ def test_two_serve_processes_share_one_directory(kbs: Running, tmp_path: Path) -
     old = kbs.url.removeprefix("https://")
     cfg_b = tmp_path / "kbs-b.toml"
     cfg_b.write_text(cfg.replace(old, listen_b))
-    proc = _serve(cfg_b)
+    proc = _serve(cfg_b, "--workers", "2")  # process B itself runs two uvicorn workers
     try:
         url_b = f"https://{listen_b}"
         _wait(url_b, kbs.cert)

@@ -86,8 +86,10 @@ def serve(config_path: str | Path, *, workers: int | None = None) -> None:
     import uvicorn
 
     cfg = load_config(config_path)
-    n = workers or cfg.http_server.worker_count or 1
-    if n > 1 and cfg.storage_backend.storage_type == "Memory":
+    shared = cfg.storage_backend.storage_type != "Memory"
+    # upstream's default is one worker per CPU; Memory storage cannot be shared by processes
+    n = workers or cfg.http_server.worker_count or ((os.cpu_count() or 1) if shared else 1)
+    if n > 1 and not shared:
         raise ConfigError(
             f"{cfg.source}: worker_count = {n} needs a shared storage backend",
             reason="config.workers_memory",

@@ -89,3 +89,21 @@ def test_sessions_shape_and_expiry() -> None:
     store.put("kbs_protocol_session", "abc", b"{not json")
     with pytest.raises(AuthenticationError, match="corrupt"):
         s.get("abc")
+
+
+def test_v0_syntax_policy_with_plugin_and_claims() -> None:
+    # Older deployed policies use Rego v0 syntax; they keep working.
+    p = ResourcePolicy(MemoryStore())
+    p.set(
+        "package policy\n"
+        "default allow = false\n"
+        "allow {\n"
+        '  data.plugin == "resource"\n'
+        '  not input["submods"]["cpu0"]["ear.veraison.annotated-evidence"]["sample"]\n'
+        "}\n"
+    )
+    sample = {"submods": {"cpu0": {"ear.veraison.annotated-evidence": {"sample": {}}}}}
+    snp = {"submods": {"cpu0": {"ear.veraison.annotated-evidence": {"snp": {}}}}}
+    assert not p.evaluate(sample, "resource", ["a", "b", "c"], {}).allow
+    assert p.evaluate(snp, "resource", ["a", "b", "c"], {}).allow
+    assert not p.evaluate(snp, "other", ["a", "b", "c"], {}).allow

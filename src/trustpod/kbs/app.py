@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trustpod.errors import AuthenticationError, NotFoundError, TrustpodError
+from trustpod.errors import AuthenticationError, EvidenceError, NotFoundError, TrustpodError
 from trustpod.kbs.admin_auth import AdminAuthorizer
 from trustpod.kbs.core import KbsCore, parse_resource_path
 from trustpod.kbs.http_errors import (
@@ -92,7 +92,6 @@ class KbsHttp:
         self.admin = admin
         self.limit = core.config.http_server.max_body_bytes
         self.upstream_codes = core.config.trustpod.upstream_status_codes
-        self.cookie_exp = core.sessions.lifetime
         self._last_purge = time.monotonic()
         # Verification is CPU-bound: a few threads per process, not anyio's default 40.
         self._attest_limiter = anyio.CapacityLimiter(ATTEST_THREADS)
@@ -189,8 +188,11 @@ class KbsHttp:
             token, session = await anyio.to_thread.run_sync(
                 self.core.attest, sid, body, limiter=self._attest_limiter
             )
-        except (AuthenticationError, MalformedBody, BodyTooLarge):
-            m.attestation_errors.inc()
+        except (AuthenticationError, EvidenceError) as exc:
+            # malformed requests and missing/expired sessions (upstream's errors counter);
+            # verification failures are counted per TEE by the core
+            if isinstance(exc, AuthenticationError) or exc.reason.startswith("kbs."):
+                m.attestation_errors.inc()
             raise
         headers = {"set-cookie": self._cookie(session.id, session.expires.timestamp())}
         return Response(json.dumps({"token": token}), 200, headers=headers, media_type=_JSON)

@@ -169,3 +169,42 @@ def test_toml_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
     assert tomllib
+
+
+def test_verifier_config_mapping(tmp_path: Path) -> None:
+    from trustpod.kbs.verifier_config import verifier_settings
+
+    text = """[http_server]
+insecure_http = true
+[attestation_service.verifier_config]
+snp_verifier = { vcek_sources = [{ type = "KDS", base_url = "https://kds.example" },
+                                 { type = "OfflineStore", path = "/var/vcek" }] }
+dcap_verifier = { collateral_service = "https://pcs.example/v4/", tcb_update_type = "early" }
+tpm_verifier = {}
+[trustpod.verifier_options.tdx]
+insecure_skip_crl = true
+"""
+    c = load(text, tmp_path)
+    s = verifier_settings(
+        c.source,
+        c.attestation_service.verifier_config,
+        collateral_dir=None,
+        emulated_roots=(),
+        max_evidence_bytes=1024,
+        options=c.trustpod.verifier_options,
+    )
+    assert s.amd_kds_url == "https://kds.example"
+    assert s.intel_pcs_url == "https://pcs.example/v4/"
+    assert s.collateral_dir == Path("/var/vcek")
+    assert s.extra["tdx"] == {"insecure_skip_crl": True, "tcb_update_type": "early"}
+    bad = text.replace('tcb_update_type = "early"', 'tcb_update_type = "late"')
+    c = load(bad, tmp_path)
+    with pytest.raises(ConfigError, match="early or standard"):
+        verifier_settings(
+            c.source,
+            c.attestation_service.verifier_config,
+            collateral_dir=None,
+            emulated_roots=(),
+            max_evidence_bytes=1,
+            options={},
+        )

@@ -86,6 +86,14 @@ class Table:
             raise self._bad(key, "an array of tables")
         return [Table(v, f"{self._key(key)}[{i}]", self.source) for i, v in enumerate(value)]
 
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def take_all(self) -> dict[str, Any]:
+        """Every remaining key, unvalidated (for tables another component validates)."""
+        out, self._data = self._data, {}
+        return out
+
     def done(self) -> None:
         for key in self._data:
             raise ConfigError(

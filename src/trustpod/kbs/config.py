@@ -104,6 +104,7 @@ class TrustpodSettings:
     insecure_allow_rsa1_5: bool = False
     collateral_dir: Path | None = None
     audit_max_entries: int = 10_000
+    verifier_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +282,20 @@ def _trustpod(t: Table | None) -> TrustpodSettings:
         collateral_dir=t.path("collateral_dir"),
         audit_max_entries=t.integer("audit_max_entries", d.audit_max_entries, minimum=1)
         or d.audit_max_entries,
+        verifier_options=_verifier_options(t.table("verifier_options")),
     )
     t.done()
     return cfg
+
+
+def _verifier_options(t: Table | None) -> dict[str, dict[str, Any]]:
+    """``[trustpod.verifier_options.<tee>]`` tables (each verifier validates its own keys)."""
+    if t is None:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for tee in list(t.keys()):
+        sub = t.table(tee)
+        assert sub is not None
+        out[tee] = sub.take_all()
+    t.done()
+    return out

@@ -82,15 +82,18 @@ def _builtin_services(
 ) -> tuple[AttestationPort, RvpsPort, list[dict[str, Any]]]:
     """The built-in attestation service and RVPS over the shared store."""
     from trustpod.attestation.service import AttestationService, TokenSettings
+    from trustpod.kbs.verifier_config import verifier_settings
     from trustpod.rvps import ReferenceValueStore
-    from trustpod.verifiers.base import VerifierRegistry, VerifierSettings
+    from trustpod.verifiers.base import VerifierRegistry
 
     ts = config.trustpod
-    settings = VerifierSettings(
+    settings = verifier_settings(
+        config.source,
+        config.attestation_service.verifier_config,
         collateral_dir=ts.collateral_dir,
-        insecure_emulated_roots=_emulated_roots(ts.insecure_emulated_roots),
+        emulated_roots=_emulated_roots(ts.insecure_emulated_roots),
         max_evidence_bytes=config.http_server.max_body_bytes,
-        extra=config.attestation_service.verifier_config,
+        options=ts.verifier_options,
     )
     verifiers = VerifierRegistry.build(settings)
     rvps = ReferenceValueStore(store, clock)

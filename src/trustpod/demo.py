@@ -64,8 +64,14 @@ class GuestScenario:
 
 @dataclass
 class Demo:
+    """``trustpod_settings``: extra ``[trustpod]`` lines for the KBS config (e.g.
+    ``insecure_emulated_roots = ["/path/ark.pem"]`` for an emulated-CVM scenario);
+    ``reference_values``: RVPS sample values provisioned before the guests run."""
+
     out: Callable[[str], None] = print
     timings: list[tuple[str, float]] = field(default_factory=list)
+    trustpod_settings: str = ""
+    reference_values: dict[str, Any] = field(default_factory=lambda: dict(SAMPLE_REFERENCE_VALUES))
     emulated_cvm: bool = False
 
     @contextmanager
@@ -104,6 +110,9 @@ class Demo:
             port = s.getsockname()[1]
         with self.step(f"trustpod kbs init --dir {tmp} --listen 127.0.0.1:{port}"):
             res = init_kbs_dir(tmp, f"127.0.0.1:{port}")
+            if self.trustpod_settings:  # [trustpod] is the config's last table
+                with res.config.open("a") as f:
+                    f.write(self.trustpod_settings.rstrip() + "\n")
         if self.emulated_cvm:
             from trustpod.guest.demo_flow import emulated_root
 
@@ -155,7 +164,7 @@ class Demo:
                 policy = base64.urlsafe_b64encode(PRESETS["affirming"].encode()).rstrip(b"=")
                 _ok(a.post("/kbs/v0/resource-policy", json={"policy": policy.decode()}))
             with self.step("admin: set-reference-value (sample launch_digest, svn, versions)"):
-                for name, value in SAMPLE_REFERENCE_VALUES.items():
+                for name, value in self.reference_values.items():
                     payload = base64.b64encode(json.dumps({name: value}).encode()).decode()
                     body = {"version": "0.1.0", "type": "sample", "payload": payload}
                     _ok(a.post("/kbs/v0/reference-value", json=body))

@@ -199,6 +199,13 @@ def test_two_serve_processes_share_one_directory(kbs: Running, tmp_path: Path) -
             r = b.get("/kbs/v0/resource/default/key/shared")
             assert r.status_code == 200, r.text
             assert tee.decrypt(r.json()) == b"shared"
+        # /metrics on a multi-worker process aggregates every worker
+        auth = {"version": "0.4.0", "tee": "sample", "extra-params": ""}
+        for _ in range(6):  # new connections: the kernel spreads them over the workers
+            assert httpx.post(f"{url_b}/kbs/v0/auth", json=auth, verify=ctx).status_code == 200
+        text = httpx.get(f"{url_b}/metrics", verify=ctx).text
+        assert "kbs_auth_requests_total 6.0" in text, text
+        assert 'kbs_attestation_successes_total{tee_type="sample"} 1.0' in text
     finally:
         proc.terminate()
         proc.wait(20)

@@ -8,6 +8,7 @@ most ``[trustpod] max_resource_path_labels`` distinct values, later paths are co
 
 from __future__ import annotations
 
+import os
 import threading
 
 import prometheus_client
@@ -15,9 +16,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from trustpod import __version__
 
-__all__ = ["OVERFLOW_LABEL", "KbsMetrics"]
+__all__ = ["MULTIPROC_ENV", "OVERFLOW_LABEL", "KbsMetrics"]
 
 OVERFLOW_LABEL = "__other__"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _DURATION_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.5, 1.0)
 _SIZE_BUCKETS = (32, 128, 512, 2048, 8192)
 _ATTEST_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
@@ -38,6 +40,7 @@ class KbsMetrics:
             "KBS build information",
             ["version", "git_hash", "build_date"],
             registry=r,
+            multiprocess_mode="max",
         )
         info.labels(__version__, "unknown", "unknown").set(1)
         self.http_requests = Counter("kbs_http_requests_total", "HTTP requests", registry=r)
@@ -53,7 +56,12 @@ class KbsMetrics:
         self.http_response_size = Histogram(
             "kbs_http_response_size_bytes", "HTTP response size", buckets=_SIZE_BUCKETS, registry=r
         )
-        self.active = Gauge("kbs_http_active_connections", "In-flight requests", registry=r)
+        self.active = Gauge(
+            "kbs_http_active_connections",
+            "In-flight requests",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.resource_reads = Counter(
             "kbs_resource_reads_total", "Resource reads", ["resource_path"], registry=r
         )
@@ -109,4 +117,12 @@ class KbsMetrics:
         return OVERFLOW_LABEL
 
     def render(self) -> bytes:
+        """The exposition text; with several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set
+        by ``trustpod kbs serve``) the values of all workers, aggregated."""
+        if os.environ.get(MULTIPROC_ENV):
+            from prometheus_client import multiprocess
+
+            merged = CollectorRegistry(auto_describe=False)
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
         return generate_latest(self.registry)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -116,5 +118,13 @@ def serve(config_path: str | Path, *, workers: int | None = None) -> None:
         return
     from uvicorn.supervisors import Multiprocess
 
+    from trustpod.kbs.metrics import MULTIPROC_ENV
+
+    # Workers write their metrics to files here; /metrics on any worker aggregates them all.
+    metrics_dir = tempfile.mkdtemp(prefix="trustpod-kbs-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
     config = uvicorn.Config("trustpod.kbs.serve:app_factory", factory=True, workers=n, **common)
-    Multiprocess(config, sockets=sockets).run()
+    try:
+        Multiprocess(config, sockets=sockets).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

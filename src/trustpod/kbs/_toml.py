@@ -100,7 +100,7 @@ class Table:
                 f"{self.source}: unknown key {self._key(key)!r}",
                 reason="config.unknown_key",
                 fix=f"remove or correct {self._key(key)!r} in {self.source} "
-                "(trustpod reads upstream's v0.21 kbs-config.toml shape; see docs/config.md)",
+                "(upstream's v0.21 kbs-config.toml shape; see docs/compat.md, KBS section)",
             )
 
 

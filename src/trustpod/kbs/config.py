@@ -2,7 +2,8 @@
 
 Every section becomes a frozen dataclass; an unknown key anywhere is a ``ConfigError`` naming the
 key and the file. HTTPS is the default: without ``insecure_http = true`` the server needs
-``private_key`` and ``certificate``. trustpod-only settings live in ``[trustpod]`` (docs/config.md).
+``private_key`` and ``certificate``. trustpod-only settings live in ``[trustpod]``
+(documented in docs/compat.md, KBS section).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class AttestationServiceConfig:
 
 @dataclass(frozen=True, slots=True)
 class TrustpodSettings:
-    """trustpod-only settings (``[trustpod]``), documented in docs/config.md."""
+    """trustpod-only settings (``[trustpod]``), documented in docs/compat.md, KBS section."""
 
     upstream_status_codes: bool = False
     max_resource_path_labels: int = DEFAULT_MAX_RESOURCE_PATH_LABELS

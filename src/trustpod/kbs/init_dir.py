@@ -130,7 +130,8 @@ def init_kbs_dir(
     admin_token = d / "admin-token"
     _write(admin_token, token.encode() + b"\n", secret=True)
     config.write_text(
-        f"""# trustpod KBS configuration (upstream kbs-config.toml v0.21 shape; docs/config.md)
+        f"""# trustpod KBS configuration (upstream kbs-config.toml v0.21 shape)
+# trustpod-only settings: [trustpod], see docs/compat.md (KBS section)
 [http_server]
 {http}payload_request_size = 2
 

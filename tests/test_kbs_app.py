@@ -312,6 +312,13 @@ def test_bad_input_never_500(kbs: Kbs) -> None:
         assert r.status_code == 400
         r = h.post("/kbs/v0/auth", content=b"x" * (1024 * 1024 + 1))
         assert r.status_code == 413
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
+            for _ in range(40):
+                yield b"y" * 32768
+
+        r = h.post("/kbs/v0/attest", content=chunks())
+        assert r.status_code == 413 and "size limit" in r.json()["detail"]
         r = h.get("/kbs/v0/nope/a")
         assert r.status_code == 404 and r.json()["type"] == ERR + "PluginNotFound"
         r = h.get("/kbs/v0/auth")

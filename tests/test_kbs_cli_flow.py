@@ -239,3 +239,35 @@ def test_denial_explained_through_the_cli(kbs: Running, tmp_path: Path) -> None:
         assert doc["explain"]["submods"]["cpu0"]["ear.status"] == "affirming"
     finally:
         kbs.admin("set-resource-policy", "--affirming")
+
+
+def test_attestation_policy_through_the_cli(kbs: Running, tmp_path: Path) -> None:
+    from trustpod.attestation.defaults import default_policy
+
+    strict = tmp_path / "strict.rego"
+    strict.write_text(
+        "package policy\nimport rego.v1\n"
+        'trust_claims := {"executables": 3, "hardware": 97, "configuration": 2}\n'
+    )
+    default = tmp_path / "default_cpu.rego"
+    default.write_text(default_policy("default_cpu"))
+    secret = tmp_path / "s"
+    secret.write_bytes(b"policy")
+    kbs.admin("set-resource", "--path", "default/key/policy", "--resource-file", str(secret))
+    for rv in SAMPLE_RVS:
+        kbs.admin("set-reference-value", *rv)
+    args = ["client", "--url", kbs.url, "--cert-file", kbs.cert]
+    get = [*args, "get-resource", "--path", "default/key/policy"]
+    try:
+        kbs.admin("set-attestation-policy", "--id", "default_cpu", "--policy-file", str(strict))
+        r = tp(*get, check=False)
+        assert r.returncode == 1 and "403 PolicyDeny" in r.stderr, r.stderr
+        bad = tmp_path / "bad.rego"
+        bad.write_text("package policy\ntrust_claims := {{\n")
+        r = kbs.admin(
+            "set-attestation-policy", "--id", "default_cpu", "--policy-file", str(bad), check=False
+        )
+        assert r.returncode == 4 and "400" in r.stderr, r.stderr
+    finally:
+        kbs.admin("set-attestation-policy", "--id", "default_cpu", "--policy-file", str(default))
+    assert base64.b64decode(tp(*get).stdout.strip()) == b"policy"

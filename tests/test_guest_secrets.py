@@ -157,3 +157,16 @@ def test_credentials_fetched_at_start(tmp_path: Path) -> None:
     assert hub.get_resource("kbs:///default/key/1") == b"s3cret"
     with pytest.raises(EvidenceError):
         hub.get_resource("kbs:///default/../1")
+
+
+def test_volume_regular_files_and_skips(tmp_path: Path) -> None:
+    hub, _ = _hub(tmp_path)
+    vol = tmp_path / "plainvol"
+    vol.mkdir()
+    (vol / "token").write_text(seal(VAULT, KEY, "local") + "\n")
+    (vol / "hostname").write_text(seal(VAULT, OTHER, "local"))  # skipped like kata
+    (vol / "dangling").symlink_to("nowhere")
+    assert hub.unseal_volume(vol) == [vol / "token.unsealed"]
+    assert (vol / "token.unsealed").read_bytes() == b"s3cret"
+    assert (vol / "token").read_text().startswith("sealed.")  # regular file kept as is
+    assert hub.unseal_volume(vol) == [vol / "token.unsealed"]  # idempotent

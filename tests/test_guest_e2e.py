@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import Encoding
 
-pytest.importorskip("trustpod.verifiers.az_snp_vtpm", reason="az-snp-vtpm verifier (H4)")
+pytest.importorskip("trustpod.verifiers.az_snp_vtpm", reason="az-snp-vtpm verifier")
 
 from kbs_support import FakeAttestation, FakeRvps, serve
 from trustpod._internal.b64 import b64url_decode, b64url_encode

@@ -228,7 +228,7 @@ def main() -> int:
     scenarios = [GuestScenario("sample TEE", sample_guest)]
     from trustpod.guest.emulator.swtpm import swtpm_binary
 
-    if swtpm_binary() is not None:  # H7: emulated Azure CVM with initdata + sealed secrets
+    if swtpm_binary() is not None:  # emulated Azure CVM with initdata + sealed secrets
         from trustpod.guest.demo_flow import emulated_cvm_scenario
 
         name = "emulated Azure CVM (swtpm): initdata, attestation, sealed secrets"

@@ -13,9 +13,6 @@ KBS instances over TLS, with the built-in attestation service and the az-snp-vtp
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import hashlib
-import importlib.util
 import json
 import time
 import tomllib
@@ -25,17 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import rfc8785
 import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.ec import ECDSA
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.serialization import Encoding
 
+pytest.importorskip("trustpod.attestation.service", reason="built-in attestation service")
 pytest.importorskip("trustpod.verifiers.az_snp_vtpm", reason="az-snp-vtpm verifier")
 
-from kbs_support import FakeAttestation, FakeRvps, serve
+from kbs_support import serve
 from trustpod._internal.b64 import b64url_decode, b64url_encode
 from trustpod.cli.initdata import build_initdata
 from trustpod.errors import (
@@ -60,7 +52,6 @@ from trustpod.sealed import (
     seal,
     seal_envelope,
 )
-from trustpod.verifiers.base import VerifierRegistry, VerifierSettings, VerifyInput
 
 pytestmark = pytest.mark.skipif(swtpm_binary() is None, reason="swtpm not installed")
 
@@ -88,77 +79,13 @@ def cvm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cvm")
 
 
-HAVE_BUILTIN_AS = importlib.util.find_spec("trustpod.attestation") is not None and (
-    importlib.util.find_spec("trustpod.attestation.service") is not None
-)
-
-
-class VerifierBackedAttestation(FakeAttestation):
-    """Stand-in for the built-in attestation service while it is not in the tree: the REAL
-    verifier registry (az-snp-vtpm with the emulated roots), initdata digest + claims, and an
-    EAR-shaped token; no Rego appraisal (ear.status is "affirming" when verification passed)."""
-
-    def __init__(self, roots: tuple[bytes, ...]) -> None:
-        super().__init__()
-        settings = VerifierSettings(insecure_emulated_roots=roots)
-        self.registry = VerifierRegistry.build(settings)
-
-    def evaluate(
-        self,
-        tee: str,
-        primary_evidence: Any,
-        runtime_data: dict[str, Any],
-        init_data_toml: str | None,
-        hash_algorithm: str = "sha384",
-        policy_id: str = "default",
-    ) -> str:
-        expected = hashlib.new(hash_algorithm, rfc8785.dumps(runtime_data)).digest()
-        init = None if init_data_toml is None else InitData.parse(init_data_toml)
-        now = dt.datetime.now(dt.UTC)
-        verify_input = VerifyInput(expected, None if init is None else init.digest, now)
-        tee_claims = self.registry.get(tee).verify(primary_evidence, verify_input)[0].claims
-        annotated: dict[str, Any] = {tee: tee_claims, "runtime_data_claims": runtime_data}
-        if "init_data" in tee_claims:
-            annotated["init_data"] = tee_claims["init_data"]
-            annotated["init_data_claims"] = {} if init is None else init.claims()
-        now_s = int(time.time())
-        claims = {
-            "eat_profile": "tag:github.com,2024:confidential-containers/Trustee",
-            "iat": now_s,
-            "submods": {
-                "cpu0": {"ear.status": "affirming", "ear.veraison.annotated-evidence": annotated}
-            },
-            "exp": now_s + 300,
-            "iss": "test",
-        }
-        header = {"typ": "JWT", "alg": "ES256", "jwk": self.jwk}
-        signing_input = (
-            f"{b64url_encode(json.dumps(header).encode())}."
-            f"{b64url_encode(json.dumps(claims).encode())}"
-        )
-        r, s_ = decode_dss_signature(self.key.sign(signing_input.encode(), ECDSA(SHA256())))
-        return f"{signing_input}.{b64url_encode(r.to_bytes(32, 'big') + s_.to_bytes(32, 'big'))}"
-
-
 @contextmanager
 def kbs(tmp: Path, ca: trustme.CA, *, ark: Path | None, secret: bytes) -> Iterator[Any]:
     tmp.mkdir(parents=True, exist_ok=True)
     roots = f'[trustpod]\ninsecure_emulated_roots = ["{ark}"]\n' if ark else ""
     text = f"[http_server]\ninsecure_http = true\n[attestation_service]\ntimeout = 5\n{roots}"
     config = parse_config(tomllib.loads(text), tmp / "kbs-config.toml")
-    if HAVE_BUILTIN_AS:
-        core, admin = build_core(config)
-    else:
-        der = (
-            tuple(
-                c.public_bytes(Encoding.DER)
-                for c in x509.load_pem_x509_certificates(ark.read_bytes())
-            )
-            if ark
-            else ()
-        )
-        fake = VerifierBackedAttestation(der)
-        core, admin = build_core(config, attestation=fake, rvps=FakeRvps(), own_jwks=[fake.jwk])
+    core, admin = build_core(config)
     core.set_resource("default/key/1", secret)
     core.set_resource("default/kek/1", KEK)
     core.set_resource("default/sealed-key/1", json.dumps(public_jwk(SIGNER.public_key())).encode())
@@ -228,10 +155,7 @@ def test_done_when(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
     ):
         dir_a = guest(tmp_path, a.url, ca, "a")
         init_a = InitData.parse((dir_a / "initdata.toml").read_bytes())
-        if HAVE_BUILTIN_AS:
-            pin_attestation(a, init_a)  # Rego appraisal pins the initdata
-        else:
-            pin(a, init_a)  # the stand-in has no Rego: pin in the resource policy
+        pin_attestation(a, init_a)  # Rego appraisal pins the initdata
         vault = seal(VaultSecret(name="kbs:///default/key/1"), SIGNER, KID)
         envelope = seal(seal_envelope(b"env-A", KEK, "kbs:///default/kek/1"), SIGNER, KID)
 
@@ -333,7 +257,6 @@ class _AdminViaCore:
         return _Response()
 
 
-@pytest.mark.skipif(not HAVE_BUILTIN_AS, reason="needs the Rego attestation service")
 def test_demo_scenario(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
     from types import SimpleNamespace
 

@@ -12,7 +12,6 @@ KBS instances over TLS, with the built-in attestation service and the az-snp-vtp
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import tomllib
@@ -228,7 +227,6 @@ def test_done_when(tmp_path: Path, ca: trustme.CA, cvm_dir: Path) -> None:
             rt.start()
             assert rt.cdh.unseal_secret(vault) == b"secret-B"
     print("e2e timings (s, cumulative):", {k: round(v, 3) for k, v in timings.items()})
-    assert base64  # keep import for debugging helpers
 
 
 class _Response:

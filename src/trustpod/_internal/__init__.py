@@ -1,0 +1,3 @@
+"""Small shared helpers (strict base64, JCS, injected clock); not a public API."""
+
+__all__: list[str] = []

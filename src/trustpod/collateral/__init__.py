@@ -5,3 +5,5 @@ cache), ``amd`` (AMD KDS client, httpx), ``intel`` (Intel PCS/PCCS and offline c
 Layouts are described in docs/collateral.md. This package's ``__init__`` imports nothing, so the
 pure verifiers may depend on ``collateral.ports``.
 """
+
+__all__: list[str] = []

@@ -5,3 +5,5 @@ Modules: ``snp`` (SEV-SNP report) and ``snp_json`` (sev-crate JSON, ``snp`` evid
 evidence v0/v1/v2), ``tdx``/``ccel``/``intel_pck`` (Intel). Every malformed input raises
 ``trustpod.errors.EvidenceError``.
 """
+
+__all__: list[str] = []

@@ -2,7 +2,7 @@
 
 Each virtual client loops ``auth -> attest -> get-resource`` (sample TEE: runtime-data digest over
 JCS, evidence ``{"svn","report_data"}``), recording each flow's latency. The client does not
-decrypt the JWE (that is guest-side cost, measured in H1's JWE figures).
+decrypt the JWE (that is guest-side cost, measured in JWE figures).
 """
 
 from __future__ import annotations

@@ -354,7 +354,7 @@ def test_az_tdx_vtpm_attester_with_real_hcl_and_td_quote(verifier_data: Path) ->
 
 def test_snp_attester_evidence_verifies_with_snp_verifier(tmp_path: Path) -> None:
     """An emulated-vendor SNP report served by configfs-tsm, with the VCEK in the auxblob
-    certificate table, goes through H4's ``snp`` verifier (emulated roots only)."""
+    certificate table, goes through ``snp`` verifier (emulated roots only)."""
     import datetime as dt
 
     from trustpod.guest.emulator.hcl import build_snp_report

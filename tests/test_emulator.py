@@ -52,7 +52,7 @@ def _cvm(vendor: EmulatedVendor, backend: str, initdata: bytes | None = INITDATA
 
 
 def check_az_evidence(ev: dict[str, Any], report_data: bytes) -> HclReport:
-    """Parse back with H4's parsers and re-check every binding of trustee §5.3 independently."""
+    """Parse back with parsers and re-check every binding of trustee §5.3 independently."""
     parsed = AzEvidence.from_json(ev)
     assert parsed.to_json() == ev  # byte-for-byte round trip through the format module
     hcl = HclReport.from_bytes(parsed.hcl_report)

@@ -1,4 +1,4 @@
-"""Emulated CVM evidence through H4's production ``az-snp-vtpm`` verifier (and ``tpm``).
+"""Emulated CVM evidence through production ``az-snp-vtpm`` verifier (and ``tpm``).
 
 The guest package never imports the verifiers; the tests do, to show the emulated evidence takes
 the same code path as real Azure evidence and is refused without ``insecure_emulated_roots``.

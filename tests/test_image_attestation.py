@@ -1,9 +1,9 @@
 """End to end: the pod VM image's PCR 11 reference values are accepted by the attestation
 service's default CPU policy (``snp_pcr11``), and a different image's are not.
 
-Emulated Azure CVM (H6) boots, checks its root image against roothash= of the measured command
+Emulated Azure CVM boots, checks its root image against roothash= of the measured command
 line, measures the command line into PCR 11, attests with az-snp-vtpm evidence; the attestation
-service (H2) with the az-snp-vtpm verifier (H4) appraises it with ``default_cpu``.
+service with the az-snp-vtpm verifier appraises it with ``default_cpu``.
 """
 
 from __future__ import annotations

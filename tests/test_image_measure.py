@@ -214,7 +214,7 @@ def cvm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("backend", ["software", "swtpm"])
 def test_emulated_cvm_measures_pcr11(cvm_dir: Path, backend: str) -> None:
-    """The emulated Azure CVM (H6) measures the command line into PCR 11 through the port."""
+    """The emulated Azure CVM measures the command line into PCR 11 through the port."""
     cvm_mod = pytest.importorskip("trustpod.guest.emulator.cvm")
     if backend == "swtpm" and shutil.which("swtpm") is None:
         pytest.skip("swtpm not installed")

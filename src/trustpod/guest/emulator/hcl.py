@@ -1,6 +1,6 @@
 """The emulated paravisor's report builders: var_data JSON, signed SNP report, HCL report.
 
-The byte layouts are H4's pure formats (``trustpod.evidence.snp.SnpReport``,
+The byte layouts are the pure formats (``trustpod.evidence.snp.SnpReport``,
 ``trustpod.evidence.hcl.HclReport``); this module only chooses the values an Azure paravisor
 would put there and signs the SNP report (ECDSA P-384 / SHA-384 over ``signed_bytes()``) with the
 emulated VCEK.

@@ -79,7 +79,7 @@ def test_upstream_shape(tmp_path: Path) -> None:
     assert c.attestation_service.timeout == 7
     broker = c.attestation_service.attestation_token_broker
     assert broker.duration_min == 10 and broker.issuer_name == "me"
-    assert broker.signer is not None and broker.signer.key_path == tmp_path / "token.key"
+    assert broker.signer_key_path == tmp_path / "token.key"
     assert "snp_verifier" in c.attestation_service.verifier_config
     assert c.admin is not None and c.admin.authorization_mode == "DenyAll"
     assert c.storage_backend.storage_type == "Memory"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trustpod.attestation.ear import EarTokenSettings
 from trustpod.errors import ConfigError
 from trustpod.kbs._toml import Table
 from trustpod.kbs.config_admin import AdminConfig, parse_admin
@@ -26,9 +27,7 @@ __all__ = [
     "AttestationTokenConfig",
     "HttpServerConfig",
     "KbsConfig",
-    "SignerConfig",
     "StorageConfig",
-    "TokenBrokerConfig",
     "TrustpodSettings",
     "load_config",
     "parse_config",
@@ -69,28 +68,10 @@ class AttestationTokenConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class SignerConfig:
-    key_path: Path | None = None
-    cert_path: Path | None = None
-    cert_url: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TokenBrokerConfig:
-    duration_min: int = 5
-    issuer_name: str = "CoCo-Attestation-Service"
-    developer_name: str = "https://confidentialcontainers.org"
-    build_name: str = "trustpod-attestation-service"
-    profile_name: str = "tag:github.com,2024:confidential-containers/Trustee"
-    verbose_token: bool = True
-    signer: SignerConfig | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class AttestationServiceConfig:
     type: str = "coco_as_builtin"
     timeout: int = 5  # minutes: RCAR session lifetime
-    attestation_token_broker: TokenBrokerConfig = TokenBrokerConfig()
+    attestation_token_broker: EarTokenSettings = field(default_factory=EarTokenSettings)
     rvps_type: str = "BuiltIn"
     verifier_config: dict[str, Any] = field(default_factory=dict)
 
@@ -204,24 +185,26 @@ def _attestation_service(t: Table | None) -> AttestationServiceConfig:
         )
     timeout = t.integer("timeout", 5, minimum=1) or 5
     broker_t = t.table("attestation_token_broker")
-    broker = TokenBrokerConfig()
+    broker = EarTokenSettings()  # the attestation service's own settings type and defaults
     if broker_t is not None:
         signer_t = broker_t.table("signer")
-        signer = None
+        key_path = cert_path = cert_url = None
         if signer_t is not None:
-            signer = SignerConfig(
-                signer_t.path("key_path"), signer_t.path("cert_path"), signer_t.text("cert_url")
-            )
+            key_path, cert_path = signer_t.path("key_path"), signer_t.path("cert_path")
+            cert_url = signer_t.text("cert_url")
             signer_t.done()
         broker_t.text("type")  # legacy "Ear" accepted and ignored
-        broker = TokenBrokerConfig(
-            duration_min=broker_t.integer("duration_min", 5, minimum=1) or 5,
+        broker = EarTokenSettings(
+            duration_min=broker_t.integer("duration_min", broker.duration_min, minimum=1)
+            or broker.duration_min,
             issuer_name=broker_t.text("issuer_name", broker.issuer_name) or broker.issuer_name,
             developer_name=broker_t.text("developer_name", broker.developer_name) or "",
             build_name=broker_t.text("build_name", broker.build_name) or "",
             profile_name=broker_t.text("profile_name", broker.profile_name) or "",
-            verbose_token=broker_t.flag("verbose_token", True),
-            signer=signer,
+            verbose_token=broker_t.flag("verbose_token", broker.verbose_token),
+            signer_key_path=key_path,
+            signer_cert_path=cert_path,
+            signer_cert_url=cert_url,
         )
         broker_t.done()
     rvps_type = "BuiltIn"

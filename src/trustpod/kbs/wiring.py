@@ -81,7 +81,7 @@ def _builtin_services(
     config: KbsConfig, store: KeyValueStore, clock: Clock
 ) -> tuple[AttestationPort, RvpsPort, list[dict[str, Any]]]:
     """The built-in attestation service and RVPS over the shared store."""
-    from trustpod.attestation.service import AttestationService, TokenSettings
+    from trustpod.attestation.service import AttestationService
     from trustpod.kbs.verifier_config import verifier_settings
     from trustpod.rvps import ReferenceValueStore
     from trustpod.verifiers.base import VerifierRegistry
@@ -97,40 +97,24 @@ def _builtin_services(
     )
     verifiers = VerifierRegistry.build(settings)
     rvps = ReferenceValueStore(store, clock)
-    b = config.attestation_service.attestation_token_broker
-    signer = b.signer
-    token_settings = TokenSettings(
-        duration_min=b.duration_min,
-        issuer_name=b.issuer_name,
-        developer_name=b.developer_name,
-        build_name=b.build_name,
-        profile_name=b.profile_name,
-        verbose_token=b.verbose_token,
-        signer_key_path=_str(signer.key_path) if signer else None,
-        signer_cert_path=_str(signer.cert_path) if signer else None,
-        signer_cert_url=signer.cert_url if signer else None,
-    )
+    token_settings = config.attestation_service.attestation_token_broker
     service = AttestationService(store, verifiers, token_settings, clock, rvps=rvps)
     return service, rvps, [service.public_jwk()]
 
 
-def _str(path: Path | None) -> str | None:
-    return None if path is None else str(path)
-
-
 def _signer_jwk(config: KbsConfig) -> list[dict[str, Any]]:
     """The configured AS signer's public JWK: tokens it signs are trusted automatically."""
-    signer = config.attestation_service.attestation_token_broker.signer
-    if signer is None or signer.key_path is None:
+    key_path = config.attestation_service.attestation_token_broker.signer_key_path
+    if key_path is None:
         return []
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     try:
-        key = serialization.load_pem_private_key(signer.key_path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(
-            f"{config.source}: cannot read the token signer key {signer.key_path}: {exc}",
+            f"{config.source}: cannot read the token signer key {key_path}: {exc}",
             reason="config.signer_key",
         ) from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":

@@ -23,6 +23,7 @@ PURE = (
     "trustpod.verifiers",
     "trustpod.sealed",
     "trustpod.verity.core",
+    "trustpod.agent.framing",
 )
 IO_LIBS = {
     "socket",
@@ -44,7 +45,7 @@ IO_LIBS = {
     "regopy",
     "shutil",
 }
-GUEST = ("trustpod.guest",)
+GUEST = ("trustpod.guest", "trustpod.agent")
 SERVER = (
     "trustpod.kbs",
     "trustpod.attestation",

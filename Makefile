@@ -11,7 +11,7 @@ APT_PKGS := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config cryptsetup-bin s
 EXTRAS := server,verifiers,guest,backends,dev
 export TRUSTPOD_VECTORS ?= $(abspath ../shared/vectors)
 
-.PHONY: all venv sysdeps lint typecheck test demo bench clean
+.PHONY: all venv protos sysdeps lint typecheck test demo bench clean
 
 all: test
 
@@ -28,7 +28,12 @@ $(STAMP): pyproject.toml | sysdeps
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
-venv: sysdeps $(STAMP)
+venv: sysdeps $(STAMP) protos
+
+# Compile the agent's .proto files to a descriptor set (ADR 0900); trustpod compiles on first
+# use into a cache dir when this has not run.
+protos: $(STAMP)
+	$(BIN)/python -m trustpod.agent.pb
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -1,0 +1,205 @@
+"""The image puller: resolve → decide → fetch → unpack (image-rs ``pull_image``) — service layer.
+
+``ImagePuller.pull(ref, bundle_dir)``:
+
+1. resolve the reference to a manifest (platform chosen from an index; digests checked);
+2. when a signature policy is configured, ``trustpod.oci.decide.evaluate`` — a refusal raises
+   ``ImageRefused`` before any layer or config blob is fetched;
+3. fetch the config and every layer into the blob cache (by digest; verified before it gets its
+   name; cached blobs are reused);
+4. unpack the layers in order into ``bundle_dir/rootfs.partial`` (diff_ids checked), then rename
+   it to ``bundle_dir/rootfs``; on any failure the partial tree is removed.
+
+Without a policy every image is accepted, as image-rs does when no ``image_security_policy`` is
+set; that is logged as a warning at construction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from trustpod.errors import ConfigError, NotFoundError
+from trustpod.oci.decide import Decision, KeyLoader, OpenPgpVerifier, evaluate
+from trustpod.oci.lookaside import RegistrySignatureSource
+from trustpod.oci.manifest import Descriptor, ImageConfig, compression_of, parse_config
+from trustpod.oci.policy import Policy
+from trustpod.oci.reference import ImageReference, parse_reference
+from trustpod.oci.registry import RegistryClient, ResolvedImage
+from trustpod.oci.sigstore_config import SigstoreConfig
+from trustpod.oci.unpack import UnpackBudget, remove_tree, unpack_layer
+
+__all__ = ["BlobCache", "FileKeyLoader", "ImagePuller", "PulledImage"]
+
+log = logging.getLogger(__name__)
+
+
+class FileKeyLoader:
+    """``KeyLoader`` for ``file://`` URIs and plain paths (the host CLI; no KBS)."""
+
+    def __init__(self, max_bytes: int = 1024 * 1024) -> None:
+        self._max = max_bytes
+
+    def load_key(self, key_path: str) -> bytes:
+        if key_path.startswith(("kbs://", "kbs+")):
+            raise ConfigError(
+                f"key {key_path} is a KBS resource; only the guest puller can fetch it",
+                reason="image.key_path",
+                fix="use a file path for offline pulls",
+            )
+        path = (
+            Path(unquote(urlsplit(key_path).path))
+            if key_path.startswith("file://")
+            else Path(key_path)
+        )
+        try:
+            with path.open("rb") as f:
+                data = f.read(self._max + 1)
+        except OSError as exc:
+            raise NotFoundError(
+                f"cannot read key {key_path}: {exc}", reason="image.key_missing"
+            ) from exc
+        if len(data) > self._max:
+            raise ConfigError(
+                f"key {key_path} is larger than {self._max} bytes", reason="image.key_path"
+            )
+        return data
+
+
+class BlobCache:
+    """Verified blobs by digest: ``<dir>/blobs/<algo>/<hex>`` (only complete, checked files)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, digest: str) -> Path:
+        algo, hexpart = digest.split(":", 1)
+        d = self.directory / "blobs" / algo
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return d / hexpart
+
+    def ensure(self, registry: RegistryClient, image: ImageReference, desc: Descriptor) -> Path:
+        path = self.path(desc.digest)
+        if path.is_file() and path.stat().st_size == desc.size:
+            log.debug("blob %s from cache", desc.digest)
+            return path
+        registry.fetch_blob(image, desc, path)
+        return path
+
+
+@dataclass(frozen=True, slots=True)
+class PulledImage:
+    reference: str
+    manifest_digest: str
+    index_digest: str | None
+    config: ImageConfig
+    rootfs: Path
+    decision: Decision | None
+
+    @property
+    def pinned(self) -> str:
+        """``repo@<digest>`` of what was pulled (the index digest when there was one)."""
+        ref = parse_reference(self.reference)
+        return f"{ref.name}@{self.index_digest or self.manifest_digest}"
+
+
+class ImagePuller:
+    """Pull, verify and unpack images for one pod (one policy, one cache)."""
+
+    def __init__(
+        self,
+        registry: RegistryClient,
+        cache_dir: Path,
+        *,
+        policy: Policy | None,
+        keys: KeyLoader,
+        pgp: OpenPgpVerifier | None,
+        lookaside: SigstoreConfig | None = None,
+    ) -> None:
+        self.registry, self.policy = registry, policy
+        self._keys, self._pgp = keys, pgp
+        self._signatures = RegistrySignatureSource(registry, lookaside)
+        self.cache = BlobCache(cache_dir)
+        if policy is None:
+            log.warning("no image security policy: every image is accepted (image-rs default)")
+
+    def close(self) -> None:
+        self._signatures.close()
+        self.registry.close()
+
+    def check(self, image: ImageReference) -> tuple[Decision | None, ResolvedImage]:
+        """Resolve and decide only (nothing fetched beyond manifests and signatures)."""
+        resolved = self.registry.resolve(image)
+        decision = None
+        if self.policy is not None:
+            decision = evaluate(
+                self.policy,
+                image,
+                resolved.manifest.digest,
+                resolved.index.digest if resolved.index else None,
+                self._signatures,
+                self._keys,
+                self._require_pgp(),
+            )
+            log.info("image %s accepted by policy scope %s", image, decision.scope)
+        return decision, resolved
+
+    def _require_pgp(self) -> OpenPgpVerifier:
+        if self._pgp is None:
+            from trustpod.oci.gpg import GpgvVerifier
+
+            self._pgp = GpgvVerifier()
+        return self._pgp
+
+    def pull(self, ref: str, bundle_dir: Path) -> PulledImage:
+        image = parse_reference(ref)
+        rootfs = bundle_dir / "rootfs"
+        if rootfs.exists() and any(rootfs.iterdir()):
+            raise ConfigError(
+                f"{rootfs} already exists and is not empty", reason="image.dest_exists"
+            )
+        decision, resolved_obj = self.check(image)
+        manifest = resolved_obj.manifest
+        s = self.registry.settings
+        total = manifest.config.size + sum(layer.size for layer in manifest.layers)
+        if total > s.max_image_bytes:
+            raise ConfigError(
+                f"image {image} is {total} bytes (limit {s.max_image_bytes})",
+                reason="image.too_large",
+            )
+        config = parse_config(
+            self.registry.get_blob(image, manifest.config, s.max_config_bytes), manifest, s
+        )
+        compressions = [compression_of(layer) for layer in manifest.layers]
+        blobs = [self.cache.ensure(self.registry, image, layer) for layer in manifest.layers]
+        bundle_dir.mkdir(parents=True, exist_ok=True)
+        partial = bundle_dir / "rootfs.partial"
+        if partial.exists():
+            remove_tree(partial)
+        os.mkdir(partial, 0o755)
+        try:
+            budget = UnpackBudget(s)
+            for blob, comp, diff_id in zip(blobs, compressions, config.diff_ids, strict=True):
+                unpack_layer(blob, comp, diff_id, partial, budget)
+            if rootfs.exists():
+                rootfs.rmdir()
+            os.replace(partial, rootfs)
+        except BaseException:
+            remove_tree(partial)
+            raise
+        meta = {
+            "reference": str(image),
+            "manifest_digest": manifest.digest,
+            "index_digest": resolved_obj.index.digest if resolved_obj.index else None,
+            "policy_scope": decision.scope if decision else None,
+        }
+        fd = os.open(bundle_dir / "image.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f, indent=2)
+        return PulledImage(
+            str(image), manifest.digest, meta["index_digest"], config, rootfs, decision
+        )

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from trustpod._internal.b64 import b64_decode, b64url_decode
 from trustpod._internal.clock import Clock, SystemClock
+from trustpod._internal.json_limits import loads as limited_loads
 from trustpod.errors import AuthenticationError, ConfigError, EvidenceError
 
 __all__ = [
@@ -135,7 +136,7 @@ class TokenVerifier:
         if len(parts) != 3:
             raise _fail("attestation token is not a compact JWS")
         try:
-            header = json.loads(b64url_decode(parts[0], field="token header"))
+            header = limited_loads(b64url_decode(parts[0], field="token header"))
             signature = b64url_decode(parts[2], field="token signature")
         except (EvidenceError, ValueError, UnicodeDecodeError) as exc:
             raise _fail("attestation token is malformed") from exc
@@ -149,7 +150,7 @@ class TokenVerifier:
         # (3) Signature over "<header>.<claims>".
         self._check_signature(key, str(alg), f"{parts[0]}.{parts[1]}".encode(), signature)
         try:
-            claims = json.loads(b64url_decode(parts[1], field="token claims"))
+            claims = limited_loads(b64url_decode(parts[1], field="token claims"))
         except (EvidenceError, ValueError, UnicodeDecodeError) as exc:
             raise _fail("attestation token claims are malformed") from exc
         if not isinstance(claims, dict):

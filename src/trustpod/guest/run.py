@@ -15,9 +15,13 @@ Shutdown on SIGTERM/SIGINT is uvicorn's graceful shutdown, then the KBS clients 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import socket
 import ssl
+import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -48,9 +52,11 @@ from trustpod.guest.tee_key import TeeKeyPair
 from trustpod.initdata import InitData
 
 __all__ = [
+    "API_SOCKET_MODE",
     "GuestConfig",
     "GuestRuntime",
     "SerializedAttester",
+    "bind_unix_socket",
     "http_client",
     "load_config_dir",
     "settings_summary",
@@ -58,6 +64,33 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Mode of the guest API unix socket: owner only (it hands out the AA token and the TEE key).
+API_SOCKET_MODE = 0o600
+
+
+def bind_unix_socket(path: str, *, mode: int = API_SOCKET_MODE) -> socket.socket:
+    """A listening unix socket at ``path`` created with ``mode`` (bound under a umask, so it is
+    never wider, not even briefly); a stale socket file left by a crash is replaced."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot create the guest API socket {path}: {exc.strerror}",
+            reason="guest.api_listen",
+            fix="choose a writable path in api_listen = 'unix:<path>'",
+        ) from exc
+    finally:
+        os.umask(old)
+    sock.listen(128)
+    return sock
+
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -157,6 +190,24 @@ class _GuestServer(uvicorn.Server):
     re-raises the captured signal after its graceful shutdown, which would skip our cleanup and
     exit with -SIGTERM instead of 0."""
 
+    def __init__(self, config: uvicorn.Config, unix_path: str | None = None) -> None:
+        super().__init__(config)
+        self.unix_path = unix_path
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve; a unix socket is bound here with ``API_SOCKET_MODE`` (uvicorn's own ``uds``
+        binding would chmod it to 0666) and removed at shutdown."""
+        if sockets is not None or self.unix_path is None:
+            super().run(sockets=sockets)
+            return
+        sock = bind_unix_socket(self.unix_path)
+        try:
+            super().run(sockets=[sock])
+        finally:
+            sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.unix_path)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         log.info("signal %d: shutting down the guest API", sig)
         if self.should_exit and sig == signal.SIGINT:
@@ -224,14 +275,13 @@ class GuestRuntime:
         self.aa.start()
         self.cdh.start()
 
-    def _uvicorn_config(self, listen: str | None = None) -> uvicorn.Config:
+    def _server(self, listen: str | None = None) -> _GuestServer:
         listen = listen or self.config.settings.api_listen
         app = create_app(self.aa, self.cdh)
         kwargs: dict[str, Any] = {"log_level": "warning", "lifespan": "off"}
         if listen.startswith("unix:"):
-            return uvicorn.Config(
-                app, uds=listen.removeprefix("unix:").removeprefix("//"), **kwargs
-            )
+            path = listen.removeprefix("unix:").removeprefix("//")
+            return _GuestServer(uvicorn.Config(app, **kwargs), unix_path=path)
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"api_listen {listen!r} must be HOST:PORT or unix:PATH")
@@ -244,13 +294,13 @@ class GuestRuntime:
                 reason="guest.api_listen",
                 fix="use 127.0.0.1:<port> or unix:<path>",
             )
-        return uvicorn.Config(app, host=host, port=int(port), **kwargs)
+        return _GuestServer(uvicorn.Config(app, host=host, port=int(port), **kwargs))
 
     def run(self, listen: str | None = None) -> None:
         """Start, serve the API until a signal, then shut down cleanly."""
         try:
             self.start()
-            self.server = _GuestServer(self._uvicorn_config(listen))
+            self.server = self._server(listen)
             log.info("guest API listening on %s", listen or self.config.settings.api_listen)
             self.server.run()
         finally:
@@ -259,7 +309,7 @@ class GuestRuntime:
     def serve_in_thread(self, listen: str, *, timeout_s: float = 10.0) -> str:
         """Serve the API from a background thread (tests, demo) and return its base URL
         (``http://127.0.0.1:<port>``; ``unix:<path>`` for a socket). Stop with ``stop()``."""
-        server = _GuestServer(self._uvicorn_config(listen))
+        server = self._server(listen)
         self.server = server
         self._thread = threading.Thread(target=server.run, daemon=True)
         self._thread.start()

@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidSignature
 
 from trustpod._internal.b64 import b64url_decode
 from trustpod._internal.clock import Clock
+from trustpod._internal.json_limits import loads as limited_loads
 from trustpod.errors import AuthenticationError, ConfigError, EvidenceError, PolicyDenied
 from trustpod.kbs.config_admin import AdminConfig, IdentityProvider
 from trustpod.kbs.jwks import PublicKey, jwk_to_key, load_public_pem, verify_jws_signature
@@ -119,8 +120,8 @@ class AdminAuthorizer:
         try:
             if len(parts) != 3:
                 raise ValueError("not a compact JWS")
-            header = json.loads(b64url_decode(parts[0], field="admin token header"))
-            claims = json.loads(b64url_decode(parts[1], field="admin token claims"))
+            header = limited_loads(b64url_decode(parts[0], field="admin token header"))
+            claims = limited_loads(b64url_decode(parts[1], field="admin token claims"))
             sig = b64url_decode(parts[2], field="admin token signature")
             if not isinstance(header, dict) or not isinstance(claims, dict):
                 raise ValueError("not objects")

@@ -23,8 +23,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from trustpod._internal.json_limits import loads as limited_loads
 from trustpod.errors import AuthenticationError, EvidenceError, NotFoundError, TrustpodError
 from trustpod.kbs.admin_auth import AdminAuthorizer
+from trustpod.kbs.body_timeout import BodyTimeoutMiddleware
 from trustpod.kbs.core import KbsCore, parse_resource_path
 from trustpod.kbs.http_errors import (
     ERROR_TYPE_PREFIX,
@@ -33,6 +35,7 @@ from trustpod.kbs.http_errors import (
     MalformedBody,
     error_reply,
 )
+from trustpod.kbs.logsetup import RequestIdMiddleware, current_request_id
 from trustpod.kbs.metrics import KbsMetrics
 from trustpod.protocol import SESSION_COOKIE
 
@@ -92,6 +95,7 @@ class KbsHttp:
         self.admin = admin
         self.limit = core.config.http_server.max_body_bytes
         self.upstream_codes = core.config.trustpod.upstream_status_codes
+        self.max_json_depth = core.config.trustpod.max_json_depth
         self._last_purge = time.monotonic()
         # Verification is CPU-bound: a few threads per process, not anyio's default 40.
         self._attest_limiter = anyio.CapacityLimiter(ATTEST_THREADS)
@@ -126,12 +130,19 @@ class KbsHttp:
     async def json(self, request: Request) -> Any:
         raw = await self.body(request)
         try:
-            return json.loads(raw)
+            return limited_loads(raw, max_depth=self.max_json_depth, what="request body")
+        except EvidenceError as exc:  # deeper than [trustpod] max_json_depth
+            raise MalformedBody(exc.message, reason="kbs.json_depth", fix=exc.fix) from exc
         except (ValueError, UnicodeDecodeError) as exc:
             raise MalformedBody("request body is not valid JSON") from exc
 
     def error(self, request: Request, exc: TrustpodError, variant: str) -> Response:
-        reply = error_reply(exc, default_variant=variant, upstream_status_codes=self.upstream_codes)
+        reply = error_reply(
+            exc,
+            default_variant=variant,
+            upstream_status_codes=self.upstream_codes,
+            request_id=current_request_id(),
+        )
         entry: dict[str, Any] = {
             "method": request.method,
             "path": request.url.path,
@@ -298,5 +309,7 @@ def create_app(core: KbsCore, admin: AdminAuthorizer) -> Starlette:
         Route("/healthz", h.healthz, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
+    app.add_middleware(BodyTimeoutMiddleware, timeout_s=core.config.trustpod.request_body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=core.metrics)
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -87,6 +87,15 @@ class TrustpodSettings:
     collateral_dir: Path | None = None
     audit_max_entries: int = 10_000
     verifier_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # security limits and at-rest encryption (docs/compat.md, KBS section; ADR 0302)
+    at_rest_key_file: Path | None = None
+    at_rest_key_env: str | None = None
+    max_extra_params_bytes: int = 4096
+    max_sessions: int = 50_000
+    max_json_depth: int = 64
+    request_body_timeout_s: int = 30
+    max_resource_path_label_chars: int = 128
+    log_format: str = "text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,9 +276,34 @@ def _trustpod(t: Table | None) -> TrustpodSettings:
         audit_max_entries=t.integer("audit_max_entries", d.audit_max_entries, minimum=1)
         or d.audit_max_entries,
         verifier_options=_verifier_options(t.table("verifier_options")),
+        at_rest_key_file=t.path("at_rest_key_file"),
+        at_rest_key_env=t.text("at_rest_key_env"),
+        max_extra_params_bytes=_limit(t, "max_extra_params_bytes", d.max_extra_params_bytes),
+        max_sessions=_limit(t, "max_sessions", d.max_sessions),
+        max_json_depth=_limit(t, "max_json_depth", d.max_json_depth),
+        request_body_timeout_s=_limit(t, "request_body_timeout_s", d.request_body_timeout_s),
+        max_resource_path_label_chars=_limit(
+            t, "max_resource_path_label_chars", d.max_resource_path_label_chars
+        ),
+        log_format=_log_format(t),
     )
     t.done()
     return cfg
+
+
+def _limit(t: Table, key: str, default: int) -> int:
+    return t.integer(key, default, minimum=1) or default
+
+
+def _log_format(t: Table) -> str:
+    value = t.text("log_format", "text") or "text"
+    if value not in ("text", "json"):
+        raise ConfigError(
+            f"{t.source}: [trustpod] log_format = {value!r} is not supported",
+            reason="config.log_format",
+            fix='use "text" (default) or "json" (one JSON object per line)',
+        )
+    return value
 
 
 def _verifier_options(t: Table | None) -> dict[str, dict[str, Any]]:

@@ -22,6 +22,7 @@ from trustpod.kbs.http_errors import Denial
 from trustpod.kbs.metrics import KbsMetrics
 from trustpod.kbs.ports import AttestationPort, RvpsPort
 from trustpod.kbs.resource_policy import ResourcePolicy
+from trustpod.kbs.session_limits import SessionAdmission
 from trustpod.kbs.sessions import AttestedSession, AuthedSession, SessionStore
 from trustpod.kbs.tokens import TokenVerifier, find_tee_pubkey
 from trustpod.protocol import Attestation, Request, TeePubKey, encrypt_response, new_nonce
@@ -75,14 +76,19 @@ class KbsCore:
     metrics: KbsMetrics
     audit: AuditLog
     _teekeys: dict[str, TeePubKey] = field(default_factory=dict)
+    admission: SessionAdmission | None = None  # bounds what /auth may store (wiring sets it)
 
     # -- RCAR ---------------------------------------------------------------------------------
     def auth(self, body: Any) -> tuple[dict[str, Any], AuthedSession]:
         """``/auth``: Request -> Challenge, a new session (§1.3)."""
         request = Request.from_json(body)
+        if self.admission is not None:
+            self.admission.check_request(request.extra_params)
         # (1) extra-params is the JSON string "" for every TEE but SE (unsupported here).
         if request.tee == "se":
             raise EvidenceError("TEE 'se' is not supported by trustpod", reason="kbs.tee_se")
+        if self.admission is not None:
+            self.admission.admit()
         challenge = {"nonce": new_nonce(), "extra-params": ""}
         return challenge, self.sessions.create(request.to_json(), challenge)
 

@@ -2,7 +2,8 @@
 
 Body: kbs-types ``ErrorInformation`` ``{"type": ".../kbs/errors/<Variant>", "detail": ...}``
 (reference §1.8). Default statuses follow the protocol document (401 authentication, 403 policy
-denial, 404 unknown resource/plugin/path, 400 malformed input, 413 body too large, 503 dependency).
+denial, 404 unknown resource/plugin/path, 400 malformed input, 408 stalled body, 413 body too
+large, 503 dependency).
 With ``[trustpod] upstream_status_codes = true`` every error is 401 except 404 for an invalid path
 or unknown plugin (and 413 for an oversized body), as upstream's ``kbs/src/error.rs`` does.
 Every error response carries a request id (header ``x-request-id`` and in the detail text).
@@ -28,6 +29,7 @@ from trustpod.errors import (
 
 __all__ = [
     "ERROR_TYPE_PREFIX",
+    "BodyTimeout",
     "BodyTooLarge",
     "Denial",
     "ErrorReply",
@@ -62,6 +64,12 @@ class BodyTooLarge(EvidenceError):
     """The request body exceeded ``http_server.payload_request_size``."""
 
     default_reason = "kbs.body_too_large"
+
+
+class BodyTimeout(EvidenceError):
+    """The request body did not arrive within ``[trustpod] request_body_timeout_s`` (408)."""
+
+    default_reason = "kbs.body_timeout"
 
 
 class MalformedBody(EvidenceError):
@@ -111,6 +119,8 @@ def _status(exc: TrustpodError) -> int:
     # (1) Protocol-document statuses (our default).
     if isinstance(exc, BodyTooLarge):
         return 413
+    if isinstance(exc, BodyTimeout):
+        return 408
     if isinstance(exc, PolicyDenied):
         return 403
     if isinstance(exc, NotFoundError):
@@ -136,7 +146,7 @@ def error_reply(
     variant = _variant(exc, default_variant)
     status = _status(exc)
     # (2) Upstream compatibility: all 401, except 404 for path/plugin and 413 for size.
-    if upstream_status_codes and status not in (413,):
+    if upstream_status_codes and status not in (408, 413):
         status = 404 if variant in ("InvalidRequestPath", "PluginNotFound") else 401
     detail = f"{exc.message} (request id {rid})"
     return ErrorReply(status, variant, detail, rid)

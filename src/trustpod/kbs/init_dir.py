@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from trustpod._internal.clock import Clock, SystemClock
 from trustpod.errors import ConfigError
 from trustpod.kbs.jwks import sign_jwt
+from trustpod.storage.at_rest import generate_key_file
 
 __all__ = ["ADMIN_ISSUER", "ADMIN_TOKEN_YEARS", "InitResult", "init_kbs_dir"]
 
@@ -40,9 +41,16 @@ class InitResult:
 
 
 def _write(path: Path, data: bytes, secret: bool = False) -> None:
-    path.write_bytes(data)
-    if secret:
-        os.chmod(path, 0o600)
+    """Write ``data``; secrets are created 0600 by ``os.open`` (never readable by others, not
+    even between write and chmod). An existing file is replaced, not rewritten in place, so a
+    file with older, wider permissions does not keep them."""
+    if not secret:
+        path.write_bytes(data)
+        return
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _pem_private(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
@@ -95,7 +103,10 @@ def init_kbs_dir(
         raise ConfigError(
             f"{config} already exists", reason="config.exists", fix="pass --force to overwrite"
         )
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds keys and the store
+    kek_path = d / "at-rest.key"
+    if not kek_path.exists():  # kept on --force: it decrypts the existing store
+        generate_key_file(kek_path)
     now = (clock or SystemClock()).now()
     http = f'sockets = ["{listen}"]\ninsecure_http = {"true" if insecure_http else "false"}\n'
     cert_path: Path | None = None
@@ -171,6 +182,9 @@ storage_backend_type = "kvstorage"
 [trustpod]
 upstream_status_codes = false
 max_resource_path_labels = 256
+# resources and the signer key are encrypted at rest under this key (0600, outside the store);
+# every replica on one store needs the same key
+at_rest_key_file = "{kek_path}"
 """
     )
     scheme = "http" if insecure_http else "https"

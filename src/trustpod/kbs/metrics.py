@@ -2,8 +2,9 @@
 
 Differences from upstream (docs/compat.md): response sizes go to ``kbs_http_response_size_bytes``
 (upstream observes them into the request-size histogram); the ``resource_path`` label takes at
-most ``[trustpod] max_resource_path_labels`` distinct values, later paths are counted under
-``__other__``; and ``kbs_attestation_duration_seconds{tee_type}`` is added.
+most ``[trustpod] max_resource_path_labels`` distinct values of at most
+``max_resource_path_label_chars`` characters, other paths are
+counted under ``__other__``; and ``kbs_attestation_duration_seconds{tee_type}`` is added.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 class KbsMetrics:
     """All KBS metrics in a private ``CollectorRegistry``."""
 
-    def __init__(self, max_resource_path_labels: int) -> None:
+    def __init__(self, max_resource_path_labels: int, max_label_chars: int = 128) -> None:
         self.registry = r = CollectorRegistry(auto_describe=False)
         self._max_paths = max_resource_path_labels
+        self._max_chars = max_label_chars
         self._paths: set[str] = set()
         self._paths_lock = threading.Lock()
         info = Gauge(
@@ -107,9 +109,12 @@ class KbsMetrics:
         self.auth_errors = Counter("kbs_auth_errors_total", "Auth errors", registry=r)
 
     def path_label(self, path: str) -> str:
-        """``path`` while fewer than the configured number of distinct paths were seen."""
+        """``path`` while fewer than the configured number of distinct paths were seen; paths
+        longer than ``[trustpod] max_resource_path_label_chars`` count under ``__other__``."""
         if path in self._paths:
             return path
+        if len(path) > self._max_chars:
+            return OVERFLOW_LABEL
         with self._paths_lock:
             if len(self._paths) < self._max_paths:
                 self._paths.add(path)

@@ -74,18 +74,29 @@ def _tls_kwargs(cfg: KbsConfig) -> dict[str, Any]:
                 reason="config.tls_files",
                 fix="point it at a PEM file (trustpod kbs init generates a pair)",
             )
-    kwargs: dict[str, Any] = {"ssl_keyfile": str(http.private_key)}
-    kwargs["ssl_certfile"] = str(http.certificate)
-    if http.tls_ciphers:
-        kwargs["ssl_ciphers"] = http.tls_ciphers
-    if http.tls_profile or http.tls_min_version or http.tls_max_version or http.tls_groups:
-        _log.warning("tls_profile/tls_min_version/tls_max_version/tls_groups are not applied")
-    return kwargs
+    from trustpod.kbs.tls import server_context
+
+    server_context(http)  # refuse to start on what cannot be applied, before listening
+    # KbsUvicornConfig replaces uvicorn's context with server_context(http) in every worker
+    return {"ssl_keyfile": str(http.private_key), "ssl_certfile": str(http.certificate)}
+
+
+def _log_config(cfg: KbsConfig) -> dict[str, Any]:
+    """The logging setup uvicorn applies in the supervisor and in every worker process."""
+    from trustpod.kbs.logsetup import uvicorn_log_config
+
+    return uvicorn_log_config(
+        trustpod_level=logging.getLogger("trustpod").getEffectiveLevel(),
+        root_level=logging.getLogger().getEffectiveLevel(),
+        fmt=cfg.trustpod.log_format,
+    )
 
 
 def serve(config_path: str | Path, *, workers: int | None = None) -> None:
     """Serve until SIGINT/SIGTERM."""
     import uvicorn
+
+    from trustpod.kbs.tls import KbsUvicornConfig
 
     cfg = load_config(config_path)
     shared = cfg.storage_backend.storage_type != "Memory"
@@ -100,8 +111,10 @@ def serve(config_path: str | Path, *, workers: int | None = None) -> None:
     os.environ[CONFIG_ENV] = str(cfg.source)
     common: dict[str, Any] = {
         "log_level": "warning",
+        "log_config": _log_config(cfg),
         "access_log": False,
         "lifespan": "off",
+        "http": cfg.http_server,
         **_tls_kwargs(cfg),
     }
     app: Any = None
@@ -114,7 +127,7 @@ def serve(config_path: str | Path, *, workers: int | None = None) -> None:
     for addr in cfg.http_server.sockets:
         _log.info("trustpod KBS listening on %s://%s (%d worker(s))", scheme, addr, n)
     if app is not None:
-        uvicorn.Server(uvicorn.Config(app, **common)).run(sockets=sockets)
+        uvicorn.Server(KbsUvicornConfig(app, **common)).run(sockets=sockets)
         return
     from uvicorn.supervisors import Multiprocess
 
@@ -123,7 +136,7 @@ def serve(config_path: str | Path, *, workers: int | None = None) -> None:
     # Workers write their metrics to files here; /metrics on any worker aggregates them all.
     metrics_dir = tempfile.mkdtemp(prefix="trustpod-kbs-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
-    config = uvicorn.Config("trustpod.kbs.serve:app_factory", factory=True, workers=n, **common)
+    config = KbsUvicornConfig("trustpod.kbs.serve:app_factory", factory=True, workers=n, **common)
     try:
         Multiprocess(config, sockets=sockets).run()
     finally:

@@ -140,4 +140,7 @@ class SessionStore:
                 expired = True
             if expired and self._store.delete(NAMESPACE, sid):
                 removed += 1
+        reclaim = getattr(self._store, "reclaim", None)  # SQLite: give freed pages back
+        if removed and callable(reclaim):
+            reclaim()
         return removed

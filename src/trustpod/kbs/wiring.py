@@ -23,6 +23,7 @@ from trustpod.kbs.core import KbsCore
 from trustpod.kbs.metrics import KbsMetrics
 from trustpod.kbs.ports import AttestationPort, RvpsPort
 from trustpod.kbs.resource_policy import ResourcePolicy
+from trustpod.kbs.session_limits import SessionAdmission
 from trustpod.kbs.sessions import SessionStore
 from trustpod.kbs.tokens import TokenVerifier
 from trustpod.storage.port import KeyValueStore
@@ -134,6 +135,23 @@ def _signer_jwk(config: KbsConfig) -> list[dict[str, Any]]:
     ]
 
 
+def _at_rest(config: KbsConfig, store: KeyValueStore) -> KeyValueStore:
+    """``store`` wrapped in at-rest encryption when ``[trustpod]`` names a key (ADR 0302)."""
+    from trustpod.storage.at_rest import EncryptedStore, load_local_kek
+
+    ts = config.trustpod
+    kek = load_local_kek(key_file=ts.at_rest_key_file, key_env=ts.at_rest_key_env)
+    if kek is None:
+        if config.storage_backend.storage_type != "Memory":
+            _log.warning(
+                "[trustpod] at_rest_key_file is not set: resources and keys are stored in "
+                "plain text in the %s storage",
+                config.storage_backend.storage_type,
+            )
+        return store
+    return EncryptedStore(store, kek)
+
+
 def build_core(
     config: KbsConfig,
     *,
@@ -144,7 +162,7 @@ def build_core(
     own_jwks: list[dict[str, Any]] | None = None,
 ) -> tuple[KbsCore, AdminAuthorizer]:
     clock = clock or SystemClock()
-    store = store or open_store(config.storage_backend)
+    store = _at_rest(config, store or open_store(config.storage_backend))
     session_kind = config.storage_backend.session_storage_type
     session_store = store
     if session_kind is not None and session_kind != config.storage_backend.storage_type:
@@ -165,11 +183,29 @@ def build_core(
     )
     policy = ResourcePolicy(store)
     policy.install_default()
-    metrics = KbsMetrics(config.trustpod.max_resource_path_labels)
+    metrics = KbsMetrics(
+        config.trustpod.max_resource_path_labels, config.trustpod.max_resource_path_label_chars
+    )
     audit = AuditLog(store, clock, config.trustpod.audit_max_entries)
     sessions = SessionStore(session_store, clock, config.attestation_service.timeout)
+    ts = config.trustpod
+    admission = SessionAdmission(
+        session_store,
+        max_sessions=ts.max_sessions,
+        max_extra_params_bytes=ts.max_extra_params_bytes,
+    )
     core = KbsCore(
-        config, store, sessions, clock, attestation, rvps, tokens, policy, metrics, audit
+        config,
+        store,
+        sessions,
+        clock,
+        attestation,
+        rvps,
+        tokens,
+        policy,
+        metrics,
+        audit,
+        admission=admission,
     )
     return core, AdminAuthorizer(config.admin, clock)
 

@@ -10,8 +10,11 @@ on one winner.
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -24,6 +27,7 @@ __all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "SqliteStore"]
 
 #: How long a writer waits for another process's write lock before failing (milliseconds).
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
+_log = logging.getLogger(__name__)
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _RETRY_MIN_S = 0.0001
 _RETRY_MAX_S = 0.0006
@@ -53,14 +57,18 @@ class SqliteStore:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _create_private(self.path)
         except OSError as exc:
             raise ConfigError(
-                f"cannot create the storage directory {self.path.parent}: {exc}",
+                f"cannot create the storage file {self.path}: {exc}",
                 reason="storage.sqlite.path",
                 fix="set [storage_backend.backends.sqlite] path to a writable location",
             ) from exc
         with self._errors("initialise"):
+            # before the first table: freed pages can be given back (reclaim()); no-op on an
+            # existing file created without it
+            self._execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._execute("PRAGMA journal_mode=WAL")
             self._execute(_SCHEMA)
 
@@ -153,6 +161,22 @@ class SqliteStore:
             ).fetchall()
         return [str(r[0]) for r in rows]
 
+    def count(self, namespace: str) -> int:
+        """Number of keys in ``namespace`` (one indexed query, no key list)."""
+        self._check_ns(namespace)
+        with self._errors("count"):
+            row = self._execute(
+                "SELECT COUNT(*) FROM kv WHERE namespace=?", (namespace,)
+            ).fetchone()
+        return int(row[0])
+
+    def reclaim(self) -> None:
+        """Give the pages of deleted rows back to the filesystem (incremental vacuum, then a
+        WAL checkpoint that truncates the log); called after expired sessions are purged."""
+        with self._errors("reclaim"):
+            self._execute("PRAGMA incremental_vacuum").fetchall()
+            self._execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     def close(self) -> None:
         with self._all_lock:
             conns, self._all = self._all, []
@@ -162,6 +186,24 @@ class SqliteStore:
             except sqlite3.Error:  # pragma: no cover - closing is best effort
                 pass
         self._local = threading.local()
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite gives its ``-wal`` and
+    ``-shm`` files the database file's mode). An existing file keeps its mode: a warning says
+    when others can read it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            _log.warning(
+                "%s is readable by other users (mode %o): chmod 600 it and its -wal/-shm files",
+                path,
+                mode,
+            )
+        return
+    os.close(fd)
 
 
 class _ErrorScope:

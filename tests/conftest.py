@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,3 +29,29 @@ def trustee_vectors() -> Path:
 def verifier_data(trustee_vectors: Path) -> Path:
     """``deps/verifier/test_data`` inside the vectors."""
     return trustee_vectors / "deps" / "verifier" / "test_data"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A real PostgreSQL server (tests/storage_servers.py); skips when not installed."""
+    from storage_servers import Postgres
+
+    try:
+        server = Postgres()
+    except FileNotFoundError as exc:
+        pytest.skip(f"{exc} not installed")
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real redis-server (tests/storage_servers.py); skips when not installed."""
+    from storage_servers import Redis
+
+    try:
+        server = Redis(tmp_path_factory.mktemp("redis"))
+    except FileNotFoundError as exc:
+        pytest.skip(f"{exc} not installed")
+    yield server
+    server.close()

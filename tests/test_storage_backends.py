@@ -4,20 +4,14 @@ server binaries are missing)."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from trustpod.errors import ConfigError, DependencyError
 from trustpod.storage.port import KeyValueStore
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def _port() -> int:
@@ -27,65 +21,29 @@ def _port() -> int:
 
 
 @pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed")
-    port = _port()
-    d = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(d),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+def redis_url(redis_server: Any) -> str:
+    return str(redis_server.url)
 
 
 @pytest.fixture(scope="module")
-def pg_conninfo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not (PG_BIN / "initdb").exists() or os.geteuid() != 0:
-        pytest.skip("PostgreSQL 15 binaries (run as root) not available")
-    # the postgres user cannot enter pytest's 0700 tmp tree: use a directory of its own
-    d = Path(tempfile.mkdtemp(prefix="trustpod-pg-"))
-    shutil.chown(d, "postgres", "postgres")
-    data = d / "data"
-    port = _port()
-    su = ["su", "postgres", "-s", "/bin/sh", "-c"]
-    subprocess.run(
-        [*su, f"{PG_BIN}/initdb -D {data} -U postgres -A trust --no-sync -E UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [*su, f"{PG_BIN}/pg_ctl -D {data} -l {d}/pg.log -o '{opts}' -w -t 30 start"],
-        check=True,
-        capture_output=True,
-    )
-    yield f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
-    subprocess.run([*su, f"{PG_BIN}/pg_ctl -D {data} -m immediate -w stop"], capture_output=True)
-    shutil.rmtree(d, ignore_errors=True)
+def pg_conninfo(pg_server: Any) -> str:
+    return str(pg_server.conninfo)
+
+
+def test_pg_fixture_finds_installed_version_and_runs_unprivileged(pg_server: Any) -> None:
+    from storage_servers import PG_USER, find_pg_bin
+
+    found = find_pg_bin()
+    assert found is not None and found == pg_server.bin
+    assert (found / "postgres").exists()
+    pid = int((pg_server.data / "postmaster.pid").read_text().split()[0])
+    owner = os.stat(f"/proc/{pid}").st_uid
+    if os.geteuid() == 0:
+        import pwd
+
+        assert owner == pwd.getpwnam(PG_USER).pw_uid != 0
+    else:
+        assert owner == os.geteuid()
 
 
 def _exercise(store: KeyValueStore) -> None:

@@ -1,13 +1,15 @@
 """``trustpod kbs``: run a KBS, or create a working KBS directory.
 
 * ``trustpod kbs serve --config F [--workers N]`` serves with TLS from the config.
-* ``trustpod kbs init --dir D --listen HOST:PORT [--insecure-http] [--force]`` writes
+* ``trustpod kbs init --dir D --listen HOST:PORT [--insecure-http] [--force]
+  [--san NAME]... [--storage-url URL] [--join DIR]`` writes
   ``D/kbs-config.toml``, TLS and signer keys, the admin key pair and ``D/admin-token``.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
@@ -26,6 +28,26 @@ def register(subparsers: Any) -> None:
     init.add_argument("--listen", required=True, metavar="HOST:PORT", help="listen address")
     init.add_argument("--insecure-http", action="store_true", help="plain HTTP (testing only)")
     init.add_argument("--force", action="store_true", help="overwrite an existing config")
+    init.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra DNS name or IP in the TLS certificate (repeatable), e.g. a Service name",
+    )
+    init.add_argument(
+        "--storage-url",
+        metavar="URL",
+        help="postgres://USER[:PW]@HOST:PORT/DB or redis://HOST:PORT/N shared by replicas "
+        "(the token signer key is then kept in the store)",
+    )
+    init.add_argument(
+        "--join",
+        type=Path,
+        metavar="DIR",
+        help="make a replica of the KBS in DIR (another replica's directory, copied here): "
+        "reuse its admin key and at-rest key",
+    )
     init.set_defaults(func=_init)
 
 
@@ -42,7 +64,15 @@ def _serve(args: argparse.Namespace) -> int:
 def _init(args: argparse.Namespace) -> int:
     from trustpod.kbs.init_dir import init_kbs_dir
 
-    res = init_kbs_dir(args.dir, args.listen, insecure_http=args.insecure_http, force=args.force)
+    res = init_kbs_dir(
+        args.dir,
+        args.listen,
+        insecure_http=args.insecure_http,
+        force=args.force,
+        sans=tuple(args.san),
+        storage_url=args.storage_url,
+        join=args.join,
+    )
     print(f"wrote {res.config}")
     print(f"admin token: {res.admin_token}")
     if res.certificate is not None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,6 +28,9 @@ from trustpod.kbs.jwks import sign_jwt
 from trustpod.storage.at_rest import generate_key_file
 
 __all__ = ["ADMIN_ISSUER", "ADMIN_TOKEN_YEARS", "InitResult", "init_kbs_dir"]
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SAN = re.compile(rf"(?=.{{1,253}}$)(\*\.)?{_LABEL}(\.{_LABEL})*")
 
 ADMIN_ISSUER = "trustpod-kbs"
 ADMIN_TOKEN_YEARS = 10
@@ -61,14 +66,18 @@ def _pem_private(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) ->
     )
 
 
-def _self_signed(host: str, key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> bytes:
+def _self_signed(
+    host: str, key: ec.EllipticCurvePrivateKey, now: dt.datetime, sans: tuple[str, ...] = ()
+) -> bytes:
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
     addresses = {"127.0.0.1"}
-    try:
-        ipaddress.ip_address(host)
-        addresses.add(host)
-    except ValueError:
-        names.append(x509.DNSName(host))
+    for name in (host, *sans):
+        try:
+            ipaddress.ip_address(name)
+            addresses.add(name)
+        except ValueError:
+            if x509.DNSName(name) not in names:
+                names.append(x509.DNSName(name))
     names += [x509.IPAddress(ipaddress.ip_address(a)) for a in sorted(addresses)]
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"trustpod KBS {host}")])
     cert = (
@@ -81,9 +90,90 @@ def _self_signed(host: str, key: ec.EllipticCurvePrivateKey, now: dt.datetime) -
         .not_valid_after(now + dt.timedelta(days=CERT_DAYS))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # key identifiers: clients trusting several replicas' self-signed certificates (one CA
+        # bundle, identical subjects) find the right one by key, not by name
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _check_san(name: str) -> None:
+    try:
+        ipaddress.ip_address(name)
+        return
+    except ValueError:
+        pass
+    if not _SAN.fullmatch(name):
+        raise ConfigError(
+            f"--san {name!r} is neither a DNS name nor an IP address",
+            reason="config.san",
+            fix="e.g. --san trustpod-kbs.confidential.svc --san 10.0.0.5",
+        )
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _storage_section(url: str | None, d: Path) -> str:
+    """``[storage_backend]`` for SQLite in ``d`` (one node) or a shared PostgreSQL/Redis."""
+    if url is None:
+        return (
+            '[storage_backend]\nstorage_type = "Sqlite"\n\n'
+            f'[storage_backend.backends.sqlite]\npath = "{d / "kbs.sqlite"}"\n'
+        )
+    u = urlsplit(url)
+    if u.scheme in ("redis", "rediss"):
+        return (
+            '[storage_backend]\nstorage_type = "Redis"\n\n'
+            f"[storage_backend.backends.redis]\nurl = {_toml_str(url)}\n"
+        )
+    if u.scheme in ("postgres", "postgresql") and u.hostname:
+        lines = [f"host = {_toml_str(u.hostname)}", f"port = {u.port or 5432}"]
+        lines.append(f"db = {_toml_str(u.path.lstrip('/') or 'postgres')}")
+        lines.append(f"username = {_toml_str(unquote(u.username or 'postgres'))}")
+        if u.password:
+            lines.append(f"password = {_toml_str(unquote(u.password))}")
+        return (
+            '[storage_backend]\nstorage_type = "Postgres"\n\n'
+            "[storage_backend.backends.postgres]\n" + "\n".join(lines) + "\n"
+        )
+    raise ConfigError(
+        f"--storage-url {url!r} is not a postgres:// or redis:// URL",
+        reason="config.storage_url",
+        fix="e.g. --storage-url postgres://kbs@db.example:5432/kbs or redis://cache:6379/0",
+    )
+
+
+def _read_secret(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"--join: cannot read {path}: {exc.strerror}",
+            reason="config.join",
+            fix="pass the directory of an existing replica (with admin-key.pem and at-rest.key)",
+        ) from exc
+
+
+def _admin_key(path: Path | None) -> ed25519.Ed25519PrivateKey:
+    if path is None:
+        return ed25519.Ed25519PrivateKey.generate()
+    try:
+        key = serialization.load_pem_private_key(_read_secret(path), password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"--join: {path}: {exc}", reason="config.admin_key") from exc
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise ConfigError(
+            f"--join: {path} is not an Ed25519 private key",
+            reason="config.admin_key",
+            fix="pass the admin-key.pem of the first replica's directory",
+        )
+    return key
 
 
 def init_kbs_dir(
@@ -93,8 +183,19 @@ def init_kbs_dir(
     insecure_http: bool = False,
     force: bool = False,
     clock: Clock | None = None,
+    sans: tuple[str, ...] = (),
+    storage_url: str | None = None,
+    join: Path | None = None,
 ) -> InitResult:
+    """``sans``: extra certificate names (a Kubernetes Service name, a load balancer's address).
+    ``storage_url``: ``postgres://`` or ``redis://`` store shared by replicas; the token signer
+    key then lives in that store (created once, atomically), so tokens from every replica made
+    with the same URL are valid on all. ``join``: another replica's directory (copied from its
+    machine): its admin key (one admin token for all replicas) and at-rest key are reused."""
     d = Path(directory).resolve()
+    for name in sans:
+        _check_san(name)
+    storage = _storage_section(storage_url, d)
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise ConfigError(f"--listen {listen!r} is not HOST:PORT", fix="e.g. 127.0.0.1:8080")
@@ -105,7 +206,9 @@ def init_kbs_dir(
         )
     d.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds keys and the store
     kek_path = d / "at-rest.key"
-    if not kek_path.exists():  # kept on --force: it decrypts the existing store
+    if join is not None:  # a replica of ``join``: the same at-rest key (one store, one KEK)
+        _write(kek_path, _read_secret(join / "at-rest.key"), secret=True)
+    elif not kek_path.exists():  # kept on --force: it decrypts the existing store
         generate_key_file(kek_path)
     now = (clock or SystemClock()).now()
     http = f'sockets = ["{listen}"]\ninsecure_http = {"true" if insecure_http else "false"}\n'
@@ -114,21 +217,27 @@ def init_kbs_dir(
         tls_key = ec.generate_private_key(ec.SECP256R1())
         cert_path = d / "kbs-cert.pem"
         _write(d / "kbs-key.pem", _pem_private(tls_key), secret=True)
-        _write(cert_path, _self_signed(host, tls_key, now))
+        _write(cert_path, _self_signed(host, tls_key, now, sans))
         http += f'private_key = "{d / "kbs-key.pem"}"\ncertificate = "{cert_path}"\n'
-    signer = ec.generate_private_key(ec.SECP256R1())
-    _write(d / "token-key.pem", _pem_private(signer), secret=True)
-    admin_key = ed25519.Ed25519PrivateKey.generate()
-    _write(d / "admin-key.pem", _pem_private(admin_key), secret=True)
+    signer_section = ""
+    if storage_url is None:  # one node: the signer key is a file; replicas: it is in the store
+        signer = ec.generate_private_key(ec.SECP256R1())
+        _write(d / "token-key.pem", _pem_private(signer), secret=True)
+        signer_section = (
+            "\n[attestation_service.attestation_token_broker.signer]\n"
+            f'key_path = "{d / "token-key.pem"}"\n'
+        )
+    admin = _admin_key(None if join is None else join / "admin-key.pem")
+    _write(d / "admin-key.pem", _pem_private(admin), secret=True)
     _write(
         d / "admin-public.pem",
-        admin_key.public_key().public_bytes(
+        admin.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     )
     iat = int(now.timestamp())
     token = sign_jwt(
-        admin_key,
+        admin,
         {
             "iss": ADMIN_ISSUER,
             "sub": "admin",
@@ -155,10 +264,7 @@ timeout = 5
 
 [attestation_service.attestation_token_broker]
 duration_min = 5
-
-[attestation_service.attestation_token_broker.signer]
-key_path = "{d / "token-key.pem"}"
-
+{signer_section}
 [admin]
 authorization_mode = "AuthenticatedAuthorization"
 
@@ -169,12 +275,7 @@ public_key_uri = "{d / "admin-public.pem"}" }}]
 [admin.authorization.regex_acl]
 acls = [{{ role = "admin", allowed_endpoints = "^/kbs/.+$" }}]
 
-[storage_backend]
-storage_type = "Sqlite"
-
-[storage_backend.backends.sqlite]
-path = "{d / "kbs.sqlite"}"
-
+{storage}
 [[plugins]]
 name = "resource"
 storage_backend_type = "kvstorage"

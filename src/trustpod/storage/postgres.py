@@ -2,7 +2,10 @@
 columns ``key TEXT PRIMARY KEY, value BYTEA``).
 
 A connection per thread (autocommit); ``put(..., overwrite=False)`` is
-``INSERT ... ON CONFLICT DO NOTHING``. Failures become ``DependencyError``.
+``INSERT ... ON CONFLICT DO NOTHING``. Failures become ``DependencyError`` naming PostgreSQL (the
+KBS answers 503). A connection found broken (server restarted, failover) is replaced and the
+statement retried once, so the KBS recovers by itself when the server is back; while it is down
+every request fails fast (connection refused) with that 503.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from trustpod.errors import ConfigError, DependencyError
 from trustpod.storage.port import NAMESPACES
 
 __all__ = ["PostgresStore"]
+
+_INIT_LOCK = 0x7472757374706F64  # "trustpod": advisory lock key of the schema set-up
 
 
 class PostgresStore:
@@ -54,7 +59,11 @@ class PostgresStore:
             for ns in NAMESPACES
         }
         conn = self._conn()
-        with self._errors("initialise"):
+        # Replicas starting together race on CREATE TABLE IF NOT EXISTS (it is not atomic in
+        # PostgreSQL: "duplicate key ... pg_type_typname_nsp_index"): serialise it with a
+        # transaction-scoped advisory lock.
+        with self._errors("initialise"), conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_INIT_LOCK,))
             for ns in NAMESPACES:
                 conn.execute(self._q[ns]["create"])
 
@@ -81,28 +90,45 @@ class PostgresStore:
                 f"unknown storage namespace {namespace!r}", reason="storage.namespace"
             ) from None
 
+    def _execute(self, what: str, stmt: Any, params: tuple[Any, ...] = ()) -> Any:
+        """Run ``stmt``; a broken per-thread connection is replaced and the statement retried once
+        (every statement here is idempotent)."""
+        with self._errors(what):
+            conn = self._conn()
+            try:
+                return conn.execute(stmt, params)
+            except self._pg.OperationalError:
+                if not (conn.broken or conn.closed):
+                    raise
+                self._local.conn = None
+                with self._lock:
+                    if conn in self._all:
+                        self._all.remove(conn)
+                conn.close()
+                return self._conn().execute(stmt, params)
+
     def get(self, namespace: str, key: str) -> bytes | None:
         stmt = self._sql(namespace, "get")
+        cur = self._execute("read", stmt, (key,))
         with self._errors("read"):
-            row = self._conn().execute(stmt, (key,)).fetchone()
+            row = cur.fetchone()
         return None if row is None else bytes(row[0])
 
     def put(self, namespace: str, key: str, value: bytes, *, overwrite: bool = True) -> bool:
         stmt = self._sql(namespace, "upsert" if overwrite else "insert")
-        with self._errors("write"):
-            cur = self._conn().execute(stmt, (key, bytes(value)))
+        cur = self._execute("write", stmt, (key, bytes(value)))
         return bool(cur.rowcount > 0)
 
     def delete(self, namespace: str, key: str) -> bool:
         stmt = self._sql(namespace, "delete")
-        with self._errors("delete"):
-            cur = self._conn().execute(stmt, (key,))
+        cur = self._execute("delete", stmt, (key,))
         return bool(cur.rowcount > 0)
 
     def list_keys(self, namespace: str) -> list[str]:
         stmt = self._sql(namespace, "list")
+        cur = self._execute("list", stmt)
         with self._errors("list"):
-            rows = self._conn().execute(stmt).fetchall()
+            rows = cur.fetchall()
         return [str(r[0]) for r in rows]
 
     def close(self) -> None:

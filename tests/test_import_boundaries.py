@@ -24,6 +24,7 @@ PURE = (
     "trustpod.sealed",
     "trustpod.verity.core",
     "trustpod.agent.framing",
+    "trustpod.agent.serde",
 )
 IO_LIBS = {
     "socket",

@@ -42,6 +42,7 @@ GROUPS = (
     "guest",
     "verity",
     "image",
+    "policy",
 )
 
 

@@ -1,0 +1,197 @@
+"""One loaded agent policy and its state, evaluated as kata's ``AgentPolicy`` does (regorus).
+
+Steps of ``allow_request(ep, input)`` (``kata:src/agent/policy/src/policy.rs``, reference
+pods-images-gpu.md §1.3, guest-and-control-plane.md §6.1):
+
+1. ``input`` is set from the request's serde JSON; the query is ``data.agent_policy.<ep>``.
+2. ``print()`` output is gathered and joined with spaces (the denial message).
+3. Not exactly one result (an *undefined* rule) is an error, not a denial, unless the policy sets
+   ``AllowRequestsFailingPolicy := true`` (then allowed).
+4. A boolean result is the decision. An object must be ``{"allowed": bool, "ops"?: JSON patch}``;
+   when allowed, ``ops`` (RFC 6902) are applied to the whole data document (``{"pstate": {}}`` at
+   load) and the engine's data is replaced. Any other value is an error.
+5. A denial under ``AllowRequestsFailingPolicy`` is turned into an allow.
+
+Limits are kata's raised regorus limits (64 KiB per line, 16 MiB, 200 000 lines), as named
+settings. Divergences (ADR 0950, docs/compat.md): the policy must declare ``package agent_policy``
+(kata accepts any package and then fails every request), and ``AllowRequestsFailingPolicy`` is
+re-read from the new policy alone (kata keeps the old flag while evaluating it).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jsonpatch
+import regorus
+
+from trustpod.errors import ConfigError
+
+__all__ = [
+    "ALLOW_FAILURES_RULE",
+    "PACKAGE",
+    "AgentPolicy",
+    "Decision",
+    "PolicySettings",
+    "regorus_message",
+]
+
+log = logging.getLogger(__name__)
+
+#: The package every agent policy must declare (queries are ``data.agent_policy.<Request>``).
+PACKAGE = "agent_policy"
+#: The rule that turns denials and undefined rules into allows (debug only; insecure).
+ALLOW_FAILURES_RULE = "AllowRequestsFailingPolicy"
+_INITIAL_DATA: dict[str, Any] = {"pstate": {}}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """Named limits on a policy text, raised as kata raises regorus' defaults."""
+
+    #: Longest line (regorus ``max_col``; default 1024 rejects genpolicy's long CUDA env values).
+    max_line_bytes: int = 64 * 1024
+    #: Largest policy text (regorus ``max_file_bytes``).
+    max_policy_bytes: int = 16 * 1024 * 1024
+    #: Most lines in a policy (regorus ``max_lines``).
+    max_policy_lines: int = 200_000
+    #: Longest denial message kept from the policy's ``print()`` output.
+    max_prints_chars: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("max_line_bytes", "max_policy_bytes", "max_policy_lines", "max_prints_chars"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"agent policy setting {name} must be positive")
+
+
+class Decision(NamedTuple):
+    """A decision: allowed or not, and the policy's ``print()`` output joined with spaces."""
+
+    allowed: bool
+    prints: str
+
+
+def regorus_message(exc: BaseException) -> str:
+    """A regorus error without its Rust stack backtrace."""
+    return str(exc).split("\nStack backtrace:", 1)[0].strip()
+
+
+class AgentPolicy:
+    """A loaded policy plus its data document. Not thread-safe: the gate serialises calls."""
+
+    def __init__(self, text: str, *, settings: PolicySettings | None = None) -> None:
+        self.settings = settings or PolicySettings()
+        s = self.settings
+        size = len(text.encode("utf-8"))
+        if size > s.max_policy_bytes:
+            raise ConfigError(
+                f"agent policy is {size} bytes, over the limit of {s.max_policy_bytes}",
+                reason="agent_policy.too_large",
+                fix="raise max_policy_bytes in the agent policy settings",
+            )
+        self._engine = regorus.Engine()
+        self._engine.set_gather_prints(True)
+        self._engine.set_policy_length_config(
+            max_col=s.max_line_bytes,
+            max_file_bytes=s.max_policy_bytes,
+            max_lines=s.max_policy_lines,
+        )
+        try:
+            self._engine.add_policy("policy.rego", text)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"agent policy does not load: {regorus_message(exc)}",
+                reason="agent_policy.parse",
+                fix="check the policy with `trustpod policy check` (Rego v1 syntax, regorus)",
+            ) from exc
+        packages = list(self._engine.get_packages())
+        if f"data.{PACKAGE}" not in packages:
+            raise ConfigError(
+                f"agent policy declares {packages or 'no package'}, not `package {PACKAGE}`",
+                reason="agent_policy.package",
+                fix=f"start the policy with `package {PACKAGE}`",
+            )
+        self._data: dict[str, Any] = copy.deepcopy(_INITIAL_DATA)
+        self._engine.add_data(self._data)
+        self.allow_failures = False
+        try:
+            self.allow_failures = self.allow_request(ALLOW_FAILURES_RULE, "{}").allowed
+        except ConfigError:
+            self.allow_failures = False
+        if self.allow_failures:
+            log.warning(
+                "insecure_allow_requests_failing_policy: the agent policy sets %s; "
+                "every denial and policy error is ignored",
+                ALLOW_FAILURES_RULE,
+            )
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """A copy of the data document (``{"pstate": {...}}`` plus what ops added)."""
+        return copy.deepcopy(self._data)
+
+    def _error(self, ep: str, what: str) -> ConfigError:
+        return ConfigError(
+            f"policy check: {ep}: {what}",
+            reason="agent_policy.eval",
+            fix=f"define `{ep}` in the agent policy (or `default {ep} := false`)",
+        )
+
+    def allow_request(self, ep: str, input_json: str) -> Decision:
+        """Steps 1-5 of the module doc. Raises ``ConfigError(reason='agent_policy.eval')`` for an
+        evaluation error (kata: ttRPC INTERNAL)."""
+        engine = self._engine
+        try:
+            engine.set_input_json(input_json)
+            results = engine.eval_query(f"data.{PACKAGE}.{ep}")["result"]
+        except (RuntimeError, KeyError, TypeError) as exc:
+            engine.take_prints()
+            raise self._error(ep, f"evaluation failed: {regorus_message(exc)}") from exc
+        prints = " ".join(engine.take_prints())[: self.settings.max_prints_chars]
+        if len(results) != 1:
+            if self.allow_failures:
+                return Decision(True, prints)
+            raise self._error(ep, f"unexpected eval_query result len {len(results)}")
+        exprs = results[0].get("expressions", [])
+        if len(exprs) != 1:
+            raise self._error(ep, f"unexpected eval_query result expressions {len(exprs)}")
+        value = exprs[0].get("value")
+        if isinstance(value, bool):
+            allowed = value
+        elif isinstance(value, dict):
+            allowed = self._metadata_response(ep, value)
+        else:
+            raise self._error(ep, f"unexpected eval_query result type {type(value).__name__}")
+        if not allowed and self.allow_failures:
+            log.warning("policy: ignoring error for %s (%s)", ep, ALLOW_FAILURES_RULE)
+            allowed = True
+        return Decision(allowed, prints)
+
+    def _metadata_response(self, ep: str, value: dict[str, Any]) -> bool:
+        allowed = value.get("allowed")
+        if not isinstance(allowed, bool):
+            raise self._error(ep, "result object has no boolean `allowed`")
+        ops = value.get("ops")
+        if allowed and ops is not None:
+            if not isinstance(ops, list):
+                raise self._error(ep, "result `ops` is not a JSON patch (array)")
+            try:
+                patched = jsonpatch.apply_patch(self._data, ops, in_place=False)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+                raise self._error(ep, f"state patch failed: {exc}") from exc
+            except (TypeError, KeyError, ValueError) as exc:
+                raise self._error(ep, f"state patch is malformed: {exc}") from exc
+            if not isinstance(patched, dict):
+                raise self._error(ep, "state patch replaced the data document with a non-object")
+            self._engine.clear_data()
+            try:
+                self._engine.add_data(json.loads(json.dumps(patched)))
+            except RuntimeError as exc:
+                self._engine.add_data(self._data)
+                raise self._error(ep, f"patched state rejected: {regorus_message(exc)}") from exc
+            self._data = patched
+        return allowed

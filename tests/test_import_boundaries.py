@@ -25,6 +25,17 @@ PURE = (
     "trustpod.verity.core",
     "trustpod.agent.framing",
     "trustpod.agent.serde",
+    # image puller: pure parsers and the decision (registry/unpack/gpgv/lookaside are I/O)
+    "trustpod.oci.reference",
+    "trustpod.oci.manifest",
+    "trustpod.oci.settings",
+    "trustpod.oci.policy",
+    "trustpod.oci.payload",
+    "trustpod.oci.cosign",
+    "trustpod.oci.decide",
+    "trustpod.oci.auth",
+    "trustpod.oci.sigstore_config",
+    "trustpod.oci.config",
 )
 IO_LIBS = {
     "socket",
@@ -46,7 +57,7 @@ IO_LIBS = {
     "regopy",
     "shutil",
 }
-GUEST = ("trustpod.guest", "trustpod.agent")
+GUEST = ("trustpod.guest", "trustpod.agent", "trustpod.oci")
 SERVER = (
     "trustpod.kbs",
     "trustpod.attestation",

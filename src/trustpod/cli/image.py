@@ -46,6 +46,26 @@ def register(subparsers: Any) -> None:
     c.add_argument("--hash-device", type=Path, default=None, help="hash device")
     c.set_defaults(func=_check)
 
+    p = sub.add_parser("pull", help="pull an OCI image, check its signature policy, unpack it")
+    p.add_argument("ref", help="image reference, e.g. 127.0.0.1:5000/app/web:1")
+    p.add_argument("--policy", type=Path, required=True, help="containers-policy.json(5) file")
+    p.add_argument(
+        "--dest", type=Path, required=True, help="writes DEST/rootfs and DEST/image.json"
+    )
+    p.add_argument("--signature-store", default=None, help="lookaside URL (file:// or http(s))")
+    p.add_argument("--registries-d", type=Path, default=None, help="dir of lookaside *.yaml")
+    p.add_argument("--authfile", type=Path, default=None, help="auth.json with registry creds")
+    p.add_argument("--cache-dir", type=Path, default=None, help="blob cache (default DEST/.blobs)")
+    p.add_argument("--platform", default=None, help="os/arch[/variant] (default: this host)")
+    p.add_argument(
+        "--insecure-http-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="speak plain http to this registry (INSECURE; repeatable)",
+    )
+    p.set_defaults(func=_pull)
+
 
 def _load(path: Path) -> Any:
     from trustpod.image.manifest import MAX_MANIFEST_BYTES, BootManifest
@@ -113,4 +133,11 @@ def _check(args: argparse.Namespace) -> int:
     hash_dev = args.hash_device or base / manifest.hash_device.path
     check_root(manifest, data, hash_dev)
     print(f"root image verified against roothash={manifest.root_hash}")
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from trustpod.oci.cli_support import pull_from_args
+
+    print(json.dumps(pull_from_args(args), indent=2))
     return 0

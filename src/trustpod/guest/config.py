@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trustpod.errors import ConfigError
+from trustpod.oci.config import parse_image_section
 from trustpod.sealed.resource_uri import ResourceUri
 
 __all__ = [
@@ -227,6 +228,7 @@ def parse_cdh(text: str, source: str = "cdh.toml") -> CdhConfig:
             raise ConfigError(f"credentials[{i}] in {source} needs resource_uri and path")
         creds.append(Credential(ResourceUri.parse(uri), path))
     image = top.raw("image", dict) or {}
+    parse_image_section(image, source)  # validated now; trustpod.oci.guest uses it at pull time
     level = _level(top.table("log"), source)
     top.done()
     return CdhConfig(kbc, socket, aa_socket, skip, tuple(creds), image, level)

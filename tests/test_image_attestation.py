@@ -20,7 +20,7 @@ from trustpod.image.build import BuildOptions, build_image
 from trustpod.image.fsmakers import SquashfsMaker
 from trustpod.image.reference_values import reference_values, rvps_sample_message
 
-pytest.importorskip("regopy")
+pytest.importorskip("regorus")
 pytest.importorskip("trustpod.attestation.service")
 pytest.importorskip("trustpod.guest.emulator.cvm")
 pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="no squashfs-tools")

@@ -54,7 +54,7 @@ IO_LIBS = {
     "redis",
     "tpm2_pytss",
     "prometheus_client",
-    "regopy",
+    "regorus",
     "shutil",
 }
 GUEST = ("trustpod.guest", "trustpod.agent", "trustpod.oci")

@@ -1,8 +1,9 @@
-"""Resource policy: presets' native evaluation equals their Rego, non-boolean allow, sessions."""
+"""Resource policy on regorus: presets mean what they say, non-boolean allow, errors, sessions."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -27,18 +28,30 @@ def policy() -> ResourcePolicy:
     return ResourcePolicy(MemoryStore())
 
 
+def _expected(name: str, claims: dict[str, Any], plugin: str) -> bool:
+    """What each preset is documented to mean (test oracle only; the KBS runs the Rego)."""
+    if name == "allow-all":
+        return plugin == "resource"
+    if name == "deny-all":
+        return False
+    subs = list(claims.get("submods", {}).values())
+    return bool(subs) and all(s.get("ear.status") == "affirming" for s in subs)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     claims=CLAIMS, name=st.sampled_from(sorted(PRESETS)), plugin=st.sampled_from(["resource", "x"])
 )
-def test_native_presets_match_rego(
+def test_presets_evaluate_as_documented(
     policy: ResourcePolicy, claims: dict[str, Any], name: str, plugin: str
 ) -> None:
-    text = PRESETS[name]
-    native = policy._evaluate(text, "n", claims, plugin, ["a", "b", "c"], {})
-    rego = policy._evaluate(text + "# via rego\n", "r-" + name, claims, plugin, ["a", "b", "c"], {})
-    assert rego.error is None
-    assert native.allow == rego.allow, (name, claims, plugin)
+    d = policy._evaluate(PRESETS[name], "p-" + name, claims, plugin, ["a", "b", "c"], {})
+    assert d.error is None and d.policy_name == name
+    assert d.allow == _expected(name, claims, plugin), (name, claims, plugin)
+    as_json = policy._evaluate(
+        PRESETS[name], "p-" + name, {}, plugin, ["a", "b", "c"], {}, json.dumps(claims)
+    )
+    assert as_json == d
 
 
 def test_default_is_affirming_and_custom_data(policy: ResourcePolicy) -> None:
@@ -62,8 +75,10 @@ def test_default_is_affirming_and_custom_data(policy: ResourcePolicy) -> None:
     p.set("package policy\nallow = 3\n")
     d = p.evaluate({}, "resource", ["a", "b", "c"], {})
     assert not d.allow and d.error == "data.policy.allow is not a boolean"
-    with pytest.raises(EvidenceError):
+    with pytest.raises(EvidenceError) as exc:
         p.set("package policy\nallow {{\n")
+    assert exc.value.reason == "kbs.policy_parse"
+    assert p.current().startswith("package policy\nallow = 3")  # the bad one was not stored
 
 
 def test_sessions_shape_and_expiry() -> None:
@@ -91,14 +106,15 @@ def test_sessions_shape_and_expiry() -> None:
         s.get("abc")
 
 
-def test_v0_syntax_policy_with_plugin_and_claims() -> None:
-    # Older deployed policies use Rego v0 syntax; they keep working.
+def test_upstream_style_policy_with_plugin_and_claims() -> None:
+    # Upstream's sample policies: `=` assignments, `if` without `import rego.v1` (Rego v1).
     p = ResourcePolicy(MemoryStore())
     p.set(
         "package policy\n"
         "default allow = false\n"
-        "allow {\n"
-        '  data.plugin == "resource"\n'
+        "plugin = data.plugin\n"
+        "allow if {\n"
+        '  plugin == "resource"\n'
         '  not input["submods"]["cpu0"]["ear.veraison.annotated-evidence"]["sample"]\n'
         "}\n"
     )
@@ -107,3 +123,26 @@ def test_v0_syntax_policy_with_plugin_and_claims() -> None:
     assert not p.evaluate(sample, "resource", ["a", "b", "c"], {}).allow
     assert p.evaluate(snp, "resource", ["a", "b", "c"], {}).allow
     assert not p.evaluate(snp, "other", ["a", "b", "c"], {}).allow
+
+
+def test_v0_only_syntax_is_refused_with_the_engine_message() -> None:
+    # Upstream's regorus runs Rego v1: a v0 rule body (`allow { ... }`) does not load there.
+    p = ResourcePolicy(MemoryStore())
+    with pytest.raises(EvidenceError) as exc:
+        p.set("package policy\ndefault allow = false\nallow {\n  input.a == 1\n}\n")
+    msg = exc.value.message
+    assert exc.value.reason == "kbs.policy_parse"
+    assert "policy.rego line 3, column 7" in msg
+    assert "`if` keyword is required before rule body" in msg
+    assert "3 | allow {" in msg  # the source line and caret come back whole
+
+
+def test_evaluation_errors_fail_closed() -> None:
+    p = ResourcePolicy(MemoryStore())
+    p.set("package policy\nimport rego.v1\nallow if 1 / count(input.x) > 0\n")
+    d = p.evaluate({"x": []}, "resource", ["a", "b", "c"], {})
+    assert not d.allow and d.error is not None and "divide by zero" in d.error
+    assert p.evaluate({"x": [1]}, "resource", ["a", "b", "c"], {}).allow
+    p.set("package policy\nimport rego.v1\nallow := true if input.a\nallow := false if input.b\n")
+    d = p.evaluate({"a": True, "b": True}, "resource", ["a", "b", "c"], {})
+    assert not d.allow and d.error is not None and "conflict" in d.error

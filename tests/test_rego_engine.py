@@ -1,4 +1,4 @@
-"""trustpod.rego: regopy pitfalls, compile-once caching, query_reference_value, thread safety."""
+"""trustpod.rego (regorus): false vs undefined, errors, caching, query_reference_value, threads."""
 
 from __future__ import annotations
 
@@ -35,7 +35,6 @@ def compiled() -> CompiledPolicy:
 
 
 def test_false_is_false_not_undefined(compiled: CompiledPolicy) -> None:
-    # pitfall 1: a plain query of a false rule reads as undefined; entrypoints give False
     assert compiled.evaluate({"user": "mallory"}, "allow") is False
     assert compiled.evaluate({"user": "alice"}, "allow") is True
 
@@ -47,7 +46,7 @@ def test_undefined_rule_is_none(compiled: CompiledPolicy) -> None:
 
 
 def test_builtin_error_is_policy_error(compiled: CompiledPolicy) -> None:
-    # pitfall 2/3: strict builtin errors + non-JSON error outputs -> PolicyDenied(rego.error)
+    # a failing builtin is an error (fail closed), not a silent undefined
     with pytest.raises(PolicyDenied) as exc:
         compiled.evaluate({"blob": "!!!not base64"}, "decoded")
     assert exc.value.reason == "rego.error"
@@ -79,11 +78,14 @@ def test_policy_defining_its_own_helper_is_kept() -> None:
 
 def test_other_package_and_v0_syntax() -> None:
     text = "package agent\ndefault allow = false\nallow { input.a == 1 }\n"
-    c = CompiledPolicy(text, ("allow",))
+    with pytest.raises(EvidenceError):  # Rego v1 by default, as upstream's regorus
+        CompiledPolicy(text, ("allow",))
+    c = CompiledPolicy(text, ("allow",), rego_v0=True)
     assert c.package == "agent"
     assert c.evaluate({"a": 1}, "allow") is True
     assert c.evaluate({"a": 2}, "allow") is False
-    assert CompiledPolicy(text, ("data.agent.allow",)).evaluate({"a": 1}, "data.agent.allow")
+    v0 = CompiledPolicy(text, ("data.agent.allow",), rego_v0=True)
+    assert v0.evaluate({"a": 1}, "data.agent.allow")
 
 
 def test_conflicting_values_are_errors() -> None:
@@ -96,7 +98,8 @@ def test_conflicting_values_are_errors() -> None:
 @pytest.mark.parametrize(
     ("text", "line"),
     [
-        ("package policy\nimport rego.v1\n\nallow if {\n", 4),
+        ("package policy\nimport rego.v1\n\nallow if {\n", 5),  # regorus: at end of input
+        ("package policy\nimport rego.v1\n\nallow if {\n  input.x ==\n}\n", 6),
         ("package policy\nallow := := 1\n", None),
     ],
 )

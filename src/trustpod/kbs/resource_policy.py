@@ -1,14 +1,17 @@
 """The KBS resource policy (reference §4.1): Rego, ``data.policy.allow`` must be a boolean.
 
 ``input`` = the verified token claims; ``data`` = ``{"plugin", "resource-path": [...],
-"query": {...}}``. A missing or non-boolean ``allow`` is a deny and a policy error. Our default
-(installed with ``overwrite=False``) is fail-closed ``affirming``; presets ``allow-all``,
-``deny-all`` and ``affirming`` are stored like any other policy.
+"query": {...}}``, as upstream's ``policy-engine`` (``deps/policy-engine``). A missing or
+non-boolean ``allow`` is a deny and a policy error. Our default (installed with
+``overwrite=False``) is fail-closed ``affirming``; presets ``allow-all``, ``deny-all`` and
+``affirming`` are stored and evaluated like any other policy: every policy runs on regorus, one
+semantics (ADR 0202).
 
-Speed: upstream compiles the policy per request. Here each thread keeps one compiled interpreter
-per policy digest (request data passed with ``with data.x as ...``), and decisions are cached by
-(policy digest, token digest, path, query): the same token asking for the same path costs one
-dict lookup.
+Speed: upstream parses the policy per request. Here the policy is parsed once per digest (and per
+thread, ``trustpod.rego.RegoPolicy``), the request data replaces ``data`` per query, and the claims
+go in as JSON (the token's own payload when the caller has it, ``claims_json``). Decisions are
+cached by (policy digest, token digest, path, query): the same token asking for the same path
+costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trustpod.errors import EvidenceError
+from trustpod.errors import EvidenceError, PolicyDenied
+from trustpod.rego import UNDEFINED, RegoPolicy
 from trustpod.storage.port import KeyValueStore
 
-__all__ = ["DEFAULT_POLICY", "POLICY_KEY", "PRESETS", "Decision", "ResourcePolicy"]
+__all__ = ["ALLOW_RULE", "DEFAULT_POLICY", "POLICY_KEY", "PRESETS", "Decision", "ResourcePolicy"]
 
 POLICY_NAMESPACE = "kbs"
 POLICY_KEY = "resource-policy.rego"
@@ -57,28 +61,6 @@ class Decision:
     policy_name: str
 
 
-def _affirming(claims: Mapping[str, Any]) -> bool:
-    submods = claims.get("submods")
-    if isinstance(submods, Mapping):
-        items = list(submods.values())
-    elif isinstance(submods, list):
-        items = submods
-    else:
-        return False
-    return len(items) > 0 and all(
-        isinstance(s, Mapping) and s.get("ear.status") == "affirming" for s in items
-    )
-
-
-#: Our presets evaluated natively (same semantics as their Rego text, which stays the stored
-#: policy); any other policy text goes through regopy. See docs/adr/0301-kbs-hot-path.md.
-_NATIVE: dict[str, Callable[[Mapping[str, Any], str], bool]] = {
-    "allow-all": lambda claims, plugin: plugin == "resource",
-    "deny-all": lambda claims, plugin: False,
-    "affirming": lambda claims, plugin: _affirming(claims),
-}
-
-
 def _preset_name(text: str) -> str:
     for name, body in PRESETS.items():
         if body == text:
@@ -86,23 +68,20 @@ def _preset_name(text: str) -> str:
     return "custom"
 
 
-def _compile(text: str) -> Any:
-    from regopy import Interpreter
+#: The rule upstream's KBS evaluates.
+ALLOW_RULE = "data.policy.allow"
 
-    interp = Interpreter()
+
+def _compile(text: str) -> RegoPolicy:
     try:
-        interp.add_module("policy.rego", text)
-        interp.set_input({})
-        out = interp.query("x := data.policy")
-        if not out.ok():
-            raise ValueError("policy does not evaluate")
-    except Exception as exc:  # regopy raises RegoError or ValueError with S-expressions
+        return RegoPolicy({"policy.rego": text})
+    except EvidenceError as exc:
         raise EvidenceError(
-            f"resource policy does not compile: {str(exc).splitlines()[0][:200]}",
+            f"resource {exc.message}",
             reason="kbs.policy_parse",
-            fix="check the Rego (package policy, rule allow) with `opa check` or regopy",
+            fix="fix the Rego at the line shown (package policy, rule allow; Rego v1 as "
+            "upstream's regorus: `if` before rule bodies)",
         ) from exc
-    return interp
 
 
 class ResourcePolicy:
@@ -112,7 +91,8 @@ class ResourcePolicy:
         self._store = store
         self._reload_s = reload_s
         self._text: tuple[float, str] | None = None
-        self._local = threading.local()
+        self._compiled: tuple[str, RegoPolicy | EvidenceError] | None = None
+        self._compile_lock = threading.Lock()
         self._cache: OrderedDict[tuple[Any, ...], Decision] = OrderedDict()
         self._cache_lock = threading.Lock()
 
@@ -146,7 +126,10 @@ class ResourcePolicy:
         query: Mapping[str, str],
         *,
         claims_key: bytes | None = None,
+        claims_json: str | None = None,
     ) -> Decision:
+        """Decide one request. ``claims_json`` (optional) is ``claims`` as JSON text, e.g. the
+        verified token's payload, passed to the engine as is (saves one serialisation)."""
         text = self.current()
         digest = hashlib.sha256(text.encode()).hexdigest()
         key = None
@@ -156,7 +139,9 @@ class ResourcePolicy:
                 hit = self._cache.get(key)
             if hit is not None:
                 return hit
-        decision = self._evaluate(text, digest, claims, plugin, list(path), dict(query))
+        decision = self._evaluate(
+            text, digest, claims, plugin, list(path), dict(query), claims_json
+        )
         if key is not None:
             with self._cache_lock:
                 self._cache[key] = decision
@@ -164,11 +149,18 @@ class ResourcePolicy:
                     self._cache.popitem(last=False)
         return decision
 
-    def _interpreter(self, text: str, digest: str) -> Any:
-        held: tuple[str, Any] | None = getattr(self._local, "compiled", None)
+    def _policy(self, text: str, digest: str) -> RegoPolicy | EvidenceError:
+        held = self._compiled
         if held is None or held[0] != digest:
-            held = (digest, _compile(text))
-            self._local.compiled = held
+            with self._compile_lock:
+                held = self._compiled
+                if held is None or held[0] != digest:
+                    try:
+                        compiled: RegoPolicy | EvidenceError = _compile(text)
+                    except EvidenceError as exc:  # a stored policy that no longer parses
+                        compiled = exc
+                    held = (digest, compiled)
+                    self._compiled = held
         return held[1]
 
     def _evaluate(
@@ -179,28 +171,24 @@ class ResourcePolicy:
         plugin: str,
         path: list[str],
         query: dict[str, str],
+        claims_json: str | None = None,
     ) -> Decision:
         name = _preset_name(text)
-        native = _NATIVE.get(name)
-        if native is not None:
-            return Decision(native(claims, plugin), None, digest, name)
-        try:
-            interp = self._interpreter(text, digest)
-        except EvidenceError as exc:
-            return Decision(False, exc.message, digest, name)
-        # (2) data = {plugin, resource-path, query}, passed per query (compiled module reused).
-        q = (
-            f"x := data.policy.allow with data.plugin as {json.dumps(plugin)}"
-            f' with data["resource-path"] as {json.dumps(path)}'
-            f" with data.query as {json.dumps(query)}"
+        policy = self._policy(text, digest)
+        if isinstance(policy, EvidenceError):
+            return Decision(False, policy.message, digest, name)
+        # (2) data = {plugin, resource-path, query}, replaced per query (parsed policy reused).
+        data = json.dumps(
+            {"plugin": plugin, "resource-path": path, "query": query}, separators=(",", ":")
         )
         try:
-            interp.set_input(dict(claims))
-            out = interp.query(q)
-            value = None if str(out) == "undefined" or not out.ok() else out[0]["x"]
-        except Exception as exc:  # RegoError / JSON errors from regopy (pitfalls 2-3)
-            return Decision(False, f"policy evaluation failed: {str(exc)[:200]}", digest, name)
+            if claims_json is not None:
+                value = policy.evaluate(ALLOW_RULE, input_json=claims_json, data_json=data)
+            else:
+                value = policy.evaluate(ALLOW_RULE, claims, data_json=data)
+        except PolicyDenied as exc:  # builtin errors, conflicts, non-JSON input: fail closed
+            return Decision(False, exc.message, digest, name)
         # (3) allow must be a boolean, else deny + policy error.
-        if not isinstance(value, bool):
+        if value is UNDEFINED or not isinstance(value, bool):
             return Decision(False, "data.policy.allow is not a boolean", digest, name)
         return Decision(value, None, digest, name)

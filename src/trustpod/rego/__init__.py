@@ -1,16 +1,44 @@
-"""Rego policies on regopy (rego-cpp), compiled once and queried many times.
+"""Rego on regorus (upstream Trustee's and the kata agent's engine), behind one port.
 
-See ``trustpod.rego.engine`` and ADR 0200 (reference values as pre-fetched ``data.reference``).
+- ``RegoPolicy`` (``trustpod.rego.policy``): modules + data + options, parsed once per thread,
+  ``evaluate(rule, input)`` -> value or ``UNDEFINED``; the API every Rego user builds on
+  (attestation policies, the KBS resource policy, the kata agent policy).
+- ``CompiledPolicy`` / ``PolicyEngine`` (``trustpod.rego.engine``): attestation and resource
+  policies with fixed rules, ``query_reference_value`` as a regorus extension, cached by digest.
+
+ADR 0202 records the choice of regorus (PyPI fork ``gordon-to-regorus``) and how to switch back.
 """
 
 from __future__ import annotations
 
 from trustpod.rego.engine import (
-    REFERENCE_LIBRARY,
+    MAX_POLICY_BYTES,
+    REFERENCE_EXTENSION,
     CompiledPolicy,
     PolicyEngine,
     package_of,
     validate,
 )
+from trustpod.rego.policy import (
+    UNDEFINED,
+    Evaluation,
+    PolicyLimits,
+    RegoPolicy,
+    Undefined,
+    rego_error_text,
+)
 
-__all__ = ["REFERENCE_LIBRARY", "CompiledPolicy", "PolicyEngine", "package_of", "validate"]
+__all__ = [
+    "MAX_POLICY_BYTES",
+    "REFERENCE_EXTENSION",
+    "UNDEFINED",
+    "CompiledPolicy",
+    "Evaluation",
+    "PolicyEngine",
+    "PolicyLimits",
+    "RegoPolicy",
+    "Undefined",
+    "package_of",
+    "rego_error_text",
+    "validate",
+]

@@ -1,20 +1,20 @@
-"""A thin wrapper over regopy (rego-cpp) that compiles a policy ONCE and queries it many times.
+"""Attestation and resource policies on ``RegoPolicy`` (regorus), cached by policy digest.
 
-Pitfalls handled (components-on-this-platform.md §1):
+``CompiledPolicy`` is one policy text + data with a fixed set of rules (``trust_claims``,
+``extensions``; ``allow``), evaluated as upstream Trustee's ``policy-engine`` does:
+rule paths ``data.<package>.<rule>``, a rule the policy does not define is *no claim*
+(``None`` here, left out of ``evaluate_all``), errors fail closed.
 
-1. A query whose value is ``false`` reads as *undefined*: we only ever query compiled bundle
-   entrypoints, which return ``false`` correctly.
-2. Builtin errors silently become *undefined*: ``strict_built_in_errors`` is on, so a failing
-   builtin is an error (``PolicyDenied(reason="rego.error")``, fail closed).
-3. Error outputs may not be JSON (``JSONDecodeError`` inside ``Output``): every query is wrapped
-   in ``except (RegoError, ValueError)``.
-4./5. Parse errors arrive as S-expressions; we turn them into ``EvidenceError(reason="rego.parse")``
-   with the message text and line number.
+``query_reference_value(id)``, the builtin of upstream's attestation policies, is registered as a
+regorus extension, as upstream's broker does (``ear_token/broker.rs``): one string argument,
+the registered value or ``null``. Values come from ``data["reference"]``, which the service fills
+from the RVPS before each appraisal (ADR 0200, amended by ADR 0202); ``data.reference`` stays
+readable from Rego too. A policy that defines its own ``query_reference_value`` keeps it (a
+policy's function wins over an extension in regorus).
 
-regopy cannot register Python builtins, and data is baked into a bundle when it is built. So the
-``query_reference_value(id)`` builtin of upstream's attestation policies is provided by a small
-Rego library module added to every compiled policy, reading pre-fetched ``data.reference``
-(ADR 0200). A compiled policy is therefore keyed by (policy text, entrypoints, data) and cached.
+``PolicyEngine`` caches ``CompiledPolicy`` objects (LRU) keyed by SHA-256 of the text, the rules
+and a digest of ``data``: a policy is parsed once per digest (and per thread, see
+``trustpod.rego.policy``).
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from regopy import Input, Interpreter, RegoError
-
 from trustpod.errors import EvidenceError, PolicyDenied
+from trustpod.rego.policy import UNDEFINED, RegoPolicy
 
 __all__ = [
     "DEFAULT_CACHE_ENTRIES",
     "MAX_POLICY_BYTES",
-    "REFERENCE_LIBRARY",
+    "REFERENCE_EXTENSION",
     "CompiledPolicy",
     "PolicyEngine",
     "package_of",
@@ -43,19 +42,14 @@ __all__ = [
 
 #: Upper bound on a policy text (admin uploads).
 MAX_POLICY_BYTES = 512 * 1024
-#: Compiled bundles kept per engine (LRU).
+#: Compiled policies kept per engine (LRU).
 DEFAULT_CACHE_ENTRIES = 64
-#: The ``query_reference_value`` library, added in the policy's own package (ADR 0200).
-REFERENCE_LIBRARY = (
-    "package {package}\n\nquery_reference_value(id) := object.get(data.reference, id, null)\n"
-)
+#: Name of upstream's reference-value builtin, registered as a regorus extension.
+REFERENCE_EXTENSION = "query_reference_value"
 
 _PACKAGE_RE = re.compile(
     r"^\s*package\s+([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)", re.MULTILINE
 )
-_DEFINES_RV_RE = re.compile(r"^\s*query_reference_value\s*\(", re.MULTILINE)
-_ERRMSG_RE = re.compile(r"\(errormsg \d+:(.*?)\)\s*\n?\s*\(errorast", re.DOTALL)
-_ERRLOC_RE = re.compile(r"\(error \d+:([^|\s]*)\|(\d+)\|(\d+)")
 _POLICY_MODULE = "policy.rego"
 
 
@@ -71,30 +65,21 @@ def package_of(text: str) -> str:
     return m.group(1)
 
 
-def _parse_error(exc: Exception, text: str) -> EvidenceError:
-    raw = str(exc)
-    msgs = [m.strip() for m in _ERRMSG_RE.findall(raw)]
-    where = ""
-    loc = _ERRLOC_RE.search(raw)
-    if loc is not None and loc.group(1) == _POLICY_MODULE:
-        line = text.encode()[: int(loc.group(2))].count(b"\n") + 1
-        where = f" (line {line})"
-    detail = "; ".join(dict.fromkeys(msgs)) or raw.strip()[:500]
-    return EvidenceError(
-        f"policy does not compile{where}: {detail}",
-        reason="rego.parse",
-        fix="check the policy with `opa check` or `regorus`",
-    )
+def _rule_path(package: str, rule: str) -> str:
+    return rule if rule.startswith("data.") else f"data.{package}.{rule}"
 
 
-def _entrypoint(package: str, rule: str) -> str:
-    if rule.startswith("data."):
-        return rule[len("data.") :].replace(".", "/")
-    return f"{package.replace('.', '/')}/{rule}"
+def _reference_lookup(references: Mapping[str, Any]) -> Any:
+    def query_reference_value(reference_value_id: Any) -> Any:
+        if not isinstance(reference_value_id, str):
+            raise TypeError("query_reference_value expects one string (a reference value id)")
+        return references.get(reference_value_id)
+
+    return query_reference_value
 
 
 class CompiledPolicy:
-    """One policy + data, compiled into a regopy bundle with fixed entrypoints (rules)."""
+    """One policy + data with fixed rules, parsed once (per thread) and queried many times."""
 
     def __init__(
         self,
@@ -103,6 +88,7 @@ class CompiledPolicy:
         data: Mapping[str, Any] | None = None,
         *,
         reference_library: bool = True,
+        rego_v0: bool = False,
     ) -> None:
         if len(text.encode("utf-8", "replace")) > MAX_POLICY_BYTES:
             raise EvidenceError(
@@ -110,79 +96,31 @@ class CompiledPolicy:
             )
         self.package = package_of(text)
         self.rules = tuple(rules)
-        self.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        builder = Interpreter()
+        self.sha256 = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
         data = dict(data) if data is not None else {}
-        data.setdefault("reference", {})
-        try:
-            builder.add_data(data)
-            builder.add_module(_POLICY_MODULE, text)
-        except (RegoError, ValueError, TypeError) as exc:
-            raise _parse_error(exc, text) from exc
-        if reference_library and not _DEFINES_RV_RE.search(text):
-            builder.add_module(
-                "trustpod_reference.rego", REFERENCE_LIBRARY.format(package=self.package)
-            )
-        self._entry = {r: _entrypoint(self.package, r) for r in self.rules}
-        try:
-            self._bundle = builder.build(f"x := data.{self.package}", list(self._entry.values()))
-        except (RegoError, ValueError) as exc:
-            raise _parse_error(exc, text) from exc
-        if not self._bundle.ok():
-            raise EvidenceError("policy does not compile", reason="rego.parse")
-        self._query = Interpreter()
-        self._query.strict_built_in_errors = True
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _input(input: Mapping[str, Any]) -> Input:
-        try:
-            return Input(dict(input))
-        except (RegoError, ValueError, TypeError) as exc:
-            raise PolicyDenied("policy input is not JSON", reason="rego.error") from exc
+        references = data.setdefault("reference", {})
+        if not isinstance(references, Mapping):
+            raise EvidenceError("data.reference must be an object", reason="rego.parse")
+        extensions = {}
+        if reference_library:
+            extensions[REFERENCE_EXTENSION] = (1, _reference_lookup(dict(references)))
+        self._paths = {r: _rule_path(self.package, r) for r in self.rules}
+        self.policy = RegoPolicy(
+            {_POLICY_MODULE: text}, data=data, rego_v0=rego_v0, extensions=extensions
+        )
 
     def evaluate(self, input: Mapping[str, Any], rule: str) -> Any:
         """The rule's value; ``None`` when it is undefined. Errors raise ``PolicyDenied``."""
-        return self._query_rule(self._input(input), rule)
+        path = self._paths.get(rule)
+        if path is None:
+            raise PolicyDenied(f"rule {rule!r} is not a rule of this policy", reason="rego.error")
+        value = self.policy.evaluate(path, input)
+        return None if value is UNDEFINED else value
 
     def evaluate_all(self, input: Mapping[str, Any]) -> dict[str, Any]:
-        """Every compiled rule's value (one input conversion); undefined rules are left out."""
-        value = self._input(input)
-        out: dict[str, Any] = {}
-        for rule in self.rules:
-            result = self._query_rule(value, rule)
-            if result is not None:
-                out[rule] = result
-        return out
-
-    def _query_rule(self, value: Input, rule: str) -> Any:
-        entry = self._entry.get(rule)
-        if entry is None:
-            raise PolicyDenied(
-                f"rule {rule!r} was not compiled into this policy", reason="rego.error"
-            )
-        with self._lock:
-            try:
-                self._query.set_input(value)
-                out = self._query.query_bundle_entrypoint(self._bundle, entry)
-                ok, text = out.ok(), str(out)
-            except (RegoError, ValueError) as exc:
-                raise PolicyDenied(
-                    f"policy evaluation of {rule!r} failed", reason="rego.error"
-                ) from exc
-        if not ok:
-            raise PolicyDenied(
-                f"policy evaluation of {rule!r} failed: {text[:300]}", reason="rego.error"
-            )
-        if text.strip() == "undefined":
-            return None
-        try:
-            exprs = json.loads(text)["expressions"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PolicyDenied(
-                f"policy evaluation of {rule!r} returned no value", reason="rego.error"
-            ) from exc
-        return exprs[0] if exprs else None
+        """Every rule's value (input set once); undefined rules are left out."""
+        got = self.policy.evaluate_many(tuple(self._paths.values()), input)
+        return {rule: got[path] for rule, path in self._paths.items() if got[path] is not UNDEFINED}
 
 
 class PolicyEngine:
@@ -232,6 +170,6 @@ class PolicyEngine:
 
 
 def validate(text: str, rules: Sequence[str] = ()) -> str:
-    """Check that an uploaded policy compiles; returns its package name or raises
-    ``EvidenceError(reason="rego.parse")``."""
+    """Check that an uploaded policy parses; returns its package name or raises
+    ``EvidenceError(reason="rego.parse")`` with regorus' whole message."""
     return CompiledPolicy(text, rules, {"reference": {}}).package

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from trustpod.attestation.result import AttestationResult
 from trustpod.errors import VerificationError
 
 
@@ -38,15 +39,16 @@ class StubAttestation:
         }
         self._header = _b64url(json.dumps({"typ": "JWT", "alg": "ES256", "jwk": self.jwk}).encode())
 
-    def evaluate(
+    def appraise(
         self,
         tee: str,
         primary_evidence: Any,
         runtime_data: dict[str, Any],
         init_data_toml: str | None,
+        *,
         hash_algorithm: str = "sha384",
         policy_id: str = "default",
-    ) -> str:
+    ) -> AttestationResult:
         expected = hashlib.new(hash_algorithm, rfc8785.dumps(runtime_data)).digest()
         if base64.b64decode(primary_evidence.get("report_data", "")) != expected:
             raise VerificationError("report_data mismatch", reason="sample.report_data")
@@ -66,7 +68,8 @@ class StubAttestation:
         signing_input = f"{self._header}.{_b64url(json.dumps(claims).encode())}"
         der = self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
-        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        token = f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        return AttestationResult(token=token, claims=claims)
 
     def set_policy(self, policy_id: str, policy: str) -> None:
         return None
@@ -85,9 +88,9 @@ def app_factory() -> Any:
     from trustpod.kbs.wiring import build_app
 
     cfg = load_config(os.environ["TRUSTPOD_KBS_CONFIG"])
-    signer = cfg.attestation_service.attestation_token_broker.signer
-    assert signer is not None and signer.key_path is not None
-    key = serialization.load_pem_private_key(Path(signer.key_path).read_bytes(), password=None)
+    key_path = cfg.attestation_service.attestation_token_broker.signer_key_path
+    assert key_path is not None, "the stub signs with [attestation_token_broker] signer key"
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return build_app(cfg, attestation=StubAttestation(key), rvps=StubRvps())
 

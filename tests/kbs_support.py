@@ -1,11 +1,10 @@
-"""Helpers for the KBS tests: a real uvicorn server in a thread, and small fakes of the attestation
-service / RVPS (used until and alongside the real built-in service)."""
+"""Helpers for the KBS tests: a real uvicorn server in a thread, the KBS over the built-in
+attestation service and RVPS, and an external token issuer (tokens the KBS did not sign)."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
 import threading
 import time
@@ -13,21 +12,43 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import rfc8785
 import uvicorn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from trustpod.errors import EvidenceError, VerificationError
+from trustpod.kbs.app import create_app
+from trustpod.kbs.core import KbsCore
+from trustpod.kbs.wiring import build_core
 
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class FakeAttestation:
-    """Sample-TEE-only AS: exact report_data check, ES256 EAR-shaped token with header jwk."""
+def sample_reference_values(core: KbsCore) -> None:
+    """Register the values the default attestation policy checks for the sample TEE (as an
+    operator would through ``POST /kbs/v0/reference-value``): sample evidence is affirming."""
+    from trustpod.demo import SAMPLE_REFERENCE_VALUES
+
+    for name, value in SAMPLE_REFERENCE_VALUES.items():
+        payload = base64.b64encode(json.dumps({name: value}).encode()).decode()
+        core.register_reference_value({"version": "0.1.0", "type": "sample", "payload": payload})
+
+
+def builtin_kbs(config: Any, *, references: bool = True, **kwargs: Any) -> tuple[Any, KbsCore]:
+    """The KBS app over the BUILT-IN attestation service and RVPS (``build_core`` with no
+    attestation stand-in), with the sample reference values registered unless ``references``
+    is false (then sample evidence appraises as contraindicated)."""
+    core, admin = build_core(config, **kwargs)
+    if references:
+        sample_reference_values(core)
+    return create_app(core, admin), core
+
+
+class ExternalIssuer:
+    """Another attestation service's token issuer (an external AS, or one the KBS does not
+    trust): ES256 EAR-shaped tokens with a header ``jwk``. Not an attestation service port."""
 
     def __init__(self, status: str = "affirming", clock: Any = None) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
@@ -41,32 +62,16 @@ class FakeAttestation:
         }
         self.status = status
         self.clock = clock
-        self.policies: dict[str, str] = {}
 
     def _now(self) -> int:
         return int(self.clock.time() if self.clock is not None else time.time())
-
-    def evaluate(
-        self,
-        tee: str,
-        primary_evidence: Any,
-        runtime_data: dict[str, Any],
-        init_data_toml: str | None,
-        hash_algorithm: str = "sha384",
-        policy_id: str = "default",
-    ) -> str:
-        expected = hashlib.new(hash_algorithm, rfc8785.dumps(runtime_data)).digest()
-        got = base64.b64decode(primary_evidence.get("report_data", ""))
-        if tee != "sample" or got != expected:
-            raise VerificationError("sample report_data mismatch", reason="sample.report_data")
-        return self.issue(runtime_data)
 
     def issue(self, runtime_data: dict[str, Any], exp_in: int = 300) -> str:
         now = self._now()
         claims = {
             "eat_profile": "tag:github.com,2024:confidential-containers/Trustee",
             "iat": now,
-            "ear.verifier-id": {"developer": "test", "build": "fake"},
+            "ear.verifier-id": {"developer": "test", "build": "external"},
             "submods": {
                 "cpu0": {
                     "ear.status": self.status,
@@ -88,24 +93,6 @@ class FakeAttestation:
             self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
         )
         return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
-
-    def set_policy(self, policy_id: str, policy: str) -> None:
-        self.policies[policy_id] = policy
-
-
-class FakeRvps:
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def register(self, message: Any) -> None:
-        try:
-            payload = json.loads(base64.b64decode(message["payload"]))
-            self.values.update(payload)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EvidenceError("bad RVPS message", reason="rvps.message") from exc
-
-    def query(self, name: str) -> Any:
-        return self.values.get(name)
 
 
 @contextlib.contextmanager
@@ -148,21 +135,12 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def run_fake_kbs_process(config_path: str, signer_pem: str, port_file: str) -> None:
-    """Entry point of a separate KBS process (fake AS signing with ``signer_pem``)."""
-    from cryptography.hazmat.primitives import serialization
-
+def run_kbs_process(config_path: str, port_file: str) -> None:
+    """Entry point of a separate KBS process (built-in AS; the signer key lives in the shared
+    storage, so every process on it signs and trusts the same key)."""
     from trustpod.kbs.config import load_config
-    from trustpod.kbs.wiring import build_app
 
-    config = load_config(config_path)
-    fake = FakeAttestation()
-    key = serialization.load_pem_private_key(Path(signer_pem).read_bytes(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    fake.key = key
-    nums = key.public_key().public_numbers()
-    fake.jwk.update(x=b64url(nums.x.to_bytes(32, "big")), y=b64url(nums.y.to_bytes(32, "big")))
-    app = build_app(config, attestation=fake, rvps=FakeRvps(), own_jwks=[fake.jwk])
+    app, _ = builtin_kbs(load_config(config_path))
     with serve(app) as url:
         Path(port_file).write_text(url)
         while True:
@@ -172,4 +150,4 @@ def run_fake_kbs_process(config_path: str, signer_pem: str, port_file: str) -> N
 if __name__ == "__main__":
     import sys
 
-    run_fake_kbs_process(*sys.argv[1:4])
+    run_kbs_process(*sys.argv[1:3])

@@ -56,6 +56,8 @@ def test_emulated_evidence_verifies_with_emulated_roots(
     with caplog.at_level(logging.WARNING):
         claims = _verifier(vendor).verify(evidence, _expected())
     assert len(claims) == 1
+    assert claims[0].insecure == ("snp.emulated_root",)  # counted per attestation, not logged
+    assert "EMULATED" not in caplog.text
     body = claims[0].claims
     assert body["init_data"] == pcr8_after_extend(INITDATA).hex()
     assert body["report_data"] == REPORT_DATA.hex()

@@ -1,8 +1,7 @@
 """The guest (AA + CDH + REST API) against real trustpod KBS instances over TLS (sample TEE).
 
-The KBS runs with a fake attestation service (``kbs_support.FakeAttestation``) so this test
-exercises the guest wiring independently of the verifiers; the emulated-CVM end-to-end test with
-the built-in attestation service is ``test_guest_e2e.py``.
+The KBS runs with the built-in attestation service and sample reference values
+(``kbs_support.builtin_kbs``); the emulated-CVM end-to-end test is ``test_guest_e2e.py``.
 """
 
 from __future__ import annotations
@@ -18,17 +17,15 @@ import httpx
 import pytest
 import trustme
 
-from kbs_support import FakeAttestation, FakeRvps, serve
+from kbs_support import builtin_kbs, serve
 from trustpod._internal.clock import FixedClock
 from trustpod.cli.initdata import build_initdata
 from trustpod.cli.main import main
 from trustpod.errors import ConfigError, NotFoundError
 from trustpod.guest.attesters.sample import SampleAttester
 from trustpod.guest.run import GuestRuntime, load_config_dir
-from trustpod.kbs.app import create_app
 from trustpod.kbs.config import parse_config
 from trustpod.kbs.core import KbsCore
-from trustpod.kbs.wiring import build_core
 from trustpod.sealed import VaultSecret, generate_signing_key, public_jwk, seal, seal_envelope
 
 SIGNER = generate_signing_key()
@@ -47,12 +44,11 @@ def kbs_instance(tmp: Path, ca: trustme.CA, secret: bytes) -> Iterator[tuple[str
         tomllib.loads("[http_server]\ninsecure_http = true\n[attestation_service]\ntimeout = 5\n"),
         tmp / "kbs-config.toml",
     )
-    fake = FakeAttestation(clock=FixedClock(time.time()))
-    core, admin = build_core(config, attestation=fake, rvps=FakeRvps(), own_jwks=[fake.jwk])
+    app, core = builtin_kbs(config, clock=FixedClock(time.time()))
     core.set_resource("default/key/1", secret)
     core.set_resource("default/kek/1", b"K" * 32)
     core.set_resource("default/sealed-key/1", json.dumps(public_jwk(SIGNER.public_key())).encode())
-    with serve(create_app(core, admin), cert=ca.issue_cert("127.0.0.1")) as url:
+    with serve(app, cert=ca.issue_cert("127.0.0.1")) as url:
         yield url, core
 
 

@@ -14,13 +14,12 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from kbs_support import FakeAttestation, FakeRvps, serve
-from test_kbs_app import admin_section, b64url, handshake, make_kbs
+from kbs_support import builtin_kbs, serve
+from test_kbs_app import admin_section, b64url, client, handshake, make_kbs
 from trustpod.guest.tee_key import TeeKeyPair
 from trustpod.kbs.config import parse_config
 from trustpod.kbs.jwks import sign_jwt
 from trustpod.kbs.resource_policy import PRESETS
-from trustpod.kbs.wiring import build_app
 from trustpod.storage.memory import MemoryStore
 
 ERR = "https://github.com/confidential-containers/kbs/errors/"
@@ -33,10 +32,8 @@ def app_for(text: str, tmp: Path) -> object:
     config = parse_config(
         tomllib.loads("[http_server]\ninsecure_http = true\n" + text), tmp / "k.toml"
     )
-    fake = FakeAttestation()
-    return build_app(
-        config, store=MemoryStore(), attestation=fake, rvps=FakeRvps(), own_jwks=[fake.jwk]
-    )
+    app, _ = builtin_kbs(config, store=MemoryStore())
+    return app
 
 
 @pytest.mark.parametrize(
@@ -100,7 +97,8 @@ def test_upstream_status_codes(tmp_path: Path, ca: trustme.CA) -> None:
             r = h.post("/kbs/v0/auth", content=b"{")
             assert r.status_code == 401
             assert h.get("/kbs/v0/nope").status_code == 404
-            token = k.fake.issue({"tee-pubkey": TeeKeyPair.generate_ec().public_jwk()})
+            with client(k) as c:  # a real token from the built-in attestation service
+                token = c.get_token()
             r = h.get("/kbs/v0/resource/a/b/c", headers={"authorization": f"Bearer {token}"})
             assert r.status_code == 401 and r.json()["type"] == ERR + "PolicyDeny"
 
@@ -117,14 +115,6 @@ def two_processes(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     pub.write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    signer = tmp_path / "signer.pem"
-    signer.write_bytes(
-        ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
         )
     )
     cfg = tmp_path / "kbs-config.toml"
@@ -146,7 +136,6 @@ path = "{tmp_path / "shared.sqlite"}"
                     sys.executable,
                     str(HERE / "kbs_support.py"),
                     str(cfg),
-                    str(signer),
                     str(port_file),
                 ],
                 cwd=HERE,

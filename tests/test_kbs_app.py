@@ -17,15 +17,15 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from kbs_support import FakeAttestation, FakeRvps, serve
+from kbs_support import ExternalIssuer, builtin_kbs, serve
 from trustpod._internal.clock import FixedClock
 from trustpod.errors import PolicyDenied
 from trustpod.guest.attesters.sample import SampleAttester
 from trustpod.guest.kbs_client import KbsClient
 from trustpod.kbs.config import parse_config
+from trustpod.kbs.core import KbsCore
 from trustpod.kbs.jwks import sign_jwt
 from trustpod.kbs.resource_policy import PRESETS
-from trustpod.kbs.wiring import build_app
 from trustpod.protocol import runtime_data_digest
 from trustpod.storage.sqlite import SqliteStore
 
@@ -33,11 +33,11 @@ ERR = "https://github.com/confidential-containers/kbs/errors/"
 
 
 class Kbs:
-    def __init__(self, url: str, ca: str, admin_token: str, fake: FakeAttestation, clock: Any):
+    def __init__(self, url: str, ca: str, admin_token: str, core: KbsCore, clock: Any):
         self.url = url
         self.ca = ca
         self.admin_token = admin_token
-        self.fake = fake
+        self.core = core
         self.clock = clock
 
     def http(self) -> httpx.Client:
@@ -68,7 +68,13 @@ def ca() -> trustme.CA:
 
 
 def make_kbs(
-    tmp: Path, ca: trustme.CA, *, extra: str = "", admin: bool = True, clock: Any = None
+    tmp: Path,
+    ca: trustme.CA,
+    *,
+    extra: str = "",
+    admin: bool = True,
+    clock: Any = None,
+    references: bool = True,
 ) -> Iterator[Kbs]:
     key = ed25519.Ed25519PrivateKey.generate()
     pub = tmp / "admin.pub"
@@ -94,17 +100,14 @@ path = "{tmp / "kbs.sqlite"}"
 
     config = parse_config(tomllib.loads(text), tmp / "kbs-config.toml")
     clock = clock or FixedClock(time.time())
-    fake = FakeAttestation(clock=clock)
     store = SqliteStore(tmp / "kbs.sqlite")
-    app = build_app(
-        config, store=store, clock=clock, attestation=fake, rvps=FakeRvps(), own_jwks=[fake.jwk]
-    )
+    app, core = builtin_kbs(config, store=store, clock=clock, references=references)
     now = int(clock.time())
     token = sign_jwt(key, {"iss": "test", "role": "admin", "exp": now + 3600})
     cafile = tmp / "ca.pem"
     ca.cert_pem.write_to_path(str(cafile))
     with serve(app, cert=ca.issue_cert("127.0.0.1")) as url:
-        yield Kbs(url, str(cafile), token, fake, clock)
+        yield Kbs(url, str(cafile), token, core, clock)
     store.close()
 
 
@@ -233,7 +236,7 @@ def test_tampered_and_expired_token(kbs: Kbs) -> None:
     doc["submods"]["cpu0"]["ear.status"] = "affirming"
     doc["exp"] += 10_000
     forged = f"{header}.{b64url(json.dumps(doc))}.{sig}"
-    other = FakeAttestation()  # signed by a key the KBS does not trust
+    other = ExternalIssuer()  # signed by a key the KBS does not trust
     untrusted = other.issue({"tee-pubkey": {}})
     with kbs.http() as h:
         for bad in (forged, untrusted, "not.a.jwt", "x"):
@@ -271,12 +274,16 @@ def test_policy_denial_is_explained(kbs: Kbs) -> None:
         doc = a.get(f"/kbs/v0/trustpod/explain/{rid}").json()
     assert doc["explain"]["policy"] == "deny-all"
     assert doc["explain"]["submods"]["cpu0"]["ear.status"] == "affirming"
+    # the built-in attestation service's own explanation reaches the audit entry
+    appraisal = doc["explain"]["attestation"]
+    assert appraisal["tee"] == "sample"
+    assert appraisal["submods"]["cpu0"]["policy_id"] == "default_cpu"
     assert doc["status"] == 403
 
 
 def test_default_policy_requires_affirming(tmp_path: Path, ca: trustme.CA) -> None:
-    for k in make_kbs(tmp_path, ca):
-        k.fake.status = "warning"
+    # no reference values registered: the built-in AS appraises sample evidence contraindicated
+    for k in make_kbs(tmp_path, ca, references=False):
         with k.admin() as a:
             a.post("/kbs/v0/resource/default/key/one", content=b"v")
         with client(k) as c, pytest.raises(PolicyDenied):

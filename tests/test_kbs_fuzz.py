@@ -12,9 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kbs_support import FakeAttestation, FakeRvps, serve
+from kbs_support import builtin_kbs, serve
 from trustpod.kbs.config import parse_config
-from trustpod.kbs.wiring import build_app
 from trustpod.storage.memory import MemoryStore
 
 JSON = st.recursive(
@@ -49,13 +48,9 @@ SHAPED = st.recursive(
 @pytest.fixture(scope="module")
 def client() -> Any:
     text = '[http_server]\ninsecure_http = true\n[admin]\nauthorization_mode = "InsecureAllowAll"\n'
-    fake = FakeAttestation()
-    app = build_app(
-        parse_config(tomllib.loads(text), Path("/tmp/fuzz.toml")),
-        store=MemoryStore(),
-        attestation=fake,
-        rvps=FakeRvps(),
-        own_jwks=[fake.jwk],
+    # the built-in attestation service and RVPS, as `trustpod kbs serve` runs them
+    app, _ = builtin_kbs(
+        parse_config(tomllib.loads(text), Path("/tmp/fuzz.toml")), store=MemoryStore()
     )
     with serve(app) as url, httpx.Client(base_url=url) as c:
         # an authed session so /attest reaches the body parser

@@ -12,12 +12,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from kbs_support import FakeAttestation, FakeRvps, serve
+from kbs_support import ExternalIssuer, builtin_kbs, serve
 from trustpod.errors import ConfigError
 from trustpod.guest.tee_key import TeeKeyPair
 from trustpod.kbs.config import parse_config
 from trustpod.kbs.resource_policy import PRESETS
-from trustpod.kbs.wiring import build_app
 from trustpod.storage.memory import MemoryStore
 
 
@@ -29,9 +28,9 @@ def fixture_dir(trustee_vectors: Path) -> Path:
     return d
 
 
-def external_as(fixture_dir: Path, *, x5c: bool) -> FakeAttestation:
+def external_as(fixture_dir: Path, *, x5c: bool) -> ExternalIssuer:
     """An AS signing with upstream's fixture key, header jwk as in expected-jwks.json."""
-    fake = FakeAttestation()
+    fake = ExternalIssuer()
     key = serialization.load_pem_private_key(
         (fixture_dir / "signing-key.pem").read_bytes(), password=None
     )
@@ -52,10 +51,7 @@ authorization_mode = "InsecureAllowAll"
 """
     fake = external_as(fixture_dir, x5c=x5c)
     config = parse_config(tomllib.loads(text), tmp_path / "kbs-config.toml")
-    internal = FakeAttestation()  # the KBS's own AS: its key is always trusted
-    app = build_app(
-        config, store=MemoryStore(), attestation=internal, rvps=FakeRvps(), own_jwks=[internal.jwk]
-    )
+    app, _ = builtin_kbs(config, store=MemoryStore())  # the KBS's own AS: always trusted
     tee = TeeKeyPair.generate_ec()
     token = fake.issue({"tee-pubkey": tee.public_jwk()})
     with serve(app) as url, httpx.Client(base_url=url) as c:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from trustpod._internal.clock import Clock
@@ -20,6 +19,7 @@ from trustpod._internal.jcs import jcs_digest
 from trustpod.attestation.defaults import DEFAULT_POLICY_IDS, default_policy
 from trustpod.attestation.ear import Appraisal, EarTokenSettings, ear_claims, submod_names
 from trustpod.attestation.policy_input import build_policy_input
+from trustpod.attestation.result import AttestationResult
 from trustpod.attestation.signer import TokenSigner
 from trustpod.errors import ConfigError, EvidenceError, NotFoundError
 from trustpod.initdata import InitData
@@ -47,15 +47,6 @@ _POLICY_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 MAX_TOKEN_DURATION_MIN = 24 * 60
 #: ``trustpod.kbs.wiring`` looks this name up.
 TokenSettings = EarTokenSettings
-
-
-@dataclass(frozen=True, slots=True)
-class AttestationResult:
-    """A signed token plus what explains it (for the KBS's denial explanations)."""
-
-    token: str
-    claims: dict[str, Any]
-    explain: dict[str, Any] = field(default_factory=dict)
 
 
 class AttestationService:
@@ -182,7 +173,8 @@ class AttestationService:
             tee,
             {k: v["ear.status"] for k, v in explain_subs.items()},
         )
-        return AttestationResult(token=token, claims=claims, explain=explain)
+        insecure = tuple(dict.fromkeys(r for c in claim_sets for r in c.insecure))
+        return AttestationResult(token=token, claims=claims, explain=explain, insecure=insecure)
 
     # -- policy admin ----------------------------------------------------------------------
     @staticmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,10 @@ __all__ = ["KbsCore", "parse_resource_path"]
 
 RESOURCE_NS = "repository"
 _TEEKEY_MEMO = 4096
+#: Entries of each per-process memo (attestation explanations, JWE responses by token+value).
+_MEMO_ENTRIES = 4096
+#: Only responses of values up to this size are kept (bounds the memo at ~25 MiB).
+_MEMO_MAX_VALUE_BYTES = 4096
 _SEGMENT = re.compile(r"[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*")
 
 
@@ -46,6 +51,10 @@ def parse_resource_path(path: str) -> tuple[str, str, str]:
             fix="each segment: letters, digits, '_', '-', '.' (not first)",
         )
     return parts[0], parts[1], parts[2]
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
 
 def _submods(claims: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,6 +85,10 @@ class KbsCore:
     metrics: KbsMetrics
     audit: AuditLog
     _teekeys: dict[str, TeePubKey] = field(default_factory=dict)
+    _explains: OrderedDict[bytes, dict[str, Any]] = field(default_factory=OrderedDict)
+    _responses: OrderedDict[tuple[bytes, str, bytes], dict[str, str]] = field(
+        default_factory=OrderedDict
+    )
     admission: SessionAdmission | None = None  # bounds what /auth may store (wiring sets it)
 
     # -- RCAR ---------------------------------------------------------------------------------
@@ -119,24 +132,28 @@ class KbsCore:
         )
         tee = session.tee
         start = time.perf_counter()
-        args = (tee, attestation.tee_evidence.primary_evidence, runtime, init_toml)
+        m = self.metrics
         try:
-            appraise = getattr(self.attestation, "appraise", None)
-            if appraise is not None:
-                # The built-in service also returns the claims it signed: the token is ours,
-                # so its claims go straight into the verified-token cache.
-                result = appraise(*args, hash_algorithm=hash_algorithm_for_tee(tee))
-                token = str(result.token)
-                self.tokens.remember(token, result.claims)
-            else:
-                token = self.attestation.evaluate(*args, hash_algorithm_for_tee(tee), "default")
+            result = self.attestation.appraise(
+                tee,
+                attestation.tee_evidence.primary_evidence,
+                runtime,
+                init_toml,
+                hash_algorithm=hash_algorithm_for_tee(tee),
+            )
         except Exception:
-            self.metrics.attestation_failures.labels(tee).inc()
+            m.attestation_failures.labels(tee).inc()
             raise
         finally:
-            self.metrics.attestation_duration.labels(tee).observe(time.perf_counter() - start)
-        self.metrics.attestation_successes.labels(tee).inc()
-        return token, self.sessions.attest(session, token)
+            m.attestation_duration.labels(tee).observe(time.perf_counter() - start)
+        m.attestation_successes.labels(tee).inc()
+        for reason in result.insecure:  # warned once at start; counted here
+            m.insecure_evidence.labels(tee, reason).inc()
+        # (4) The token is ours: its claims go straight into the verified-token cache, its
+        # explanation into the memo a later denial's audit entry draws on.
+        self.tokens.remember(result.token, result.claims)
+        self._memo(self._explains, _digest(result.token), result.explain)
+        return result.token, self.sessions.attest(session, result.token)
 
     def token_from(self, sid: str | None, authorization: str | None) -> str:
         """The token from an attested session cookie, else from ``Authorization: Bearer``."""
@@ -158,17 +175,34 @@ class KbsCore:
     def get_resource(self, token: str, path: str, query: Mapping[str, str]) -> dict[str, str]:
         parts = parse_resource_path(path)
         claims = self.tokens.verify(token)
-        self._authorize(claims, token, "resource", parts, query)
+        token_key = _digest(token)
+        self._authorize(claims, token_key, "resource", parts, query)
         self.metrics.resource_reads.labels(self.metrics.path_label(path)).inc()
         value = self.store.get(RESOURCE_NS, path)
         if value is None:
             raise NotFoundError(f"resource {path} not found", reason="kbs.resource_not_found")
+        # The same token reading the same value gets the same JWE again (ADR 0303): a resend of
+        # one message, not a new key agreement; a changed value or another token gets a new one.
+        memo_key = (token_key, path, hashlib.sha256(value).digest())
+        cached = self._responses.get(memo_key)
+        if cached is not None:
+            return cached
+        small = len(value) <= _MEMO_MAX_VALUE_BYTES
         tee_pubkey = self._tee_pubkey(token, claims)
-        return encrypt_response(
+        jwe = encrypt_response(
             value,
             tee_pubkey,
             insecure_allow_rsa1_5=self.config.trustpod.insecure_allow_rsa1_5,
         )
+        if small:
+            self._memo(self._responses, memo_key, jwe)
+        return jwe
+
+    @staticmethod
+    def _memo(memo: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        memo[key] = value
+        if len(memo) > _MEMO_ENTRIES:
+            memo.popitem(last=False)
 
     def _tee_pubkey(self, token: str, claims: Mapping[str, Any]) -> TeePubKey:
         """The token's TEE key, parsed once per token (bounded memo)."""
@@ -189,14 +223,13 @@ class KbsCore:
     def _authorize(
         self,
         claims: Mapping[str, Any],
-        token: str,
+        key: bytes,
         plugin: str,
         path: Sequence[str],
         query: Mapping[str, str],
     ) -> None:
         m = self.metrics
         m.policy_evaluations.inc()
-        key = hashlib.sha256(token.encode()).digest()
         decision = self.policy.evaluate(claims, plugin, path, query, claims_key=key)
         if decision.error is not None:
             m.policy_errors.inc()
@@ -215,6 +248,8 @@ class KbsCore:
                 "policy_sha256": decision.policy_digest,
                 "submods": _submods(claims),
                 "token_iss": claims.get("iss"),
+                # the attestation service's explanation, when this process issued the token
+                "attestation": self._explains.get(key),
             },
         )
 

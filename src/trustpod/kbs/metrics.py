@@ -107,6 +107,12 @@ class KbsMetrics:
         self.auth_requests = Counter("kbs_auth_requests_total", "Auth requests", registry=r)
         self.auth_successes = Counter("kbs_auth_successes_total", "Auth successes", registry=r)
         self.auth_errors = Counter("kbs_auth_errors_total", "Auth errors", registry=r)
+        self.insecure_evidence = Counter(
+            "kbs_insecure_evidence_accepted_total",
+            "Attestations accepted through an insecure path (sample TEE, emulated roots)",
+            ["tee_type", "reason"],
+            registry=r,
+        )
 
     def path_label(self, path: str) -> str:
         """``path`` while fewer than the configured number of distinct paths were seen; paths

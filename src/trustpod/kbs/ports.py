@@ -1,24 +1,32 @@
-"""Ports the KBS uses for the built-in attestation service and RVPS (implemented in
-``trustpod.attestation`` / ``trustpod.rvps``; tests inject small fakes)."""
+"""Ports the KBS uses for the attestation service and RVPS (implemented by
+``trustpod.attestation.service.AttestationService`` / ``trustpod.rvps.ReferenceValueStore``).
+
+One attestation-service operation: ``appraise`` verifies evidence, appraises it with the
+attestation policy and returns a typed ``AttestationResult`` (token, its claims, the
+explanation the audit log keeps, insecure acceptances for the metric), or raises.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from trustpod.attestation.result import AttestationResult
+
 __all__ = ["AttestationPort", "RvpsPort"]
 
 
 class AttestationPort(Protocol):
-    def evaluate(
+    def appraise(
         self,
         tee: str,
         primary_evidence: Any,
         runtime_data: dict[str, Any],
         init_data_toml: str | None,
+        *,
         hash_algorithm: str = "sha384",
         policy_id: str = "default",
-    ) -> str:
-        """Verify evidence, appraise it with the attestation policy, return the EAR JWT."""
+    ) -> AttestationResult:
+        """Verify evidence, appraise it with the attestation policy, sign the EAR."""
         ...
 
     def set_policy(self, policy_id: str, policy: str) -> None: ...

@@ -35,6 +35,7 @@ from trustpod.verifiers.az_common import (
 )
 from trustpod.verifiers.base import TeeClaims, VerifierSettings, VerifyInput
 from trustpod.verifiers.snp import (
+    INSECURE_EMULATED_ROOT,
     SnpVerifier,
     check_product_and_validity,
     verify_report,
@@ -108,7 +109,8 @@ class AzSnpVtpmVerifier:
         if len(quote.pcrs) > INITDATA_PCR:
             claims["init_data"] = quote.pcrs[INITDATA_PCR].hex()
         claims["report_data"] = attest.extra_data.hex()
-        return [TeeClaims(claims, "cpu")]
+        insecure = (INSECURE_EMULATED_ROOT,) if vek.emulated else ()
+        return [TeeClaims(claims, "cpu", insecure=insecure)]
 
 
 def create(settings: VerifierSettings, sources: Sequence[Any] = ()) -> AzSnpVtpmVerifier:

@@ -67,10 +67,16 @@ class VerifyInput:
 
 @dataclass(frozen=True, slots=True)
 class TeeClaims:
-    """One claims set produced by a verifier, with its tee class (``cpu``, ``gpu``, ...)."""
+    """One claims set produced by a verifier, with its tee class (``cpu``, ``gpu``, ...).
+
+    ``insecure`` names every insecure acceptance behind these claims (``"sample.no_root"``:
+    no hardware root of trust; ``"snp.emulated_root"``: an ``insecure_emulated_roots`` chain).
+    Verifiers warn once when built; the service counts these per attestation in a metric.
+    """
 
     claims: dict[str, Any]
     tee_class: str = "cpu"
+    insecure: tuple[str, ...] = ()
 
 
 class Verifier(Protocol):

@@ -29,6 +29,7 @@ from trustpod.errors import EvidenceError, VerificationError
 from trustpod.verifiers.base import TeeClaims, VerifierSettings, VerifyInput
 
 __all__ = [
+    "INSECURE_NO_ROOT",
     "SAMPLE_DEBUG",
     "SAMPLE_LAUNCH_DIGEST",
     "SAMPLE_PLATFORM_VERSION",
@@ -43,6 +44,8 @@ _log = logging.getLogger(__name__)
 SAMPLE_LAUNCH_DIGEST = "abcde"
 SAMPLE_PLATFORM_VERSION = {"major": 1, "minor": 4}
 SAMPLE_DEBUG = False
+#: ``TeeClaims.insecure`` marker of every sample acceptance.
+INSECURE_NO_ROOT = "sample.no_root"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +81,7 @@ class SampleVerifier:
     def verify(self, evidence: Any, expected: VerifyInput) -> list[TeeClaims]:
         # (1) Parse.
         ev = SampleEvidence.parse(evidence, max_bytes=self._max)
-        # (2) No hardware signature to check.
-        _log.warning("sample TEE evidence accepted without any hardware root of trust")
+        # (2) No hardware signature to check (warned once at start; counted per attestation).
         # (3) REPORT_DATA, exact bytes (§1.5).
         got = b64_decode(ev.report_data, field="sample report_data")
         if not hmac.compare_digest(got, expected.report_data):
@@ -99,9 +101,14 @@ class SampleVerifier:
         # (4) Init-data: echoed, not bound (no hardware field to bind it into).
         if expected.init_data_digest is not None:
             claims["init_data"] = b64_encode(expected.init_data_digest)
-        return [TeeClaims(claims=claims, tee_class="cpu")]
+        return [TeeClaims(claims=claims, tee_class="cpu", insecure=(INSECURE_NO_ROOT,))]
 
 
 def create(settings: VerifierSettings) -> SampleVerifier:
-    """Factory used by ``VerifierRegistry.build``."""
+    """Factory of the ``sample`` verifier; warns once that it has no root of trust."""
+    _log.warning(
+        "the sample TEE verifier is enabled: sample evidence is accepted without any hardware "
+        "root of trust (each acceptance is counted as %r)",
+        INSECURE_NO_ROOT,
+    )
     return SampleVerifier(settings)

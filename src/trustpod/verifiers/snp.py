@@ -41,6 +41,7 @@ from trustpod.verifiers.snp_chain import (
 )
 
 __all__ = [
+    "INSECURE_EMULATED_ROOT",
     "SnpVerifier",
     "create",
     "product_from_cpuid",
@@ -52,6 +53,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 SIG_ALGO_ECDSA_P384_SHA384 = 1
 _ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
+#: ``TeeClaims.insecure`` marker of a report verified through an emulated vendor root.
+INSECURE_EMULATED_ROOT = "snp.emulated_root"
 
 
 def product_from_cpuid(family: int, model: int) -> str | None:
@@ -135,8 +138,7 @@ def check_product_and_validity(report: SnpReport, vek: VekInfo, expected: Verify
             f"(window {vek.not_before.date()}..{vek.not_after.date()})",
             reason="snp.cert_validity",
         )
-    if vek.emulated:
-        _log.warning("SNP report verified against an INSECURE EMULATED root")
+    # An emulated root was warned about at start; each use is marked INSECURE_EMULATED_ROOT.
 
 
 def verify_snp(
@@ -233,7 +235,8 @@ class SnpVerifier:
             trusted_arks=self.anchors,
             cache=self.cache,
         )
-        return [TeeClaims(claims, "cpu")]
+        emulated = self.cache.verify(chain, self.anchors).emulated  # cached: a dict lookup
+        return [TeeClaims(claims, "cpu", insecure=(INSECURE_EMULATED_ROOT,) if emulated else ())]
 
     # ------------------------------------------------------------------ chain gathering
     def chain_for(

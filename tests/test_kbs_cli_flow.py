@@ -271,3 +271,20 @@ def test_attestation_policy_through_the_cli(kbs: Running, tmp_path: Path) -> Non
     finally:
         kbs.admin("set-attestation-policy", "--id", "default_cpu", "--policy-file", str(default))
     assert base64.b64decode(tp(*get).stdout.strip()) == b"policy"
+
+
+def test_policy_compile_errors_come_back_whole(kbs: Running, tmp_path: Path) -> None:
+    # regorus' message (file, line, column, the source line and caret) reaches the admin
+    bad = tmp_path / "bad.rego"
+    bad.write_text("package policy\nimport rego.v1\n\nallow if {\n  input.x ==\n}\n")
+    r = kbs.admin("set-resource-policy", "--policy-file", str(bad), check=False)
+    assert r.returncode != 0 and "400" in r.stderr, r.stderr
+    assert "policy.rego line 6, column 1: expecting expression" in r.stderr
+    assert "6 | }" in r.stderr and "rego-errorseq" not in r.stderr
+    v0 = tmp_path / "v0.rego"
+    v0.write_text("package policy\ndefault allow = false\nallow { input.a == 1 }\n")
+    r = kbs.admin("set-resource-policy", "--policy-file", str(v0), check=False)
+    assert "line 3, column 7: `if` keyword is required before rule body" in r.stderr, r.stderr
+    r = kbs.admin("set-attestation-policy", "--id", "mine", "--policy-file", str(bad), check=False)
+    assert r.returncode != 0 and "line 6, column 1: expecting expression" in r.stderr, r.stderr
+    kbs.admin("set-resource-policy", "--affirming")  # the stored policy was never replaced

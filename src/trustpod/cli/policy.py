@@ -56,6 +56,52 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_resolver(insecure_http: list[str]) -> Any:
+    """Tag -> digest (and image config) from the registry, every digest checked (trustpod.oci)."""
+    from trustpod.agent.policy_gen import ImageInfo
+    from trustpod.oci.reference import ImageReference
+    from trustpod.oci.registry import RegistryClient
+    from trustpod.oci.settings import OciSettings
+
+    settings = OciSettings(insecure_http_registries=frozenset(insecure_http))
+
+    def resolve(image: ImageReference) -> ImageInfo:
+        with RegistryClient(settings) as client:
+            top = client.get_manifest(image)
+            resolved = client.resolve(image.with_digest(top.digest))
+            raw = client.get_blob(
+                resolved.image, resolved.manifest.config, settings.max_config_bytes
+            )
+        try:
+            config = json.loads(raw)
+        except ValueError as exc:
+            raise EvidenceError(f"image config of {image} is not JSON") from exc
+        return ImageInfo(top.digest, config if isinstance(config, dict) else None)
+
+    return resolve
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from trustpod.agent.policy_gen import generate_policy, load_settings, parse_pod
+
+    settings = load_settings(_read_text(args.settings, "settings") if args.settings else None)
+    pod = parse_pod(_read_text(args.pod, "pod YAML"))
+    resolver = _registry_resolver(args.insecure_http_registry) if args.resolve else None
+    text = generate_policy(pod, settings, resolver)
+    if args.initdata:
+        from trustpod.cli.initdata import build_initdata
+
+        if not args.kbs_url:
+            raise ConfigError("--initdata needs --kbs-url", reason="cli.usage")
+        cert = _read_text(args.kbs_cert, "KBS certificate") if args.kbs_cert else None
+        text = build_initdata(args.kbs_url, kbs_cert=cert, policy=text)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("policy", help="kata agent policy: check cases, generate")
     sub = parser.add_subparsers(dest="policy_cmd", metavar="SUBCOMMAND")
@@ -65,3 +111,22 @@ def register(subparsers: Any) -> None:
     c.add_argument("--policy", required=True, metavar="FILE", help="agent policy (Rego)")
     c.add_argument("--cases", required=True, metavar="FILE", help="JSON list of cases ('-')")
     c.set_defaults(func=_check)
+
+    g = sub.add_parser("generate", help="policy allowing exactly this pod (images pinned)")
+    g.add_argument("pod", metavar="POD.yaml", help="Kubernetes Pod (or workload) YAML")
+    g.add_argument("--settings", metavar="FILE", help="generator settings (JSON)")
+    g.add_argument(
+        "--resolve", action="store_true", help="resolve tags (and image configs) at the registry"
+    )
+    g.add_argument(
+        "--insecure-http-registry",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="INSECURE: speak plain http to this registry (repeatable; local tests)",
+    )
+    g.add_argument("--initdata", action="store_true", help="embed it in an initdata TOML")
+    g.add_argument("--kbs-url", help="KBS URL for the initdata's aa.toml/cdh.toml")
+    g.add_argument("--kbs-cert", metavar="PEM", help="CA certificate of the KBS")
+    g.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    g.set_defaults(func=_generate)

@@ -91,6 +91,7 @@ class ResourcePolicy:
         self._store = store
         self._reload_s = reload_s
         self._text: tuple[float, str] | None = None
+        self._meta: tuple[str, str, str] | None = None  # (text, sha256, preset name) memo
         self._compiled: tuple[str, RegoPolicy | EvidenceError] | None = None
         self._compile_lock = threading.Lock()
         self._cache: OrderedDict[tuple[Any, ...], Decision] = OrderedDict()
@@ -131,7 +132,7 @@ class ResourcePolicy:
         """Decide one request. ``claims_json`` (optional) is ``claims`` as JSON text, e.g. the
         verified token's payload, passed to the engine as is (saves one serialisation)."""
         text = self.current()
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = self._describe(text)[0]
         key = None
         if claims_key is not None:
             key = (digest, claims_key, plugin, tuple(path), tuple(sorted(query.items())))
@@ -148,6 +149,14 @@ class ResourcePolicy:
                 if len(self._cache) > _CACHE_ENTRIES:
                     self._cache.popitem(last=False)
         return decision
+
+    def _describe(self, text: str) -> tuple[str, str]:
+        """(sha256, preset name) of ``text``, memoised for the text ``current`` keeps."""
+        meta = self._meta
+        if meta is None or meta[0] is not text:
+            meta = (text, hashlib.sha256(text.encode()).hexdigest(), _preset_name(text))
+            self._meta = meta
+        return meta[1], meta[2]
 
     def _policy(self, text: str, digest: str) -> RegoPolicy | EvidenceError:
         held = self._compiled
@@ -173,7 +182,7 @@ class ResourcePolicy:
         query: dict[str, str],
         claims_json: str | None = None,
     ) -> Decision:
-        name = _preset_name(text)
+        name = self._describe(text)[1]
         policy = self._policy(text, digest)
         if isinstance(policy, EvidenceError):
             return Decision(False, policy.message, digest, name)

@@ -222,6 +222,8 @@ class _Connection:
                 code, message, body = await asyncio.wait_for(fut, timeout)
             except TimeoutError:
                 code, message, body = Code.DEADLINE_EXCEEDED, "deadline exceeded", b""
+            except RuntimeError:  # the pool is shut down (server stopping)
+                code, message, body = Code.UNAVAILABLE, "agent is stopping", b""
             if len(body) > self.server.settings.max_message_bytes:
                 code, message, body = (
                     Code.RESOURCE_EXHAUSTED,
@@ -284,7 +286,9 @@ class TtrpcServer:
             code, message = status_for(exc)
             log.info("ttRPC %s failed: %s", type(request).__name__, message)
             return code, message, b""
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # pyo3 panics derive from BaseException
             log.exception("ttRPC handler for %s crashed", type(request).__name__)
             return Code.INTERNAL, f"internal error: {type(exc).__name__}", b""
 
@@ -296,6 +300,8 @@ class TtrpcServer:
         self._connections += 1
         try:
             await _Connection(self, reader, writer).run()
+        except asyncio.CancelledError:
+            pass  # server stopping; asyncio would log a cancelled connection task as an error
         finally:
             self._connections -= 1
 

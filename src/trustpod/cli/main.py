@@ -40,6 +40,7 @@ GROUPS = (
     "initdata",
     "secret",
     "guest",
+    "agent",
     "verity",
     "image",
     "policy",

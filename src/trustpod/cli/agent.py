@@ -1,0 +1,70 @@
+"""``trustpod agent serve --listen ADDR --config-dir D``: the pod's agent (AA + CDH + kata API).
+
+See ``trustpod.agent.wiring`` for the start order and the config directory layout. Prints one
+JSON line when serving (the bound ttRPC addresses and the guest API URL); stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from trustpod.agent.server import ServerSettings
+    from trustpod.agent.wiring import AgentOptions, AgentProcess
+    from trustpod.guest.run import GuestRuntime
+
+    server = ServerSettings()
+    if args.insecure_non_loopback_tcp:
+        server = dataclasses.replace(server, insecure_non_loopback_tcp=True)
+    options = AgentOptions(
+        listen=tuple(args.listen),
+        config_dir=args.config_dir,
+        local_images=args.local_images,
+        runc=args.runc,
+        server=server,
+    )
+    runtime = GuestRuntime.from_dir(args.config_dir)
+
+    def ready(addresses: list[str], api_url: str) -> None:
+        print(json.dumps({"agent": addresses, "api": api_url}), flush=True)
+
+    AgentProcess(runtime, options).run(ready)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("agent", help="the pod's agent: kata's AgentService over ttRPC")
+    sub = parser.add_subparsers(dest="agent_cmd", metavar="SUBCOMMAND")
+    sub.required = True
+    serve = sub.add_parser("serve", help="run AA + CDH + API + agent until SIGTERM/SIGINT")
+    serve.add_argument(
+        "--listen",
+        action="append",
+        required=True,
+        help="unix:PATH, tcp:HOST:PORT or vsock:PORT (repeatable)",
+    )
+    serve.add_argument(
+        "--config-dir",
+        type=Path,
+        required=True,
+        help="guest run's directory (initdata.toml, cdh.toml, ...) plus pause/rootfs",
+    )
+    serve.add_argument(
+        "--local-images",
+        type=Path,
+        help="serve images from unpacked root filesystems in this directory (no signature policy)",
+    )
+    serve.add_argument("--runc", default="runc", help="runc binary (default: runc on PATH)")
+    serve.add_argument(
+        "--insecure-non-loopback-tcp",
+        action="store_true",
+        help="allow a tcp: listen address that is not loopback (the API has no authentication)",
+    )
+    serve.set_defaults(func=_serve)

@@ -1,0 +1,127 @@
+"""Helpers for the agent tests: busybox root filesystems, kata-shaped requests, a served agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BUSYBOX = Path("/bin/busybox")
+IMAGE = "registry.local/test/busybox:1"
+PAUSE = "registry.local/pause:3.9"
+
+
+def need_runc() -> None:
+    if shutil.which("runc") is None:
+        pytest.skip("runc not installed (apt install runc)")
+    if not BUSYBOX.exists():
+        pytest.skip("busybox-static not installed (apt install busybox-static)")
+    if os.geteuid() != 0:
+        pytest.skip("runc containers need root")
+
+
+def busybox_rootfs(path: Path, *, pause: bool = False) -> Path:
+    """A root filesystem with static busybox and its applets (plus ``/pause`` for pause)."""
+    (path / "bin").mkdir(parents=True)
+    for d in ("proc", "sys", "dev", "tmp", "etc"):
+        (path / d).mkdir()
+    shutil.copy2(BUSYBOX, path / "bin" / "busybox")
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in applets:
+        if name != "busybox" and "/" not in name:
+            (path / "bin" / name).symlink_to("busybox")
+    if pause:
+        (path / "pause").write_text("#!/bin/sh\nexec sleep 2147483647\n")
+        (path / "pause").chmod(0o755)
+    return path
+
+
+def container_request(
+    pb: Any,
+    cid: str,
+    args: list[str],
+    *,
+    env: list[str] = (),  # type: ignore[assignment]
+    image: str = IMAGE,
+    sandbox: bool = False,
+) -> Any:
+    """A CreateContainerRequest shaped like containerd + kata's shim send it (guest pull)."""
+    req = pb.grpc.CreateContainerRequest(container_id=cid, exec_id=cid)
+    spec = req.OCI
+    spec.Version = "1.1.0"
+    spec.Process.Args.extend(args)
+    spec.Process.Env.extend(["PATH=/bin", *env])
+    spec.Process.Cwd = "/"
+    spec.Root.Path = f"/run/kata-containers/shared/containers/{cid}/rootfs"
+    spec.Hostname = "pod"
+    for dest, typ, opts in (
+        ("/proc", "proc", ["nosuid", "noexec", "nodev"]),
+        ("/dev", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        ("/sys", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
+    ):
+        m = spec.Mounts.add(destination=dest, source=typ, type=typ)
+        m.options.extend(opts)
+    for ns in ("pid", "ipc", "uts", "mount", "network"):
+        spec.Linux.Namespaces.add(Type=ns, Path="/proc/1/ns/" + ns if ns == "network" else "")
+    spec.Linux.Resources.Devices.add(Allow=False, Access="rwm")
+    spec.Linux.MaskedPaths.extend(["/proc/kcore", "/sys/firmware"])
+    if sandbox:
+        spec.Annotations["io.kubernetes.cri.container-type"] = "sandbox"
+    else:
+        spec.Annotations["io.kubernetes.cri.container-type"] = "container"
+        spec.Annotations["io.kubernetes.cri.image-name"] = image
+        req.storages.add(driver="image_guest_pull", source=image, mount_point=spec.Root.Path)
+    return req
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def agent_process(
+    config_dir: Path, listen: list[str], *, images: Path, timeout_s: float = 60.0
+) -> Iterator[dict[str, Any]]:
+    """``trustpod agent serve`` as a child process; yields its ready line; SIGTERM at exit."""
+    argv = [sys.executable, "-m", "trustpod.cli", "agent", "serve", "--config-dir"]
+    argv += [str(config_dir), "--local-images", str(images)]
+    for a in listen:
+        argv += ["--listen", a]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        line = proc.stdout.readline()
+        if not line:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"agent exited ({proc.wait()}): {err}")
+        assert time.monotonic() < deadline
+        yield {**json.loads(line), "proc": proc}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()

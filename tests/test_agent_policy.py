@@ -239,3 +239,22 @@ def test_input_log_skips_kata_unlogged_requests() -> None:
     entry = json.loads(lines[0])
     assert entry["kind"] == "CreateContainerRequest"
     assert entry["request"]["container_id"] == "c" and entry["request"]["string_user"] is None
+
+
+def test_gate_is_safe_across_threads() -> None:
+    """RPCs run on a thread pool: one gate, state carried, regorus engines are per thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gate = build_gate(initdata_policy=STATEFUL)
+
+    def create(i: int) -> bool:
+        try:
+            gate.check("CreateContainerRequest", _create(f"c{i}", ["sleep", "3600"]))
+        except PolicyDenied:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(create, [i % 8 for i in range(32)]))
+    assert sum(results) == 8  # each id exactly once, whichever thread got there first
+    assert gate.state == {"pstate": {f"c{i}": 1 for i in range(8)}}

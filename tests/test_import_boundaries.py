@@ -25,6 +25,8 @@ PURE = (
     "trustpod.verity.core",
     "trustpod.agent.framing",
     "trustpod.agent.serde",
+    "trustpod.agent.policy_gen",
+    "trustpod.agent.policy_rules",
     # image puller: pure parsers and the decision (registry/unpack/gpgv/lookaside are I/O)
     "trustpod.oci.reference",
     "trustpod.oci.manifest",

@@ -16,6 +16,9 @@ Limits are kata's raised regorus limits (64 KiB per line, 16 MiB, 200 000 lines)
 settings. Divergences (ADR 0950, docs/compat.md): the policy must declare ``package agent_policy``
 (kata accepts any package and then fails every request), and ``AllowRequestsFailingPolicy`` is
 re-read from the new policy alone (kata keeps the old flag while evaluating it).
+
+Engine: ``trustpod.rego.RegoPolicy`` (regorus, one engine per thread: regorus engines are
+unsendable); the data document is passed with every query as ``data_json``.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jsonpatch
-import regorus
 
-from trustpod.errors import ConfigError
+from trustpod.errors import ConfigError, EvidenceError, PolicyDenied
+from trustpod.rego import UNDEFINED, PolicyLimits, RegoPolicy
 
 __all__ = [
     "ALLOW_FAILURES_RULE",
@@ -37,7 +40,6 @@ __all__ = [
     "AgentPolicy",
     "Decision",
     "PolicySettings",
-    "regorus_message",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,11 +77,6 @@ class Decision(NamedTuple):
     prints: str
 
 
-def regorus_message(exc: BaseException) -> str:
-    """A regorus error without its Rust stack backtrace."""
-    return str(exc).split("\nStack backtrace:", 1)[0].strip()
-
-
 class AgentPolicy:
     """A loaded policy plus its data document. Not thread-safe: the gate serialises calls."""
 
@@ -93,30 +90,31 @@ class AgentPolicy:
                 reason="agent_policy.too_large",
                 fix="raise max_policy_bytes in the agent policy settings",
             )
-        self._engine = regorus.Engine()
-        self._engine.set_gather_prints(True)
-        self._engine.set_policy_length_config(
-            max_col=s.max_line_bytes,
-            max_file_bytes=s.max_policy_bytes,
-            max_lines=s.max_policy_lines,
-        )
         try:
-            self._engine.add_policy("policy.rego", text)
-        except RuntimeError as exc:
+            self._rego = RegoPolicy(
+                {"policy.rego": text},
+                limits=PolicyLimits(
+                    max_col=s.max_line_bytes,
+                    max_file_bytes=s.max_policy_bytes,
+                    max_lines=s.max_policy_lines,
+                ),
+                gather_prints=True,
+            )
+            packages = self._rego.packages
+        except EvidenceError as exc:
             raise ConfigError(
-                f"agent policy does not load: {regorus_message(exc)}",
+                f"agent policy does not load: {exc.message}",
                 reason="agent_policy.parse",
                 fix="check the policy with `trustpod policy check` (Rego v1 syntax, regorus)",
             ) from exc
-        packages = list(self._engine.get_packages())
-        if f"data.{PACKAGE}" not in packages:
+        if PACKAGE not in packages:
             raise ConfigError(
                 f"agent policy declares {packages or 'no package'}, not `package {PACKAGE}`",
                 reason="agent_policy.package",
                 fix=f"start the policy with `package {PACKAGE}`",
             )
         self._data: dict[str, Any] = copy.deepcopy(_INITIAL_DATA)
-        self._engine.add_data(self._data)
+        self._data_json = json.dumps(self._data, separators=(",", ":"))
         self.allow_failures = False
         try:
             self.allow_failures = self.allow_request(ALLOW_FAILURES_RULE, "{}").allowed
@@ -144,22 +142,17 @@ class AgentPolicy:
     def allow_request(self, ep: str, input_json: str) -> Decision:
         """Steps 1-5 of the module doc. Raises ``ConfigError(reason='agent_policy.eval')`` for an
         evaluation error (kata: ttRPC INTERNAL)."""
-        engine = self._engine
+        rule = f"data.{PACKAGE}.{ep}"
         try:
-            engine.set_input_json(input_json)
-            results = engine.eval_query(f"data.{PACKAGE}.{ep}")["result"]
-        except (RuntimeError, KeyError, TypeError) as exc:
-            engine.take_prints()
-            raise self._error(ep, f"evaluation failed: {regorus_message(exc)}") from exc
-        prints = " ".join(engine.take_prints())[: self.settings.max_prints_chars]
-        if len(results) != 1:
+            ev = self._rego.run([rule], input_json=input_json, data_json=self._data_json)
+        except PolicyDenied as exc:  # regorus evaluation error: kata's INTERNAL, not a denial
+            raise self._error(ep, f"evaluation failed: {exc.message}") from exc
+        prints = " ".join(ev.prints)[: self.settings.max_prints_chars]
+        value = ev.values[rule]
+        if value is UNDEFINED:
             if self.allow_failures:
                 return Decision(True, prints)
-            raise self._error(ep, f"unexpected eval_query result len {len(results)}")
-        exprs = results[0].get("expressions", [])
-        if len(exprs) != 1:
-            raise self._error(ep, f"unexpected eval_query result expressions {len(exprs)}")
-        value = exprs[0].get("value")
+            raise self._error(ep, "unexpected eval_query result len 0 (rule undefined)")
         if isinstance(value, bool):
             allowed = value
         elif isinstance(value, dict):
@@ -187,11 +180,9 @@ class AgentPolicy:
                 raise self._error(ep, f"state patch is malformed: {exc}") from exc
             if not isinstance(patched, dict):
                 raise self._error(ep, "state patch replaced the data document with a non-object")
-            self._engine.clear_data()
             try:
-                self._engine.add_data(json.loads(json.dumps(patched)))
-            except RuntimeError as exc:
-                self._engine.add_data(self._data)
-                raise self._error(ep, f"patched state rejected: {regorus_message(exc)}") from exc
-            self._data = patched
+                data_json = json.dumps(patched, separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise self._error(ep, f"patched state is not JSON: {exc}") from exc
+            self._data, self._data_json = patched, data_json
         return allowed

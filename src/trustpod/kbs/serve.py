@@ -8,6 +8,7 @@ share sessions, resources and policies through the storage backend, so the stora
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 import shutil
 import socket
@@ -99,6 +100,8 @@ def serve(config_path: str | Path, *, workers: int | None = None) -> None:
     from trustpod.kbs.tls import KbsUvicornConfig
 
     cfg = load_config(config_path)
+    log_config = _log_config(cfg)
+    logging.config.dictConfig(log_config)  # this process's lines in the workers' format
     shared = cfg.storage_backend.storage_type != "Memory"
     # upstream's default is one worker per CPU; Memory storage cannot be shared by processes
     n = workers or cfg.http_server.worker_count or ((os.cpu_count() or 1) if shared else 1)
@@ -111,17 +114,20 @@ def serve(config_path: str | Path, *, workers: int | None = None) -> None:
     os.environ[CONFIG_ENV] = str(cfg.source)
     common: dict[str, Any] = {
         "log_level": "warning",
-        "log_config": _log_config(cfg),
+        "log_config": log_config,
         "access_log": False,
         "lifespan": "off",
         "http": cfg.http_server,
         **_tls_kwargs(cfg),
     }
-    app: Any = None
-    if n == 1:
-        from trustpod.kbs.wiring import build_app
+    from trustpod.kbs.wiring import build_app
 
-        app = build_app(cfg)  # fail before listening when the config cannot be served
+    # Fail before listening when the config cannot be served (a wrong at-rest key, a bad
+    # signer key ...): with several workers each would otherwise die and be restarted forever.
+    # This also runs the one-time at-rest migration once, before the workers start.
+    app: Any = build_app(cfg)
+    if n > 1:
+        app = None
     sockets = bind_sockets(cfg.http_server.sockets)
     scheme = "http" if cfg.http_server.insecure_http else "https"
     for addr in cfg.http_server.sockets:

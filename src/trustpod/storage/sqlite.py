@@ -173,8 +173,19 @@ class SqliteStore:
     def reclaim(self) -> None:
         """Give the pages of deleted rows back to the filesystem (incremental vacuum, then a
         WAL checkpoint that truncates the log); called after expired sessions are purged."""
+        conn = self._conn()
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
         with self._errors("reclaim"):
-            self._execute("PRAGMA incremental_vacuum").fetchall()
+            while True:
+                try:
+                    # executescript steps the pragma to completion (execute() frees one page)
+                    conn.executescript("PRAGMA incremental_vacuum;")
+                    break
+                except sqlite3.OperationalError as exc:
+                    busy = getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES
+                    if not busy or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(random.uniform(_RETRY_MIN_S, _RETRY_MAX_S))
             self._execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def close(self) -> None:

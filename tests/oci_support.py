@@ -43,6 +43,7 @@ class Registry:
         exe = shutil.which("docker-registry")
         if exe is None:
             raise FileNotFoundError("docker-registry (apt package docker-registry)")
+        directory.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.host = f"127.0.0.1:{self.port}"
         auth = ""
@@ -124,6 +125,7 @@ def skopeo_allows(ref: str, policy: Path, registries_d: Path, dest: Path) -> tup
             "--registries.d",
             str(registries_d),
             "copy",
+            "--remove-signatures",
             "--src-tls-verify=false",
             f"docker://{ref}",
             f"oci:{dest}:x",

@@ -116,16 +116,17 @@ def _check_payload(
     image: ImageReference,
     digests: Sequence[str],
 ) -> None:
+    # digest first, then identity: containers/image's order (verifyAndExtractSignature)
+    if payload.manifest_digest not in digests:
+        raise VerificationError(
+            f"signature is for {payload.manifest_digest}, not {' or '.join(digests)}",
+            reason="image.signature_digest",
+        )
     if ident is not None and not identity_matches(ident, image, payload.docker_reference):
         raise VerificationError(
             f"signed identity {payload.docker_reference!r} does not match {image} "
             f"under {ident.describe()}",
             reason="image.signature_identity",
-        )
-    if payload.manifest_digest not in digests:
-        raise VerificationError(
-            f"signature is for {payload.manifest_digest}, not {' or '.join(digests)}",
-            reason="image.signature_digest",
         )
 
 

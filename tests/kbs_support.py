@@ -96,18 +96,19 @@ class ExternalIssuer:
 
 
 @contextlib.contextmanager
-def serve(app: Any, *, cert: Any = None) -> Iterator[str]:
+def serve(app: Any, *, cert: Any = None, **options: Any) -> Iterator[str]:
     """Run ``app`` with uvicorn on 127.0.0.1:<ephemeral> in a thread; yields the base URL.
 
-    ``cert``: a ``trustme`` leaf (``LeafCert``) for HTTPS, or None for HTTP.
+    ``cert``: a ``trustme`` leaf (``LeafCert``) for HTTPS, or None for HTTP. ``options``: more
+    ``uvicorn.Config`` settings (e.g. ``http="h11"`` for non-standard methods such as LIST).
     """
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(options)
     tmp: list[Any] = []
     if cert is not None:
         key_ctx = cert.private_key_pem.tempfile()
         chain_ctx = cert.cert_chain_pems[0].tempfile()
         tmp = [key_ctx, chain_ctx]
-        kwargs = {"ssl_keyfile": key_ctx.__enter__(), "ssl_certfile": chain_ctx.__enter__()}
+        kwargs.update(ssl_keyfile=key_ctx.__enter__(), ssl_certfile=chain_ctx.__enter__())
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", access_log=False, **kwargs
     )

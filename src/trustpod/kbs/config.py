@@ -18,6 +18,7 @@ from trustpod.attestation.ear import EarTokenSettings
 from trustpod.errors import ConfigError
 from trustpod.kbs._toml import Table
 from trustpod.kbs.config_admin import AdminConfig, parse_admin
+from trustpod.kbs.config_secrets import ResourceBackend, parse_resource_plugin
 from trustpod.kbs.config_storage import StorageConfig, parse_storage
 
 __all__ = [
@@ -108,6 +109,7 @@ class KbsConfig:
     storage_backend: StorageConfig = field(default_factory=StorageConfig)
     plugins: tuple[str, ...] = ("resource",)
     trustpod: TrustpodSettings = TrustpodSettings()
+    resource_backend: ResourceBackend | None = None  # None: [storage_backend] (kvstorage)
 
 
 def load_config(path: str | Path) -> KbsConfig:
@@ -135,7 +137,9 @@ def parse_config(raw: dict[str, Any], source: Path) -> KbsConfig:
     admin_t = top.table("admin")
     admin = parse_admin(admin_t) if admin_t is not None else None
     storage = parse_storage(top.table("storage_backend"), top.text("session_storage_type"))
-    plugins = tuple(_plugin(t) for t in top.tables("plugins")) or ("resource",)
+    parsed = [_plugin(t) for t in top.tables("plugins")]
+    plugins = tuple(name for name, _ in parsed) or ("resource",)
+    resource_backend = next((b for _, b in parsed if b is not None), None)
     settings = _trustpod(top.table("trustpod"))
     top.done()
     if not http.insecure_http and (http.private_key is None or http.certificate is None):
@@ -145,7 +149,9 @@ def parse_config(raw: dict[str, Any], source: Path) -> KbsConfig:
             reason="config.tls_required",
             fix="set both to PEM files, or set http_server.insecure_http = true for local testing",
         )
-    return KbsConfig(source, http, token, aservice, admin, storage, plugins, settings)
+    return KbsConfig(
+        source, http, token, aservice, admin, storage, plugins, settings, resource_backend
+    )
 
 
 def _http(t: Table | None) -> HttpServerConfig:
@@ -243,17 +249,16 @@ def _attestation_service(t: Table | None) -> AttestationServiceConfig:
     return AttestationServiceConfig("coco_as_builtin", timeout, broker, rvps_type, verifier_config)
 
 
-def _plugin(t: Table) -> str:
+def _plugin(t: Table) -> tuple[str, ResourceBackend | None]:
     name = t.text("name")
-    backend = t.text("storage_backend_type", "kvstorage")
-    t.done()
-    if name != "resource" or backend != "kvstorage":
+    if name != "resource":
         raise ConfigError(
-            f"{t.source}: plugin {name!r} with storage_backend_type {backend!r} is not supported",
+            f"{t.source}: plugin {name!r} is not supported",
             reason="config.unsupported",
-            fix='use [[plugins]] name = "resource", storage_backend_type = "kvstorage"',
+            fix='use [[plugins]] name = "resource" (storage_backend_type "kvstorage", "Vault" '
+            'or "AzureKeyVault")',
         )
-    return name
+    return name, parse_resource_plugin(t)
 
 
 def _trustpod(t: Table | None) -> TrustpodSettings:

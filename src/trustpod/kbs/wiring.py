@@ -28,7 +28,7 @@ from trustpod.kbs.sessions import SessionStore
 from trustpod.kbs.tokens import TokenVerifier
 from trustpod.storage.port import KeyValueStore
 
-__all__ = ["build_app", "build_core", "open_store"]
+__all__ = ["build_app", "build_core", "open_store", "with_resource_backend"]
 
 _log = logging.getLogger(__name__)
 
@@ -53,6 +53,28 @@ def open_store(cfg: StorageConfig, kind: str | None = None) -> KeyValueStore:
     from trustpod.storage.memory import MemoryStore
 
     return MemoryStore()
+
+
+def with_resource_backend(config: KbsConfig, store: KeyValueStore) -> KeyValueStore:
+    """``store`` with the ``repository`` namespace sent to the ``[[plugins]]`` resource backend
+    (HashiCorp Vault, Azure Key Vault) when one is configured (at-rest sealing sits on top)."""
+    backend = config.resource_backend
+    if backend is None:
+        return store
+    from trustpod.storage.routed import RoutedStore
+    from trustpod.storage.secret_settings import VaultConfig
+
+    resources: KeyValueStore
+    if isinstance(backend, VaultConfig):
+        from trustpod.storage.vault import VaultKvStore
+
+        resources = VaultKvStore(backend)
+    else:
+        from trustpod.storage.azure_keyvault import AzureKeyVaultStore
+
+        resources = AzureKeyVaultStore(backend)
+    _log.info("resources are stored in %r", backend)
+    return RoutedStore(store, {"repository": resources})
 
 
 def _emulated_roots(paths: tuple[Path, ...]) -> tuple[bytes, ...]:
@@ -162,7 +184,9 @@ def build_core(
     own_jwks: list[dict[str, Any]] | None = None,
 ) -> tuple[KbsCore, AdminAuthorizer]:
     clock = clock or SystemClock()
-    store = _at_rest(config, store or open_store(config.storage_backend))
+    store = _at_rest(
+        config, with_resource_backend(config, store or open_store(config.storage_backend))
+    )
     session_kind = config.storage_backend.session_storage_type
     session_store = store
     if session_kind is not None and session_kind != config.storage_backend.storage_type:

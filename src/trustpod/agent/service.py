@@ -239,11 +239,15 @@ class AgentService:
         return resp
 
     def CopyFile(self, req: Any) -> Any:
-        target = self.sandbox.shared_path(req.path)
+        self.sandbox.shared_path(req.path)  # under kata's shared dir, absolute and canonical
         root = self.sandbox.run_dir / "shared" / "containers"
         rel = req.path[len(SHARED_CONTAINERS_DIR) + 1 :]
-        assert str(target).startswith(str(root))
-        copy_file(root, rel, req, max_bytes=self.sandbox.settings.max_copy_file_bytes)
+        try:
+            copy_file(root, rel, req, max_bytes=self.sandbox.settings.max_copy_file_bytes)
+        except OSError as exc:  # e.g. ELOOP: a symlink where a directory was expected
+            raise EvidenceError(
+                f"CopyFile {req.path}: {exc.strerror or exc}", reason="agent.copy_file"
+            ) from exc
         return self._empty()
 
     def GetOOMEvent(self, req: Any) -> Any:

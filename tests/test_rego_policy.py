@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trustpod.errors import EvidenceError, PolicyDenied
+from trustpod.errors import ConfigError, EvidenceError, PolicyDenied
 from trustpod.rego import UNDEFINED, PolicyLimits, RegoPolicy, Undefined
 
 AGENT = """package agent_policy
@@ -129,6 +129,8 @@ def test_length_limits_are_settings() -> None:
         RegoPolicy(many, limits=PolicyLimits(max_lines=100))
     with pytest.raises(EvidenceError, match="file size"):
         RegoPolicy(many, limits=PolicyLimits(max_file_bytes=1000))
+    with pytest.raises(ConfigError):
+        PolicyLimits(max_lines=0)
 
 
 def test_several_modules_and_packages() -> None:

@@ -19,11 +19,11 @@ from trustpod.rego.engine import (
     package_of,
     validate,
 )
-from trustpod.rego.policy import (
+from trustpod.rego.policy import RegoPolicy
+from trustpod.rego.values import (
     UNDEFINED,
     Evaluation,
     PolicyLimits,
-    RegoPolicy,
     Undefined,
     rego_error_text,
 )

@@ -28,7 +28,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from trustpod.errors import EvidenceError, PolicyDenied
-from trustpod.rego.policy import UNDEFINED, RegoPolicy
+from trustpod.rego.policy import RegoPolicy
+from trustpod.rego.values import UNDEFINED
 
 __all__ = [
     "DEFAULT_CACHE_ENTRIES",

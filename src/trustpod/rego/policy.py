@@ -38,94 +38,29 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any
 
 import regorus
 
 from trustpod.errors import EvidenceError, PolicyDenied
+from trustpod.rego.values import (
+    UNDEFINED,
+    Evaluation,
+    PolicyLimits,
+    error_summary,
+    rego_error_text,
+)
 
-__all__ = [
-    "ENGINES_PER_THREAD",
-    "MAX_ERROR_CHARS",
-    "UNDEFINED",
-    "Evaluation",
-    "PolicyLimits",
-    "RegoPolicy",
-    "Undefined",
-    "rego_error_text",
-]
+__all__ = ["ENGINES_PER_THREAD", "RegoPolicy"]
 
 #: Parsed engines each thread keeps (LRU over all policies).
 ENGINES_PER_THREAD = 32
-#: Upper bound on an error message passed back to an admin (source lines are also cropped).
-MAX_ERROR_CHARS = 4000
-_MAX_SOURCE_LINE = 200
-_LOCATION_RE = re.compile(r"-->\s*(?P<file>[^\n]*?):(?P<line>\d+):(?P<col>\d+)")
 _NO_RULE = "not a valid rule path"
 _UNDEFINED_JSON = '"<undefined>"'
 _instances = itertools.count()
-
-
-class Undefined:
-    """The value of a rule that is not defined for this input (falsy; one instance)."""
-
-    _instance: Undefined | None = None
-
-    def __new__(cls) -> Undefined:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return "UNDEFINED"
-
-
-UNDEFINED: Final = Undefined()
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyLimits:
-    """regorus' policy length limits (``set_policy_length_config``); defaults = regorus'."""
-
-    max_col: int = 1024
-    max_file_bytes: int = 1024 * 1024
-    max_lines: int = 20_000
-
-
-class Evaluation(NamedTuple):
-    """Rule values (``UNDEFINED`` when undefined) and the ``print()`` lines of the evaluation."""
-
-    values: dict[str, Any]
-    prints: tuple[str, ...]
-
-
-def rego_error_text(exc: BaseException) -> str:
-    """regorus' message without the Rust backtrace, source lines cropped, length capped."""
-    raw = str(exc).split("\nStack backtrace:", 1)[0].strip("\n")
-    lines = [
-        ln if len(ln) <= _MAX_SOURCE_LINE else ln[:_MAX_SOURCE_LINE] + " ..."
-        for ln in raw.splitlines()
-    ]
-    text = "\n".join(lines).strip()
-    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ..."
-
-
-def _summary(text: str) -> str:
-    """``line L, column C: <error>`` from a regorus message (or the message itself)."""
-    errors = [ln[len("error:") :].strip() for ln in text.splitlines() if ln.startswith("error:")]
-    loc = _LOCATION_RE.search(text)
-    what = errors[-1] if errors else text.splitlines()[0] if text else "unknown error"
-    if loc is None:
-        return what
-    return f"{loc.group('file')} line {loc.group('line')}, column {loc.group('col')}: {what}"
 
 
 _local = threading.local()
@@ -196,7 +131,7 @@ class RegoPolicy:
     def _compile_error(self, exc: RuntimeError) -> EvidenceError:
         msg = rego_error_text(exc)
         return EvidenceError(
-            f"policy does not compile: {_summary(msg)}\n{msg}",
+            f"policy does not compile: {error_summary(msg)}\n{msg}",
             reason="rego.parse",
             fix="fix the Rego at the line shown (regorus is upstream's engine; "
             "`opa check` shows the same error)",
@@ -287,7 +222,7 @@ class RegoPolicy:
                 self._missing.add(path)
                 return UNDEFINED
             return PolicyDenied(
-                f"policy evaluation of {path} failed: {_summary(msg)}\n{msg}",
+                f"policy evaluation of {path} failed: {error_summary(msg)}\n{msg}",
                 reason="rego.error",
             )
         return json.loads(text)

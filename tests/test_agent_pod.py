@@ -223,6 +223,50 @@ def test_tcp_unknown_rpc_network_copyfile_and_refusals(pod_env: dict[str, Any]) 
         assert host.value.code == Code.INVALID_ARGUMENT
 
 
+def test_secret_volume_and_oom_event(pod_env: dict[str, Any]) -> None:
+    """A secret volume copied in with CopyFile holds a sealed file: the agent unseals it into
+    place before start; a container over its memory limit is OOM-killed and reported."""
+    pb = protos()
+    base = "/run/kata-containers/shared/containers"
+    vol = f"{base}/app2-secret"
+    sealed = sealed_env().encode()
+    with AgentClient(pod_env["ready"]["agent"][0]) as agent:
+        agent.call("CopyFile", pb.grpc.CopyFileRequest(path=vol, file_mode=0o040755))
+        half = len(sealed) // 2
+        for offset, chunk in ((0, sealed[:half]), (half, sealed[half:])):
+            agent.call(
+                "CopyFile",
+                pb.grpc.CopyFileRequest(
+                    path=f"{vol}/token",
+                    file_size=len(sealed),
+                    file_mode=0o100644,
+                    offset=offset,
+                    data=chunk,
+                ),
+            )
+        req = container_request(pb, "app2", ["cat", "/secret/token.unsealed"])
+        m = req.OCI.Mounts.add(destination="/secret", source=vol, type="bind")
+        m.options.extend(["rbind", "ro"])
+        agent.call("CreateContainer", req)
+        agent.call("StartContainer", pb.grpc.StartContainerRequest(container_id="app2"))
+        assert read_all(agent, "app2") == SECRET
+        assert (
+            agent.call("WaitProcess", pb.grpc.WaitProcessRequest(container_id="app2")).status == 0
+        )
+        agent.call("RemoveContainer", pb.grpc.RemoveContainerRequest(container_id="app2"))
+
+        if not Path("/sys/fs/cgroup/memory").is_dir():
+            return
+        hog = container_request(pb, "hog", ["sh", "-c", "head -c 400000000 /dev/zero | tail"])
+        hog.OCI.Linux.Resources.Memory.Limit = 16 << 20
+        agent.call("CreateContainer", hog)
+        agent.call("StartContainer", pb.grpc.StartContainerRequest(container_id="hog"))
+        oom = agent.call("GetOOMEvent", pb.grpc.GetOOMEventRequest(), timeout_s=30)
+        assert oom.container_id == "hog"
+        agent.call("WaitProcess", pb.grpc.WaitProcessRequest(container_id="hog"))
+        agent.call("RemoveContainer", pb.grpc.RemoveContainerRequest(container_id="hog"))
+
+
 def test_oom_event_blocks_until_deadline(pod_env: dict[str, Any]) -> None:
     pb = protos()
     with AgentClient(pod_env["ready"]["agent"][0]) as agent:

@@ -75,6 +75,10 @@ class AgentSettings:
     max_remove_wait_s: float = 60.0
     #: Largest file CopyFile writes.
     max_copy_file_bytes: int = 64 << 20
+    #: How often the containers' memory cgroups are checked for OOM kills (GetOOMEvent).
+    oom_poll_s: float = 1.0
+    #: cgroup v1 memory hierarchy (the containers' cgroupsPath is /trustpod/<id>).
+    memory_cgroup_root: str = "/sys/fs/cgroup/memory"
 
 
 @dataclass
@@ -128,6 +132,9 @@ class Sandbox:
         self.closed = False
         (state_dir / "bundles").mkdir(parents=True, exist_ok=True, mode=0o700)
         run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self._oom_seen: dict[str, int] = {}
+        self._oom_thread = threading.Thread(target=self._watch_oom, name="oom", daemon=True)
+        self._oom_thread.start()
 
     # -- lookups (kata's find_container_process) --
     def container(self, cid: str) -> Container:
@@ -320,6 +327,32 @@ class Sandbox:
         with self._oom_cv:
             self._oom.append(cid)
             self._oom_cv.notify_all()
+
+    def _oom_kills(self, cid: str) -> int:
+        path = Path(self.settings.memory_cgroup_root, "trustpod", cid, "memory.oom_control")
+        try:
+            for line in path.read_text().splitlines():
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def _watch_oom(self) -> None:
+        """kata watches each container's memory cgroup for OOM events; here the cgroup v1
+        ``oom_kill`` counter is polled every ``oom_poll_s``."""
+        while True:
+            with self._oom_cv:
+                if self._oom_cv.wait_for(lambda: self.closed, self.settings.oom_poll_s):
+                    return
+            with self.lock:
+                ids = list(self.containers)
+            for cid in ids:
+                kills = self._oom_kills(cid)
+                if kills > self._oom_seen.get(cid, 0):
+                    log.warning("container %s: OOM kill", cid)
+                    self.report_oom(cid)
+                self._oom_seen[cid] = kills
 
     def next_oom(self) -> str | None:
         with self._oom_cv:

@@ -314,3 +314,20 @@ def test_input_round_trips_as_json(value: object) -> None:
 
 
 _ECHO = RegoPolicy("package echo\nimport rego.v1\nv := input.v\n")
+
+
+def test_lone_surrogates_are_typed_errors() -> None:
+    with pytest.raises(EvidenceError):
+        RegoPolicy('package p\nx := "\ud800"\n')
+    with pytest.raises(EvidenceError):
+        RegoPolicy("package p\nx := data\n", data_json='{"a": "\ud800"}')
+    p = RegoPolicy("package p\nx := input\n")
+    for call in (
+        lambda: p.evaluate("data.p.x", input_json='{"a": "\ud800"}'),
+        lambda: p.evaluate("data.p.x", {"a": "\ud800"}),
+        lambda: p.evaluate("data.p.\ud800", {}),
+        lambda: p.evaluate("data.p.x", data_json='{"a": "\ud800"}'),
+    ):
+        with pytest.raises(PolicyDenied):
+            call()
+    assert p.evaluate("data.p.x", {"a": "ok"}) == {"a": "ok"}

@@ -128,7 +128,7 @@ class RegoPolicy:
     # another thread (pyo3: "unsendable, but is being dropped on another thread"). Engine work
     # therefore returns error objects, raised by the public methods once the engine is gone.
 
-    def _compile_error(self, exc: RuntimeError) -> EvidenceError:
+    def _compile_error(self, exc: Exception) -> EvidenceError:
         msg = rego_error_text(exc)
         return EvidenceError(
             f"policy does not compile: {error_summary(msg)}\n{msg}",
@@ -153,12 +153,12 @@ class RegoPolicy:
         for name, text in self.modules.items():
             try:
                 engine.add_policy(name, text)
-            except RuntimeError as exc:
+            except (RuntimeError, UnicodeError) as exc:
                 return self._compile_error(exc)
         if self._data_json is not None:
             try:
                 engine.add_data_json(self._data_json)
-            except RuntimeError as exc:
+            except (RuntimeError, UnicodeError) as exc:
                 return EvidenceError(
                     f"policy data rejected: {rego_error_text(exc)}", reason="rego.parse"
                 )
@@ -186,7 +186,7 @@ class RegoPolicy:
             if want is not None:
                 try:
                     held[0].add_data_json(want)
-                except RuntimeError as exc:
+                except (RuntimeError, UnicodeError) as exc:
                     return PolicyDenied(
                         f"policy data is not JSON: {rego_error_text(exc)}", reason="rego.error"
                     )
@@ -216,7 +216,7 @@ class RegoPolicy:
             text = engine.eval_rule_as_json(path)
             if text == _UNDEFINED_JSON and engine.eval_rule(path) is None:
                 return UNDEFINED  # (a rule whose value is the string "<undefined>" is kept)
-        except RuntimeError as exc:
+        except (RuntimeError, UnicodeError) as exc:
             msg = rego_error_text(exc)
             if msg == _NO_RULE:
                 self._missing.add(path)
@@ -235,7 +235,7 @@ class RegoPolicy:
             return engine
         try:
             engine.set_input_json(input_json)
-        except RuntimeError as exc:
+        except (RuntimeError, UnicodeError) as exc:
             return PolicyDenied(
                 f"policy input is not JSON: {rego_error_text(exc)}", reason="rego.error"
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -175,22 +176,34 @@ class ImagePuller:
             self.registry.get_blob(image, manifest.config, s.max_config_bytes), manifest, s
         )
         compressions = [compression_of(layer) for layer in manifest.layers]
-        blobs = [self.cache.ensure(self.registry, image, layer) for layer in manifest.layers]
         bundle_dir.mkdir(parents=True, exist_ok=True)
         partial = bundle_dir / "rootfs.partial"
         if partial.exists():
             remove_tree(partial)
         os.mkdir(partial, 0o755)
+        # layers download concurrently; each is unpacked (in order) once it is complete and verified
+        pool = ThreadPoolExecutor(max_workers=s.max_concurrent_layer_downloads)
+        by_digest: dict[str, Future[Path]] = {}
         try:
+            for layer in manifest.layers:
+                if layer.digest not in by_digest:
+                    by_digest[layer.digest] = pool.submit(
+                        self.cache.ensure, self.registry, image, layer
+                    )
+            futures = [by_digest[layer.digest] for layer in manifest.layers]
             budget = UnpackBudget(s)
-            for blob, comp, diff_id in zip(blobs, compressions, config.diff_ids, strict=True):
-                unpack_layer(blob, comp, diff_id, partial, budget)
+            for fut, comp, diff_id in zip(futures, compressions, config.diff_ids, strict=True):
+                unpack_layer(fut.result(), comp, diff_id, partial, budget)
             if rootfs.exists():
                 rootfs.rmdir()
             os.replace(partial, rootfs)
         except BaseException:
+            for pending in by_digest.values():
+                pending.cancel()
+            pool.shutdown(wait=True)
             remove_tree(partial)
             raise
+        pool.shutdown(wait=True)
         meta = {
             "reference": str(image),
             "manifest_digest": manifest.digest,

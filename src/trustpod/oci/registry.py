@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -263,7 +264,7 @@ class RegistryClient:
             )
         algorithm = desc.digest.split(":", 1)[0]
         h = hashlib.new(algorithm)
-        tmp = dest.with_name(dest.name + ".partial")
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.partial")
         size = 0
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:

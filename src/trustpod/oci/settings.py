@@ -41,6 +41,8 @@ class OciSettings:
     max_image_bytes: int = 16 * 1024**3
     max_unpacked_bytes: int = 32 * 1024**3
     max_tar_entries: int = 1_000_000
+    #: Layers downloaded at once (``[image] max_concurrent_layer_downloads_per_image``, 3).
+    max_concurrent_layer_downloads: int = 3
     max_path_bytes: int = 4096
     #: Signatures read per image, and the size of each (simple signing / cosign layer).
     max_signatures: int = 64

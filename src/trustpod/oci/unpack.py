@@ -15,12 +15,12 @@ tar in stream mode and apply each entry:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import os
 import stat
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -212,9 +212,37 @@ def _entry(layer: _Layer, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         raise _unsafe(f"{m.name!r} has unsupported tar type {m.type!r}")
 
 
+class _GzipReader:
+    """gzip members via zlib directly (GzipFile's per-call overhead dominated unpacking)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._z = zlib.decompressobj(wbits=31)
+        self._buf = b""
+        self._eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        want = n if n >= 0 else 1 << 30
+        while len(self._buf) < want and not self._eof:
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                if not self._z.eof:
+                    raise EOFError("gzip stream ends early")
+                self._eof = True
+                break
+            data = self._z.decompress(chunk)
+            while self._z.eof and self._z.unused_data:  # another gzip member follows
+                rest = self._z.unused_data
+                self._z = zlib.decompressobj(wbits=31)
+                data += self._z.decompress(rest)
+            self._buf += data
+        out, self._buf = self._buf[:want], self._buf[want:]
+        return out
+
+
 def _decompressor(f: IO[bytes], compression: str) -> Any:
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=f, mode="rb")
+        return _GzipReader(f)
     if compression == "zstd":
         return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
     return f
@@ -229,7 +257,7 @@ def unpack_layer(
         algorithm = diff_id.split(":", 1)[0]
         reader = _HashingReader(_decompressor(f, compression), budget, algorithm)
         try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 20) as tar:  # type: ignore[call-overload]
                 for m in tar:
                     budget.entries += 1
                     if budget.entries > budget.settings.max_tar_entries:
@@ -239,7 +267,7 @@ def unpack_layer(
                         )
                     _entry(layer, tar, m)
             reader.drain()
-        except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
+        except (tarfile.TarError, OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
             if isinstance(exc, FileExistsError | PermissionError | IsADirectoryError):
                 raise _unsafe(str(exc)) from exc
             raise EvidenceError(f"layer {blob.name}: {exc}", reason="image.layer_format") from exc

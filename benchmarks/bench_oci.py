@@ -1,0 +1,181 @@
+"""Image pull throughput: ``trustpod image pull`` (fetch + verify + unpack) vs ``skopeo copy`` to an
+OCI directory (fetch + verify, no unpack), from a real docker-registry on 127.0.0.1.
+
+Run on its own: ``python benchmarks/bench_oci.py [--size-mib 100] [--layers 4] [--repeat 3]``.
+The image is built by ``trustpod.oci.layout`` (gzip layers; half of each file random, half
+repetitive text, so compression matters as in real images) and pushed with ``skopeo copy``.
+Each run starts from an empty destination and an empty blob cache. Figures are per whole
+command-line process (interpreter start included for trustpod): wall, and CPU = user + system
+of that child from ``wait4``. Runs alternate skopeo / trustpod; the median is reported.
+Goal (issue 9): trustpod >= 0.8x skopeo's throughput (MiB of image per wall second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from trustpod.oci.layout import tar_tree, write_layout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run(cmd: list[str]) -> tuple[float, float]:
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed: {proc.stderr.read().decode() if proc.stderr else ''}"
+        )
+    return wall, ru.ru_utime + ru.ru_stime
+
+
+def _make_tree(root: Path, size: int, files: int) -> None:
+    root.mkdir(parents=True)
+    per = size // files
+    text = b"trustpod image benchmark line of fairly repetitive text 0123456789\n" * (
+        per // 128 + 1
+    )
+    for i in range(files):
+        half = per // 2
+        (root / f"f{i:03d}").write_bytes(os.urandom(half) + text[: per - half])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mib", type=int, default=100)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    for tool in ("skopeo", "docker-registry"):
+        if shutil.which(tool) is None:
+            print(f"bench_oci: {tool} not installed; skipped")
+            return 0
+    with tempfile.TemporaryDirectory(prefix="trustpod-bench-oci-") as tmpd:
+        tmp = Path(tmpd)
+        port = _free_port()
+        host = f"127.0.0.1:{port}"
+        cfg = tmp / "config.yml"
+        cfg.write_text(
+            "version: 0.1\nlog: {level: error}\n"
+            f"storage: {{filesystem: {{rootdirectory: {tmp / 'data'}}}}}\nhttp: {{addr: {host}}}\n"
+        )
+        reg = subprocess.Popen(
+            ["docker-registry", "serve", str(cfg)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(200):
+                try:
+                    httpx.get(f"http://{host}/v2/", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+            size = args.size_mib << 20
+            layers = []
+            for n in range(args.layers):
+                tree = tmp / f"tree{n}"
+                _make_tree(tree, size // args.layers, 16)
+                layers.append(tar_tree(tree))
+                shutil.rmtree(tree)
+            write_layout(tmp / "layout", layers, tag="bench")
+            del layers
+            compressed = sum(
+                p.stat().st_size for p in (tmp / "layout" / "blobs" / "sha256").iterdir()
+            )
+            subprocess.run(
+                [
+                    "skopeo",
+                    "--insecure-policy",
+                    "copy",
+                    "--dest-tls-verify=false",
+                    f"oci:{tmp / 'layout'}:bench",
+                    f"docker://{host}/bench/img:1",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            policy = tmp / "policy.json"
+            policy.write_text(
+                json.dumps({"default": [{"type": "insecureAcceptAnything"}], "transports": {}})
+            )
+            sk, tp = [], []
+            for i in range(args.repeat):
+                out = tmp / f"sk{i}"
+                sk.append(
+                    _run(
+                        [
+                            "skopeo",
+                            "--policy",
+                            str(policy),
+                            "copy",
+                            "--src-tls-verify=false",
+                            f"docker://{host}/bench/img:1",
+                            f"oci:{out}:x",
+                        ]
+                    )
+                )
+                shutil.rmtree(out)
+                dest = tmp / f"tp{i}"
+                tp.append(
+                    _run(
+                        [
+                            sys.executable,
+                            "-m",
+                            "trustpod.cli",
+                            "image",
+                            "pull",
+                            f"{host}/bench/img:1",
+                            "--policy",
+                            str(policy),
+                            "--dest",
+                            str(dest),
+                            "--insecure-http-registry",
+                            host,
+                        ]
+                    )
+                )
+                shutil.rmtree(dest)
+        finally:
+            os.kill(reg.pid, signal.SIGTERM)
+            reg.wait(10)
+    mib = args.size_mib
+    sk_wall, tp_wall = statistics.median(w for w, _ in sk), statistics.median(w for w, _ in tp)
+    sk_cpu, tp_cpu = statistics.median(c for _, c in sk), statistics.median(c for _, c in tp)
+    print(
+        f"image: {mib} MiB unpacked in {args.layers} gzip layers, "
+        f"{compressed / 2**20:.1f} MiB compressed"
+    )
+    print(
+        f"skopeo copy -> oci dir:  {sk_wall:6.2f} s wall ({mib / sk_wall:6.1f} MiB/s), "
+        f"{sk_cpu:5.2f} s CPU"
+    )
+    print(
+        f"trustpod pull + unpack:  {tp_wall:6.2f} s wall ({mib / tp_wall:6.1f} MiB/s), "
+        f"{tp_cpu:5.2f} s CPU"
+    )
+    print(f"throughput ratio trustpod/skopeo: {sk_wall / tp_wall:.2f}x (goal >= 0.8x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

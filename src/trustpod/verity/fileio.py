@@ -6,7 +6,7 @@ import os
 
 from trustpod.errors import DependencyError, EvidenceError
 
-__all__ = ["read_exact", "read_into", "write_all"]
+__all__ = ["read_exact", "read_into", "read_scatter", "write_all"]
 
 
 def read_exact(fd: int, size: int, offset: int, what: str) -> bytes:
@@ -43,6 +43,35 @@ def read_into(fd: int, view: memoryview, offset: int, what: str) -> None:
                 fix="the file is shorter than its verity parameters say; was it copied completely?",
             )
         got += n
+
+
+def read_scatter(fd: int, views: list[memoryview], offset: int, what: str) -> None:
+    """Fill every buffer of ``views`` in order from ``offset`` (one ``preadv``, one iovec per
+    buffer; a short read continues where it stopped)."""
+    need = sum(len(v) for v in views)
+    got = 0
+    pending = views
+    while got < need:
+        try:
+            n = os.preadv(fd, pending, offset + got)
+        except OSError as exc:
+            raise DependencyError(f"cannot read {what}: {exc}", reason="verity.io") from exc
+        if n == 0:
+            raise EvidenceError(
+                f"{what} is truncated: needed {need} bytes at offset {offset}, got {got}",
+                reason="verity.truncated",
+                fix="the file is shorter than its verity parameters say; was it copied completely?",
+            )
+        got += n
+        if got < need:  # rare: drop the filled buffers, cut the partly filled one
+            rest: list[memoryview] = []
+            for v in pending:
+                if n >= len(v):
+                    n -= len(v)
+                    continue
+                rest.append(v[n:])
+                n = 0
+            pending = rest
 
 
 def write_all(fd: int, data: bytes, offset: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .errors import ROOT_LEVEL, VerityCorruption
 from .geometry import Level, TreeGeometry, entry_size
-from .hashing import BlockHasher, pad_to_block
+from .hashing import BlockHasher, SaltedSlots, pad_to_block
 from .params import (
     MAX_BLOCK_SIZE,
     MAX_SALT_SIZE,
@@ -27,6 +27,7 @@ __all__ = [
     "SUPPORTED_ALGORITHMS",
     "BlockHasher",
     "Level",
+    "SaltedSlots",
     "Superblock",
     "TreeGeometry",
     "VerityCorruption",

@@ -1,19 +1,24 @@
 """Salted block hashing over buffers the I/O layer hands in (no I/O here).
 
 Hash type 1 (dm-verity) computes ``H(salt || block)``; type 0 (Chrome OS) ``H(block || salt)``.
-For speed the salted prefix is hashed once and ``copy()``-ed per block, blocks are
-``memoryview`` slices (no copies) and the digests of a whole buffer come back as one ``bytes``.
-hashlib releases the GIL for blocks of 2 KiB and more, so callers may hash buffers in threads.
+
+Speed (ADR 0801, measured in docs/performance.md): the per-block cost on top of SHA-256 itself
+is what separates a Python tree from veritysetup, so ``SaltedSlots`` lays a buffer out as
+``count`` slots of ``salt || block`` (or ``block || salt``) with the salt written once; the I/O
+layer scatter-reads the blocks straight into their slots (``preadv`` with one iovec per block)
+and ``BlockHasher.digest_slots`` hashes every slot with one C-level call per block
+(``map(hashlib.sha256, slots)``): no per-block copy of a salted state, no bytecode per block.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeAlias
 
 from .params import VerityParams
 
-__all__ = ["BlockHasher", "BufferLike", "pad_to_block"]
+__all__ = ["BlockHasher", "BufferLike", "SaltedSlots", "pad_to_block"]
 
 BufferLike: TypeAlias = bytes | bytearray | memoryview
 
@@ -24,20 +29,55 @@ class _Hash(Protocol):
     def copy(self) -> _Hash: ...
 
 
+class SaltedSlots:
+    """A reusable buffer of ``count`` slots, each ``salt || block`` (salt first) or
+    ``block || salt``; ``blocks[i]`` is where block ``i`` goes, ``slots[i]`` what is hashed."""
+
+    __slots__ = ("block_size", "blocks", "buffer", "count", "slots")
+
+    def __init__(self, salt: bytes, salt_first: bool, block_size: int, count: int) -> None:
+        if count < 1:
+            raise ValueError("a slot buffer holds at least one block")
+        size = len(salt) + block_size
+        self.buffer = bytearray(size * count)
+        view = memoryview(self.buffer)
+        at = 0 if salt_first else block_size  # where the salt sits in a slot
+        first = len(salt) if salt_first else 0  # where the block sits
+        for i in range(count):
+            view[i * size + at : i * size + at + len(salt)] = salt
+        self.block_size = block_size
+        self.count = count
+        self.blocks: list[memoryview] = [
+            view[i * size + first : i * size + first + block_size] for i in range(count)
+        ]
+        self.slots: list[memoryview] = [view[i * size : (i + 1) * size] for i in range(count)]
+
+
 class BlockHasher:
     """Hashes blocks with the algorithm, salt and hash type of ``params``."""
 
-    __slots__ = ("_base", "_name", "_salt", "_salt_first", "digest_size")
+    __slots__ = ("_base", "_new", "_salt", "_salt_first", "digest_size")
 
     def __init__(self, params: VerityParams) -> None:
-        self._name = params.algorithm
         self._salt = params.salt
         self._salt_first = params.hash_type == 1
-        base: _Hash = hashlib.new(params.algorithm)
+        # hashlib.sha256 / hashlib.sha512 are OpenSSL's C constructors: calling them through
+        # map() costs no bytecode per block (hashlib.new would be a Python-level call)
+        self._new: Callable[[BufferLike], _Hash] = getattr(hashlib, params.algorithm)
+        base: _Hash = self._new(b"")
         if self._salt_first and self._salt:
             base.update(self._salt)
         self._base = base
-        self.digest_size = base.digest().__len__()
+        self.digest_size = len(base.digest())
+
+    def slots(self, block_size: int, count: int) -> SaltedSlots:
+        """A slot buffer for ``count`` blocks of ``block_size`` with this hasher's salt."""
+        return SaltedSlots(self._salt, self._salt_first, block_size, count)
+
+    def digest_slots(self, slots: Sequence[memoryview]) -> bytes:
+        """Concatenated digests of whole slots (salt already in place)."""
+        digest = type(self._base).digest
+        return b"".join(map(digest, map(self._new, slots)))
 
     def digest(self, block: BufferLike) -> bytes:
         h = self._base.copy()
@@ -52,15 +92,6 @@ class BlockHasher:
         size = len(view)
         if size % block_size:
             raise ValueError("buffer is not a whole number of blocks")
-        if self._salt_first:
-            copy = self._base.copy
-            out: list[bytes] = []
-            append = out.append
-            for off in range(0, size, block_size):
-                h = copy()
-                h.update(view[off : off + block_size])
-                append(h.digest())
-            return b"".join(out)
         return b"".join(self.digest(view[o : o + block_size]) for o in range(0, size, block_size))
 
 

@@ -8,7 +8,6 @@ and SHA-512 are accepted (veritysetup also takes sha1/md5/...: see docs/compat.m
 from __future__ import annotations
 
 import hashlib
-import uuid as uuidlib
 from dataclasses import dataclass
 
 from trustpod.errors import EvidenceError, TrustpodError
@@ -26,6 +25,7 @@ __all__ = [
     "check_salt",
     "parse_salt",
     "parse_uuid",
+    "uuid_text",
 ]
 
 MIN_BLOCK_SIZE = 512
@@ -81,6 +81,8 @@ def parse_salt(text: str, error: type[TrustpodError] = EvidenceError) -> bytes:
 
 def parse_uuid(text: str, error: type[TrustpodError] = EvidenceError) -> bytes:
     try:
+        import uuid as uuidlib  # only when a UUID is given: keeps CLI start short
+
         return uuidlib.UUID(text).bytes
     except ValueError as exc:
         raise error(f"{text!r} is not a UUID", reason="verity.uuid") from exc
@@ -133,4 +135,11 @@ class VerityParams:
 
     @property
     def uuid_text(self) -> str:
-        return str(uuidlib.UUID(bytes=self.uuid))
+        return uuid_text(self.uuid)
+
+
+def uuid_text(raw: bytes) -> str:
+    """The canonical 8-4-4-4-12 form of 16 UUID bytes (what ``str(uuid.UUID(bytes=raw))``
+    prints, without importing ``uuid`` on every CLI start)."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"

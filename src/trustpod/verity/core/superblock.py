@@ -23,7 +23,6 @@ offset size  field
 from __future__ import annotations
 
 import struct
-import uuid as uuidlib
 from dataclasses import dataclass
 
 from trustpod.errors import EvidenceError
@@ -33,6 +32,7 @@ from .params import (
     check_algorithm,
     check_block_size,
     check_salt,
+    uuid_text,
 )
 
 __all__ = [
@@ -108,7 +108,7 @@ class Superblock:
 
     @property
     def uuid_text(self) -> str:
-        return str(uuidlib.UUID(bytes=self.uuid))
+        return uuid_text(self.uuid)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Superblock:

@@ -15,6 +15,7 @@ from typing import Any
 
 from trustpod._internal.clock import Clock
 from trustpod.errors import NotFoundError
+from trustpod.kbs.logsetup import escape_control
 from trustpod.storage.port import KeyValueStore
 
 __all__ = ["NAMESPACE", "AuditLog"]
@@ -37,7 +38,7 @@ class AuditLog:
             "denied request %s: %s %s -> %s (%s) %s",
             request_id,
             entry.get("method"),
-            entry.get("path"),
+            escape_control(str(entry.get("path"))),  # client-controlled: no raw controls
             entry.get("status"),
             entry.get("reason"),
             entry.get("explain") or "",

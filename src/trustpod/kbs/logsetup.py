@@ -40,6 +40,7 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 # C0 controls, DEL, C1 controls, the Unicode line/paragraph separators, and the backslash
 # (so an escaped sequence cannot be faked by sending it literally).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\]")
+_CONTROL_ONLY = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _escape_one(m: re.Match[str]) -> str:
@@ -50,9 +51,11 @@ def _escape_one(m: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def escape_control(text: str) -> str:
-    """``text`` with control characters (and backslashes) escaped."""
-    return _CONTROL.sub(_escape_one, text)
+def escape_control(text: str, *, backslash: bool = True) -> str:
+    """``text`` with control characters (and, unless ``backslash`` is false, backslashes)
+    escaped. Escape client text where it enters a log line; the formatter escapes what is
+    left without touching backslashes, so nothing is escaped twice."""
+    return (_CONTROL if backslash else _CONTROL_ONLY).sub(_escape_one, text)
 
 
 def current_request_id() -> str | None:
@@ -94,7 +97,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = escape_control(record.message)
+        record.message = escape_control(record.message, backslash=False)
         line = super().formatMessage(record)
         rid = getattr(record, "request_id", "-")
         return line if rid == "-" else f"{line} request_id={rid}"

@@ -211,5 +211,7 @@ class EncryptedStore:
         self.inner.close()
 
     def __getattr__(self, name: str) -> object:
-        # optional backend extras (e.g. SqliteStore.reclaim) stay reachable through the wrapper
+        # optional backend extras (e.g. SqliteStore.count) stay reachable through the wrapper
+        if name == "inner":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)

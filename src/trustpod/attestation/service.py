@@ -149,13 +149,14 @@ class AttestationService:
             # (5) Policy "<policy_id>_<tee_class>", compiled once per stored text + data.
             pid = f"{policy_id}_{claim_set.tee_class}"
             text = self.get_policy(pid)
-            results = self._engine.compile(text, POLICY_RULES, data).evaluate_all(doc)
+            compiled = self._engine.compile(text, POLICY_RULES, data)
+            results = compiled.evaluate_all(doc)
             # (6) Trust vector and status.
             appraisal = Appraisal.from_policy(results, policy_id, doc)
             submods[name] = appraisal
             explain_subs[name] = {
                 "policy_id": pid,
-                "policy_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                "policy_sha256": compiled.sha256,
                 "ear.status": appraisal.status,
                 "ear.trustworthiness-vector": dict(appraisal.trust_vector),
             }

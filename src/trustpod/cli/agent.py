@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,10 @@ __all__ = ["register"]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # regorus errors (an undefined rule is one, on every policy load) capture a Rust backtrace
+    # when RUST_BACKTRACE=1 is inherited; resolving it maps the debug info: +55 MiB RSS.
+    # RUST_LIB_BACKTRACE governs error backtraces only (panics still honour RUST_BACKTRACE).
+    os.environ.setdefault("RUST_LIB_BACKTRACE", "0")
     from trustpod.agent.server import ServerSettings
     from trustpod.agent.wiring import AgentOptions, AgentProcess
     from trustpod.guest.run import GuestRuntime

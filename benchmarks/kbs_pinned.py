@@ -317,8 +317,8 @@ def _py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes] | No
     if not Path(exe).exists():
         print("--profile needs py-spy: .venv/bin/pip install py-spy")
         return None
-    cmd = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250", "--gil"]
-    cmd += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250"]
+    cmd += ["--gil", "--format", "raw", "--output", str(out), "--nonblocking"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from trustpod.agent.pb import protos
 from trustpod.agent.policy import KataPolicyGate
+from trustpod.agent.policy_engine import HOISTED_KEY, PolicySettings, hoist_policy_data
 from trustpod.agent.policy_gen import (
     EXEC_ANNOTATION,
     GeneratorSettings,
@@ -193,9 +194,10 @@ def _exec(cid: str, args: list[str], uid: int = 1000) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def gate() -> KataPolicyGate:
-    g = KataPolicyGate()
+@pytest.fixture(params=[True, False], ids=["hoisted", "literal"])
+def gate(request: pytest.FixtureRequest) -> KataPolicyGate:
+    """Both ways of evaluating policy_data (hoisted into data once, or the literal per query)."""
+    g = KataPolicyGate(settings=PolicySettings(hoist_policy_data=request.param))
     g.apply_initdata_policy(_policy())
     assert _check(g, "CreateSandboxRequest", {"sandbox_id": SANDBOX_ID, "hostname": "web"})
     assert _check(g, "CreateContainerRequest", _pause())
@@ -395,7 +397,7 @@ spec:
     api = data["containers"][1]
     assert api["args"] == ["/api", "serve"] and (api["uid"], api["gid"]) == (7, 8)
     assert api["exec"] == [["date"]]
-    assert data["pod"]["name_regex"] == "^api-[a-z0-9-]+$"
+    assert data["pod"]["name"] is None and data["pod"]["name_prefix"] == "api-"
     assert data["request_defaults"]["ReadStreamRequest"] is True
     for bad in ('{"nope": 1}', "[]", '{"images": {"a": "sha1:00"}}', '{"env_regex": ["("]}'):
         with pytest.raises((ConfigError, EvidenceError)):
@@ -480,3 +482,30 @@ def test_denial_message_names_the_rule(gate: KataPolicyGate) -> None:
     req.process.Args.append("sh")
     with pytest.raises(PolicyDenied):
         gate.check("ExecProcessRequest", req)
+
+
+def test_hoisting_is_exact_or_not_done() -> None:
+    text = _policy()
+    head, data = hoist_policy_data(text)
+    assert data is not None and head.endswith(f"policy_data := data.{HOISTED_KEY}\n")
+    assert json.loads(data) == json.loads(text.split("policy_data := ", 1)[1])
+    for other in (
+        "package agent_policy\npolicy_data := {1, 2}\n",  # a set: not JSON
+        "package agent_policy\npolicy_data := {}\nx := 1\n",  # not the tail
+        "package agent_policy\npolicy_data := {}\npolicy_data := {}\n",
+        "package agent_policy\ndefault A := true\n",
+    ):
+        assert hoist_policy_data(other) == (other, None)
+
+
+def test_state_cannot_overwrite_hoisted_data() -> None:
+    policy = (
+        "package agent_policy\n"
+        'CreateContainerRequest := {"allowed": true, "ops": [{"op": "add", "path": '
+        f'"/{HOISTED_KEY}", "value": {{}}}}]}}\n'
+        'policy_data := {"a": 1}\n'
+    )
+    gate = KataPolicyGate(policy)
+    with pytest.raises(ConfigError):
+        gate.evaluate("CreateContainerRequest", {})
+    assert gate.state == {"pstate": {}}

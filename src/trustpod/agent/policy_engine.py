@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -36,10 +37,12 @@ from trustpod.rego import UNDEFINED, PolicyLimits, RegoPolicy
 
 __all__ = [
     "ALLOW_FAILURES_RULE",
+    "HOISTED_KEY",
     "PACKAGE",
     "AgentPolicy",
     "Decision",
     "PolicySettings",
+    "hoist_policy_data",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,26 @@ PACKAGE = "agent_policy"
 #: The rule that turns denials and undefined rules into allows (debug only; insecure).
 ALLOW_FAILURES_RULE = "AllowRequestsFailingPolicy"
 _INITIAL_DATA: dict[str, Any] = {"pstate": {}}
+#: Where a hoisted ``policy_data`` lives in the engine's data (never in the policy's state).
+HOISTED_KEY = "trustpod_hoisted_policy_data"
+_TAIL_RE = re.compile(r"^policy_data\s*:=\s*", re.MULTILINE)
+
+
+def hoist_policy_data(text: str) -> tuple[str, str | None]:
+    """``(text', data_json)``: a trailing ``policy_data := <JSON>`` replaced by a reference to
+    ``data.<HOISTED_KEY>`` and its JSON; ``(text, None)`` when the policy has no such tail."""
+    matches = list(_TAIL_RE.finditer(text))
+    if len(matches) != 1:
+        return text, None
+    m = matches[0]
+    try:
+        value, end = json.JSONDecoder().raw_decode(text, m.end())
+    except json.JSONDecodeError:
+        return text, None
+    if text[end:].strip() or not isinstance(value, dict):
+        return text, None
+    head = text[: m.start()] + f"policy_data := data.{HOISTED_KEY}\n"
+    return head, json.dumps(value, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +86,9 @@ class PolicySettings:
     max_policy_lines: int = 200_000
     #: Longest denial message kept from the policy's ``print()`` output.
     max_prints_chars: int = 4096
+    #: Evaluate a trailing ``policy_data := <JSON>`` (genpolicy's layout) once, as data, instead
+    #: of rebuilding the literal on every query (same values; ADR 0950).
+    hoist_policy_data: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_line_bytes", "max_policy_bytes", "max_policy_lines", "max_prints_chars"):
@@ -90,6 +116,9 @@ class AgentPolicy:
                 reason="agent_policy.too_large",
                 fix="raise max_policy_bytes in the agent policy settings",
             )
+        self._hoisted: str | None = None
+        if s.hoist_policy_data:
+            text, self._hoisted = hoist_policy_data(text)
         try:
             self._rego = RegoPolicy(
                 {"policy.rego": text},
@@ -114,7 +143,7 @@ class AgentPolicy:
                 fix=f"start the policy with `package {PACKAGE}`",
             )
         self._data: dict[str, Any] = copy.deepcopy(_INITIAL_DATA)
-        self._data_json = json.dumps(self._data, separators=(",", ":"))
+        self._data_json = self._compose(self._data)
         self.allow_failures = False
         try:
             self.allow_failures = self.allow_request(ALLOW_FAILURES_RULE, "{}").allowed
@@ -126,6 +155,14 @@ class AgentPolicy:
                 "every denial and policy error is ignored",
                 ALLOW_FAILURES_RULE,
             )
+
+    def _compose(self, doc: dict[str, Any]) -> str:
+        """The engine's data JSON: the policy's data document (+ the hoisted policy_data)."""
+        text = json.dumps(doc, separators=(",", ":"), allow_nan=False)
+        if self._hoisted is None:
+            return text
+        sep = "," if text != "{}" else ""
+        return f'{text[:-1]}{sep}"{HOISTED_KEY}":{self._hoisted}}}'
 
     @property
     def data(self) -> dict[str, Any]:
@@ -180,8 +217,10 @@ class AgentPolicy:
                 raise self._error(ep, f"state patch is malformed: {exc}") from exc
             if not isinstance(patched, dict):
                 raise self._error(ep, "state patch replaced the data document with a non-object")
+            if HOISTED_KEY in patched and self._hoisted is not None:
+                raise self._error(ep, f"state patch writes the reserved key {HOISTED_KEY!r}")
             try:
-                data_json = json.dumps(patched, separators=(",", ":"), allow_nan=False)
+                data_json = self._compose(patched)
             except (TypeError, ValueError) as exc:
                 raise self._error(ep, f"patched state is not JSON: {exc}") from exc
             self._data, self._data_json = patched, data_json

@@ -432,11 +432,8 @@ def policy_data(
     name = meta.get("name") or meta.get("generateName") or ""
     if not isinstance(name, str) or not name:
         raise _bad("metadata.name (or generateName) is required")
-    name_regex = (
-        f"^{re.escape(name)}$"
-        if pod.get("exact_name")
-        else f"^{re.escape(name.rstrip('-'))}-[a-z0-9-]+$"
-    )
+    exact = bool(pod.get("exact_name"))
+    prefix = name if name.endswith("-") else f"{name}-"
     containers = [
         {
             "name": "pause",
@@ -472,7 +469,8 @@ def policy_data(
     }
     return {
         "pod": {
-            "name_regex": name_regex,
+            "name": name if exact else None,
+            "name_prefix": None if exact else prefix,
             "namespace": meta.get("namespace") or "default",
             "share_pidns": bool(spec.get("shareProcessNamespace", False)),
             "annotations": annotations,
@@ -484,7 +482,7 @@ def policy_data(
             "volume_drivers": ["ephemeral", "local"],
             "volume_mount_point_regex": r"^/run/kata-containers/(shared/containers/|sandbox/)",
             "sandbox_mount_point_regex": r"^/run/kata-containers/sandbox/",
-            "annotation_regex": [r"^io\.katacontainers\.pkg\.oci\."],
+            "annotation_prefixes": ["io.katacontainers.pkg.oci."],
             "env_regex": [r"^HOSTNAME=[A-Za-z0-9.-]*$", _SERVICE_ENV, *settings.env_regex],
             "forbidden_devices": ["lo"],
             "forbidden_raw_flags": 8,  # IFF_LOOPBACK

@@ -75,7 +75,9 @@ CreateContainerRequest := {"ops": ops, "allowed": true} if {
 	safe_container_id(input.container_id)
 	not data.pstate[input.container_id]
 	create_input_ok
+	pod_ok(input.OCI.Annotations)
 	some idx, c in policy_data.containers
+	container_name_ok(c, input.OCI.Annotations)
 	print("CreateContainerRequest: trying", c.name)
 	container_ok(c)
 	print("CreateContainerRequest: allowed as", c.name)
@@ -105,13 +107,22 @@ linux_ok(l) if {
 	l.MountLabel == ""
 }
 
-container_ok(c) if {
-	anno := input.OCI.Annotations
-	anno[concat("", [CRI, "container-type"])] == c.type
-	regex.match(policy_data.pod.name_regex, anno[concat("", [CRI, "sandbox-name"])])
-	anno[concat("", [CRI, "sandbox-namespace"])] == policy_data.pod.namespace
-	container_name_ok(c, anno)
+# The pod: its name, namespace and annotations (checked once, before any container).
+pod_ok(anno) if {
+	pod_name_ok(anno["io.kubernetes.cri.sandbox-name"])
+	anno["io.kubernetes.cri.sandbox-namespace"] == policy_data.pod.namespace
 	annotations_ok(anno)
+}
+
+pod_name_ok(name) if name == policy_data.pod.name
+
+pod_name_ok(name) if {
+	is_null(policy_data.pod.name)
+	startswith(name, policy_data.pod.name_prefix)
+	regex.match(`^[a-z0-9-]+$`, trim_prefix(name, policy_data.pod.name_prefix))
+}
+
+container_ok(c) if {
 	image_ok(c)
 	input.sandbox_pidns == c.sandbox_pidns
 	process_ok(c, input.OCI.Process)
@@ -124,11 +135,13 @@ container_ok(c) if {
 
 container_name_ok(c, anno) if {
 	c.type == "sandbox"
+	anno["io.kubernetes.cri.container-type"] == "sandbox"
 }
 
 container_name_ok(c, anno) if {
 	c.type == "container"
-	anno[concat("", [CRI, "container-name"])] == c.name
+	anno["io.kubernetes.cri.container-type"] == "container"
+	anno["io.kubernetes.cri.container-name"] == c.name
 }
 
 annotations_ok(anno) if {
@@ -142,8 +155,8 @@ annotation_ok(k, _) if startswith(k, CRI)
 annotation_ok(k, v) if policy_data.pod.annotations[k] == v
 
 annotation_ok(k, _) if {
-	some pattern in policy_data.common.annotation_regex
-	regex.match(pattern, k)
+	some prefix in policy_data.common.annotation_prefixes
+	startswith(k, prefix)
 }
 
 # The image: every guest-pull storage names exactly the pinned reference (digest included).
@@ -156,7 +169,7 @@ image_ok(c) if {
 	every s in pulls {
 		s.source in c.image_refs
 	}
-	name := object.get(input.OCI.Annotations, concat("", [CRI, "image-name"]), c.image_refs[0])
+	name := object.get(input.OCI.Annotations, "io.kubernetes.cri.image-name", c.image_refs[0])
 	name in c.image_refs
 }
 
@@ -183,9 +196,7 @@ process_ok(c, p) if {
 	p.Cwd == c.cwd
 	p.Terminal == c.terminal
 	user_ok(c, p.User)
-	every e in p.Env {
-		env_ok(c, e)
-	}
+	env_ok(c, p.Env)
 	no_new_privileges_ok(c, p)
 	capabilities_ok(c, p.Capabilities)
 }
@@ -207,16 +218,14 @@ additional_gids_ok(c, gids) if {
 	}
 }
 
-env_ok(c, e) if e in c.env
-
-env_ok(c, e) if {
-	some pattern in c.env_regex
-	regex.match(pattern, e)
-}
-
-env_ok(_, e) if {
-	some pattern in policy_data.common.env_regex
-	regex.match(pattern, e)
+# Every variable is listed exactly, or matches a pattern (checked only for the unlisted ones).
+env_ok(c, env) if {
+	unlisted := {e | some e in env} - {e | some e in c.env}
+	patterns := array.concat(c.env_regex, policy_data.common.env_regex)
+	every e in unlisted {
+		some pattern in patterns
+		regex.match(pattern, e)
+	}
 }
 
 no_new_privileges_ok(c, _) if not c.no_new_privileges
@@ -317,9 +326,7 @@ ExecProcessRequest if {
 	p.SelinuxLabel == ""
 	p.ApparmorProfile == ""
 	user_ok(c, p.User)
-	every e in p.Env {
-		env_ok(c, e)
-	}
+	env_ok(c, p.Env)
 	capabilities_ok(c, p.Capabilities)
 }
 

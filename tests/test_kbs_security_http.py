@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kbs_support import builtin_kbs, serve
 from trustpod._internal.clock import FixedClock
@@ -127,6 +129,29 @@ def test_json_depth_helper() -> None:
     with pytest.raises(EvidenceError) as info:
         loads(DEEP)
     assert info.value.reason == "json.depth"
+
+
+def _depth(v: Any) -> int:
+    if isinstance(v, dict):
+        return 1 + max((_depth(x) for x in v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max((_depth(x) for x in v), default=0)
+    return 0
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab', max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_json_depth_matches_the_parsed_value(value: Any) -> None:
+    raw = json.dumps(value).encode()
+    assert json_depth(raw) == _depth(value)
+    assert loads(raw, max_depth=_depth(value)) == value
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trustpod.errors import ConfigError, DependencyError, VerificationError
 from trustpod.kbs.config import load_config
@@ -77,6 +79,24 @@ def test_envelope_roundtrip_and_binding() -> None:
     assert env.kek_id == kek.key_id and len(env.nonce) == 12
     with pytest.raises(VerificationError, match=r"another|KEK"):
         open_value(LocalKek(os.urandom(32)), "repository", "default/key/1", raw)
+
+
+_KEK = LocalKek(bytes(range(32)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.binary(max_size=64), st.text(max_size=40))
+def test_envelope_parser_only_raises_verification_error(
+    junk: bytes, plaintext: bytes, key: str
+) -> None:
+    for raw in (junk, b"TPAR\x01" + junk):
+        try:
+            open_value(_KEK, "repository", key, raw)
+        except VerificationError:
+            pass
+    sealed = seal_value(_KEK, "repository", key, plaintext)
+    assert open_value(_KEK, "repository", key, sealed) == plaintext
+    assert Envelope.parse(sealed).to_bytes() == sealed
 
 
 def test_values_encrypted_in_the_file_and_wrong_key_refuses(tmp_path: Path) -> None:

@@ -509,3 +509,58 @@ def test_state_cannot_overwrite_hoisted_data() -> None:
     with pytest.raises(ConfigError):
         gate.evaluate("CreateContainerRequest", {})
     assert gate.state == {"pstate": {}}
+
+
+def test_generate_resolves_tags_at_a_real_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--resolve`: tag -> manifest digest and the image config's Entrypoint/Cmd/Env/User, from
+    a real docker-registry on 127.0.0.1 (trustpod.oci's client, every digest checked)."""
+    import shutil
+
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry not installed (apt package docker-registry)")
+    from oci_support import Registry, push_blob, push_manifest
+
+    reg = Registry(tmp_path / "registry")
+    try:
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {
+                    "Entrypoint": ["/bin/app"],
+                    "Cmd": ["--serve"],
+                    "Env": ["PATH=/bin", "APP_HOME=/srv"],
+                    "WorkingDir": "/srv",
+                    "User": "10:20",
+                },
+                "rootfs": {"type": "layers", "diff_ids": []},
+            }
+        ).encode()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": push_blob(reg.host, "team/app", config),
+                "size": len(config),
+            },
+            "layers": [],
+        }
+        digest = push_manifest(reg.host, "team/app", "v1", manifest)
+        pod = tmp_path / "pod.yaml"
+        pod.write_text(
+            "kind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+            f"  - {{name: app, image: '{reg.host}/team/app:v1'}}\n"
+        )
+        args = ["policy", "generate", str(pod), "--resolve", "--insecure-http-registry", reg.host]
+        assert main(args) == 0, capsys.readouterr().err
+        text = capsys.readouterr().out
+    finally:
+        reg.close()
+    app = json.loads(text.split("policy_data := ", 1)[1])["containers"][1]
+    assert app["image_refs"][0] == f"{reg.host}/team/app@{digest}"
+    assert app["args"] == ["/bin/app", "--serve"] and app["cwd"] == "/srv"
+    assert (app["uid"], app["gid"]) == (10, 20)
+    assert app["env"] == ["PATH=/bin", "APP_HOME=/srv"]

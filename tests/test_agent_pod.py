@@ -176,6 +176,11 @@ def test_tcp_unknown_rpc_network_copyfile_and_refusals(pod_env: dict[str, Any]) 
             agent.call_raw("grpc.HealthService", "Check", b"")
         assert unsvc.value.code == Code.UNIMPLEMENTED
 
+        health = pb.grpc.HealthCheckResponse()
+        health.ParseFromString(
+            agent.call_raw("grpc.Health", "Check", pb.grpc.CheckRequest().SerializeToString())
+        )
+        assert health.status == 1  # SERVING
         details = agent.call("GetGuestDetails", pb.grpc.GuestDetailsRequest(mem_block_size=True))
         assert "sealed-secret" in details.agent_details.extra_features
 

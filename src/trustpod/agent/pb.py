@@ -35,6 +35,7 @@ from trustpod.errors import ConfigError, DependencyError
 
 __all__ = [
     "AGENT_SERVICE",
+    "HEALTH_SERVICE",
     "PROTO_FILES",
     "Namespace",
     "Protos",
@@ -46,9 +47,11 @@ __all__ = [
 ]
 
 #: The ``.proto`` files, dependencies first.
-PROTO_FILES = ("ttrpc.proto", "types.proto", "oci.proto", "agent.proto")
+PROTO_FILES = ("ttrpc.proto", "types.proto", "oci.proto", "agent.proto", "health.proto")
 #: Full name of kata's agent service (the ttRPC ``Request.service`` value).
 AGENT_SERVICE = "grpc.AgentService"
+#: kata's health service (the shim's liveness check; not policy-checked).
+HEALTH_SERVICE = "grpc.Health"
 
 _lock = threading.Lock()
 

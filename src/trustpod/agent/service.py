@@ -26,7 +26,7 @@ from trustpod import __version__
 from trustpod.agent.copyfile import copy_file
 from trustpod.agent.gate import PolicyGate
 from trustpod.agent.oci import SHARED_CONTAINERS_DIR, to_runtime_json
-from trustpod.agent.pb import AGENT_SERVICE, Protos
+from trustpod.agent.pb import AGENT_SERVICE, HEALTH_SERVICE, Protos
 from trustpod.agent.rpc import Code, RpcError
 from trustpod.agent.sandbox import Sandbox
 from trustpod.agent.server import Route
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: ``AgentDetails.extra_features`` this agent reports.
 EXTRA_FEATURES = ("agent-policy", "guest-pull", "sealed-secret")
+#: kata's ``API_VERSION`` (the agent protocol version reported by Health.Version).
+API_VERSION = "0.0.1"
 
 
 class AgentService:
@@ -80,7 +82,19 @@ class AgentService:
                 table[(AGENT_SERVICE, name)] = Route(request_type, handler)
             else:
                 table[(AGENT_SERVICE, name)] = Route(request_type, self._guarded(handler))
+        # kata's grpc.Health: answered without a policy check (the shim's liveness probe)
+        check = self.pb.grpc.CheckRequest
+        table[(HEALTH_SERVICE, "Check")] = Route(check, self.HealthCheck)
+        table[(HEALTH_SERVICE, "Version")] = Route(check, self.HealthVersion)
         return table
+
+    def HealthCheck(self, req: Any) -> Any:
+        return self.pb.grpc.HealthCheckResponse(status=1)  # SERVING
+
+    def HealthVersion(self, req: Any) -> Any:
+        return self.pb.grpc.VersionCheckResponse(
+            grpc_version=API_VERSION, agent_version=__version__
+        )
 
     def _guarded(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
         def run(request: Any) -> Any:

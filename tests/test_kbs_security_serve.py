@@ -108,8 +108,8 @@ def _handshake(served: Served, ctx: ssl.SSLContext) -> str | None:
 
 @pytest.fixture(scope="module")
 def two_workers_json(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    config, port = _kbs_dir(tmp_path_factory.mktemp("kbs2"), trustpod_extra='log_format = "json"')
-    with _start(config, port, "--workers", "2") as served:
+    config, port = _kbs_dir(tmp_path_factory.mktemp("kbs2"))
+    with _start(config, port, "--workers", "2", "--log-format", "json") as served:
         yield served
 
 
@@ -223,3 +223,25 @@ def test_what_cannot_be_applied_refuses_to_start(
             timeout=60,
         )
         assert r.returncode != 0 and "one group only" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_security_settings_parsed_and_checked(tmp_path: Path) -> None:
+    extra = (
+        'log_format = "json"\nmax_extra_params_bytes = 512\nmax_sessions = 7\n'
+        "max_json_depth = 9\nrequest_body_timeout_s = 3\nmax_resource_path_label_chars = 40"
+    )
+    config, _ = _kbs_dir(tmp_path / "a", trustpod_extra=extra)
+    ts = load_config(config).trustpod
+    assert (ts.log_format, ts.max_extra_params_bytes, ts.max_sessions) == ("json", 512, 7)
+    assert (ts.max_json_depth, ts.request_body_timeout_s, ts.max_resource_path_label_chars) == (
+        9,
+        3,
+        40,
+    )
+    assert ts.at_rest_key_file == tmp_path / "a" / "at-rest.key"
+    bad, _ = _kbs_dir(tmp_path / "b", trustpod_extra='log_format = "xml"')
+    with pytest.raises(ConfigError, match="log_format"):
+        load_config(bad)
+    zero, _ = _kbs_dir(tmp_path / "c", trustpod_extra="max_sessions = 0")
+    with pytest.raises(ConfigError):
+        load_config(zero)

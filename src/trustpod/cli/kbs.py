@@ -1,6 +1,7 @@
 """``trustpod kbs``: run a KBS, or create a working KBS directory.
 
-* ``trustpod kbs serve --config F [--workers N]`` serves with TLS from the config.
+* ``trustpod kbs serve --config F [--workers N] [--log-format json]`` serves with TLS from the
+  config.
 * ``trustpod kbs init --dir D --listen HOST:PORT [--insecure-http] [--force]
   [--san NAME]... [--storage-url URL] [--join DIR]`` writes
   ``D/kbs-config.toml``, TLS and signer keys, the admin key pair and ``D/admin-token``.
@@ -22,6 +23,11 @@ def register(subparsers: Any) -> None:
     serve = sub.add_parser("serve", help="run the KBS")
     serve.add_argument("--config", "-c", required=True, metavar="FILE", help="kbs-config.toml")
     serve.add_argument("--workers", type=int, help="override http_server.worker_count")
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="override [trustpod] log_format (json: one object per line, with request ids)",
+    )
     serve.set_defaults(func=_serve)
     init = sub.add_parser("init", help="write a working KBS directory (config, keys, token)")
     init.add_argument("--dir", required=True, metavar="D", help="directory to create/fill")
@@ -57,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
     from trustpod.kbs.serve import serve
 
     logging.getLogger("trustpod").setLevel(min(logging.getLogger().level, logging.INFO))
-    serve(args.config, workers=args.workers)
+    serve(args.config, workers=args.workers, log_format=args.log_format)
     return 0
 
 

@@ -82,25 +82,27 @@ def _tls_kwargs(cfg: KbsConfig) -> dict[str, Any]:
     return {"ssl_keyfile": str(http.private_key), "ssl_certfile": str(http.certificate)}
 
 
-def _log_config(cfg: KbsConfig) -> dict[str, Any]:
+def _log_config(cfg: KbsConfig, override: str | None = None) -> dict[str, Any]:
     """The logging setup uvicorn applies in the supervisor and in every worker process."""
     from trustpod.kbs.logsetup import uvicorn_log_config
 
     return uvicorn_log_config(
         trustpod_level=logging.getLogger("trustpod").getEffectiveLevel(),
         root_level=logging.getLogger().getEffectiveLevel(),
-        fmt=cfg.trustpod.log_format,
+        fmt=override or cfg.trustpod.log_format,
     )
 
 
-def serve(config_path: str | Path, *, workers: int | None = None) -> None:
-    """Serve until SIGINT/SIGTERM."""
+def serve(
+    config_path: str | Path, *, workers: int | None = None, log_format: str | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM; ``log_format`` overrides ``[trustpod] log_format``."""
     import uvicorn
 
     from trustpod.kbs.tls import KbsUvicornConfig
 
     cfg = load_config(config_path)
-    log_config = _log_config(cfg)
+    log_config = _log_config(cfg, log_format)
     logging.config.dictConfig(log_config)  # this process's lines in the workers' format
     shared = cfg.storage_backend.storage_type != "Memory"
     # upstream's default is one worker per CPU; Memory storage cannot be shared by processes

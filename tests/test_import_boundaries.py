@@ -17,6 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 PURE = (
     "trustpod.errors",
+    "trustpod.error_table",
     "trustpod.initdata",
     "trustpod.protocol",
     "trustpod.evidence",

@@ -13,9 +13,8 @@ TrustpodError                 base; every error carries a stable ``reason`` code
 
 ``reason`` is a short dotted machine code (``"snp.signature"``, ``"kbs.nonce_mismatch"``), stable
 across releases: metrics, API bodies and tests key on it. ``fix`` is a sentence a person can act
-on; the CLI prints it. HTTP status mapping lives in exactly one place
-(``trustpod.kbs.http_errors``),
-never here.
+on; the CLI prints it. HTTP status and CLI exit code live in exactly one table next to this
+module (``trustpod.error_table``), used by the KBS, the guest API and the CLI; never here.
 """
 
 from __future__ import annotations

@@ -17,16 +17,8 @@ import sys
 from collections.abc import Sequence
 
 from trustpod import __version__
-from trustpod.errors import (
-    AuthenticationError,
-    ConfigError,
-    DependencyError,
-    EvidenceError,
-    NotFoundError,
-    PolicyDenied,
-    TrustpodError,
-    VerificationError,
-)
+from trustpod.error_table import exit_code
+from trustpod.errors import TrustpodError
 
 __all__ = ["build_parser", "exit_code_for", "main"]
 
@@ -78,15 +70,8 @@ def build_parser(groups: Sequence[str] = GROUPS) -> argparse.ArgumentParser:
 
 
 def exit_code_for(exc: TrustpodError) -> int:
-    if isinstance(exc, ConfigError):
-        return 2
-    if isinstance(exc, DependencyError):
-        return 3
-    if isinstance(exc, EvidenceError):
-        return 4
-    if isinstance(exc, VerificationError | PolicyDenied | AuthenticationError | NotFoundError):
-        return 1
-    return 1
+    """The exit code of ``exc`` (the shared table, ``trustpod.error_table``)."""
+    return exit_code(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

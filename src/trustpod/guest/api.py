@@ -21,16 +21,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from trustpod.errors import (
-    AuthenticationError,
-    ConfigError,
-    DependencyError,
-    EvidenceError,
-    NotFoundError,
-    PolicyDenied,
-    TrustpodError,
-    VerificationError,
-)
+from trustpod.error_table import http_status
+from trustpod.errors import TrustpodError
 from trustpod.guest.aa import KBS_TOKEN_TYPE, AttestationAgent
 from trustpod.guest.cdh import ConfidentialDataHub
 from trustpod.sealed.resource_uri import ResourceUri
@@ -43,18 +35,8 @@ MAX_UNSEAL_BODY_BYTES = 256 * 1024
 
 
 def status_for(exc: TrustpodError) -> int:
-    """HTTP status for an error raised while serving a container."""
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, PolicyDenied | VerificationError):
-        return 403
-    if isinstance(exc, AuthenticationError):
-        return 401
-    if isinstance(exc, EvidenceError | ConfigError):
-        return 400
-    if isinstance(exc, DependencyError):
-        return 502
-    return 500
+    """HTTP status for an error raised while serving a container (the shared error table)."""
+    return http_status(exc)
 
 
 def _error(exc: TrustpodError) -> Response:

@@ -1,4 +1,5 @@
-"""The ONE place that maps ``trustpod.errors`` to HTTP status codes and upstream error bodies.
+"""KBS error replies: statuses from the shared table (``trustpod.error_table``, also used by the
+guest API and the CLI) plus the KBS transport's 408/413, and upstream's error bodies.
 
 Body: kbs-types ``ErrorInformation`` ``{"type": ".../kbs/errors/<Variant>", "detail": ...}``
 (reference §1.8). Default statuses follow the protocol document (401 authentication, 403 policy
@@ -16,16 +17,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from trustpod.errors import (
-    AuthenticationError,
-    ConfigError,
-    DependencyError,
-    EvidenceError,
-    NotFoundError,
-    PolicyDenied,
-    TrustpodError,
-    VerificationError,
-)
+from trustpod.error_table import Outcome, http_status
+from trustpod.errors import EvidenceError, PolicyDenied, TrustpodError
 
 __all__ = [
     "ERROR_TYPE_PREFIX",
@@ -115,23 +108,16 @@ def _variant(exc: TrustpodError, default: str) -> str:
     return default
 
 
+#: The KBS transport's own rows on top of the shared table (``trustpod.error_table``).
+_TRANSPORT: dict[type[TrustpodError], Outcome] = {
+    BodyTooLarge: Outcome(413, 4),
+    BodyTimeout: Outcome(408, 4),
+}
+
+
 def _status(exc: TrustpodError) -> int:
-    # (1) Protocol-document statuses (our default).
-    if isinstance(exc, BodyTooLarge):
-        return 413
-    if isinstance(exc, BodyTimeout):
-        return 408
-    if isinstance(exc, PolicyDenied):
-        return 403
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, EvidenceError):
-        return 400
-    if isinstance(exc, AuthenticationError | VerificationError):
-        return 401
-    if isinstance(exc, DependencyError | ConfigError):
-        return 503
-    return 401
+    # (1) Protocol-document statuses (our default): the shared error table.
+    return http_status(exc, _TRANSPORT)
 
 
 def error_reply(

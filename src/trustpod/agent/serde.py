@@ -40,6 +40,7 @@ __all__ = [
     "MAX_INPUT_DEPTH",
     "RUST_KEYWORDS",
     "copy_file_input",
+    "from_input",
     "normalize",
     "normalize_copy_file",
     "oneof_variant",
@@ -371,3 +372,54 @@ def normalize_copy_file(partial: Mapping[str, Any]) -> dict[str, Any]:
             raise _bad(name, f"expected an integer ({kind})")
         out[name] = v
     return out
+
+
+# --- full serde JSON -> message (host-side tools, tests) ---------------------------------------
+
+
+def _set_value(msg: Message, f: FieldDescriptor, v: Any) -> None:
+    if f.type == FieldDescriptor.TYPE_MESSAGE:
+        sub = getattr(msg, f.name)
+        sub.SetInParent()
+        from_input(sub, v)
+    elif f.type == FieldDescriptor.TYPE_BYTES:
+        setattr(msg, f.name, bytes(v))
+    else:
+        setattr(msg, f.name, v)
+
+
+def from_input(message: Message, full: Mapping[str, Any]) -> Message:
+    """Fill ``message`` from a request in the full serde shape (``normalize``'s output); the
+    inverse of ``to_input``. Returns ``message``."""
+    desc: Descriptor = message.DESCRIPTOR  # type: ignore[assignment]
+    for item in _plan(desc):
+        v = full.get(item.key)
+        if item.kind == _ONEOF:
+            if v is not None:
+                ((variant, inner),) = v.items()
+                _set_value(message, item.variants[variant], inner)
+            continue
+        f = item.desc
+        assert f is not None
+        if item.map_value is not None:
+            target = getattr(message, f.name)
+            for k, x in (v or {}).items():
+                if item.map_value.type == FieldDescriptor.TYPE_MESSAGE:
+                    from_input(target[k], x)
+                else:
+                    target[k] = bytes(x) if item.map_value.type == FieldDescriptor.TYPE_BYTES else x
+        elif item.repeated:
+            target = getattr(message, f.name)
+            for x in v or []:
+                if f.type == FieldDescriptor.TYPE_MESSAGE:
+                    from_input(target.add(), x)
+                else:
+                    target.append(bytes(x) if f.type == FieldDescriptor.TYPE_BYTES else x)
+        elif v is None:
+            continue
+        elif f.type == FieldDescriptor.TYPE_MESSAGE:
+            getattr(message, f.name).SetInParent()
+            from_input(getattr(message, f.name), v)
+        else:
+            _set_value(message, f, v)
+    return message

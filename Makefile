@@ -12,7 +12,7 @@ APT_PKGS := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config cryptsetup-bin s
 EXTRAS := server,verifiers,guest,backends,dev
 export TRUSTPOD_VECTORS ?= $(abspath ../shared/vectors)
 
-.PHONY: all venv protos sysdeps lint typecheck test demo bench clean
+.PHONY: all venv protos sysdeps lint typecheck test demo bench bench-replicas clean
 
 all: test
 
@@ -51,6 +51,9 @@ demo: venv
 
 bench: venv
 	$(BIN)/python -m benchmarks.run
+
+bench-replicas: venv
+	$(BIN)/python -m benchmarks.bench_replicas
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache

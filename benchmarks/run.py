@@ -5,7 +5,8 @@ init``), provisions a secret and the sample reference values, then:
 1. N concurrent clients loop auth -> attest -> get-resource (sample TEE) for --seconds;
 2. ``wrk`` (if installed, else the Python generator) hammers the resource GET with a Bearer token.
 ``--profile`` runs a single worker under cProfile and prints the top functions.
-``--all`` also runs the other benchmarks in this directory (``bench_*.py``).
+``--all`` also runs the other benchmarks in this directory (``bench_*.py``); ``--replicas`` runs
+only ``bench_replicas.py`` (1/2/3 replicas on PostgreSQL and Redis) after the main figures.
 """
 
 from __future__ import annotations
@@ -207,6 +208,11 @@ def main() -> int:
     p.add_argument("--profile", action="store_true", help="one worker under cProfile")
     p.add_argument("--all", action="store_true", help="also run benchmarks/bench_*.py")
     p.add_argument(
+        "--replicas",
+        action="store_true",
+        help="also 1/2/3 KBS replicas on PostgreSQL and Redis (benchmarks/bench_replicas.py)",
+    )
+    p.add_argument(
         "--stub-as",
         action="store_true",
         help="KBS layer only: a stub attestation service (benchmarks/stub_server.py)",
@@ -221,6 +227,10 @@ def main() -> int:
         f"{int(r['flows'])} flows, {int(r['errors'])} errors); "
         f"resource GET with token: {r['gets_per_s']:.0f} req/s"
     )
+    if args.replicas and not args.all:
+        from benchmarks import bench_replicas
+
+        bench_replicas.main([])
     if args.all:
         for bench in sorted(Path(__file__).parent.glob("bench_*.py")):
             print(f"--- {bench.name}")

@@ -424,6 +424,12 @@ def test_generate_cli_and_initdata(tmp_path: Path, capsys: pytest.CaptureFixture
     claims = doc.claims()["agent_policy_claims"]
     assert claims["containers"][1]["image_refs"][0].endswith(D1)
     assert tomllib.loads(toml)["data"]["policy.rego"]
+    # policy check reads the policy straight from the initdata
+    (tmp_path / "initdata.toml").write_text(toml)
+    (tmp_path / "c.json").write_text(json.dumps([{"kind": "ExecProcessRequest", "request": {}}]))
+    check = ["policy", "check", "--policy", str(tmp_path / "initdata.toml")]
+    assert main([*check, "--cases", str(tmp_path / "c.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["allowed"] is False
     # a tag without settings: a clear error, exit 2
     assert main(["policy", "generate", str(tmp_path / "pod.yaml")]) == 2
     assert "pins every image" in capsys.readouterr().err

@@ -36,11 +36,25 @@ def _lookup(kind: str) -> Any:
         return None
 
 
+def _policy_text(text: str) -> str:
+    """A Rego policy as given, or the ``policy.rego`` entry of an initdata TOML."""
+    from trustpod.initdata import InitData
+
+    try:
+        doc = InitData.parse(text)
+    except EvidenceError:
+        return text  # not an initdata document: Rego
+    policy = doc.data.get("policy.rego")
+    if policy is None:
+        raise ConfigError("the initdata has no policy.rego entry", reason="cli.usage")
+    return policy
+
+
 def _check(args: argparse.Namespace) -> int:
     from trustpod.agent.policy_check import parse_cases, run_cases
     from trustpod.agent.policy_engine import AgentPolicy
 
-    policy = _read_text(args.policy, "policy")
+    policy = _policy_text(_read_text(args.policy, "policy"))
     try:
         doc = json.loads(_read_text(args.cases, "cases file"))
         cases = parse_cases(doc, _lookup)
@@ -108,7 +122,9 @@ def register(subparsers: Any) -> None:
     sub.required = True
 
     c = sub.add_parser("check", help="evaluate genpolicy-style test cases against a policy")
-    c.add_argument("--policy", required=True, metavar="FILE", help="agent policy (Rego)")
+    c.add_argument(
+        "--policy", required=True, metavar="FILE", help="agent policy (Rego) or initdata TOML"
+    )
     c.add_argument("--cases", required=True, metavar="FILE", help="JSON list of cases ('-')")
     c.set_defaults(func=_check)
 

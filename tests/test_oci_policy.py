@@ -496,3 +496,27 @@ def test_reject_names_scope() -> None:
         )  # type: ignore[arg-type]
     assert info.value.reason == "image.rejected" and info.value.scope == "quay.io/bad"
     assert "quay.io/bad/x:1" in info.value.message
+
+
+@given(st.text(max_size=120))
+def test_challenge_parser_fails_closed(text: str) -> None:
+    try:
+        parse_challenge(text)
+    except EvidenceError:
+        pass
+
+
+@given(st.binary(max_size=200))
+def test_auth_json_parser_fails_closed(raw: bytes) -> None:
+    try:
+        parse_auth_json(raw)
+    except ConfigError:
+        pass
+
+
+@given(st.text(max_size=200))
+def test_sigstore_config_parser_fails_closed(text: str) -> None:
+    try:
+        parse_sigstore_configs([("t", text)])
+    except ConfigError:
+        pass

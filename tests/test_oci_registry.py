@@ -525,3 +525,66 @@ def test_bearer_token_auth_with_kbs_credentials(world: World) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_guest_pull_with_policy_and_key_from_kbs(world: World, tmp_path: Path) -> None:
+    """initdata's cdh.toml [image] → policy, GPG key and auth.json from a real KBS over TLS via
+    the attested CDH (sample TEE) → signed image pulled, unsigned refused."""
+    import time
+    import tomllib
+
+    import trustme
+
+    from kbs_support import builtin_kbs, serve
+    from trustpod._internal.clock import FixedClock
+    from trustpod.cli.initdata import build_initdata
+    from trustpod.guest.run import GuestRuntime
+    from trustpod.kbs.config import parse_config
+
+    ca = trustme.CA()
+    config = parse_config(
+        tomllib.loads("[http_server]\ninsecure_http = true\n[attestation_service]\ntimeout = 5\n"),
+        tmp_path / "kbs-config.toml",
+    )
+    app, core = builtin_kbs(config, clock=FixedClock(time.time()))
+    policy = _signed_by(world)
+    policy[f"{world.host}/gpg"][0]["keyPath"] = "kbs:///default/gpg-public-key/test"  # type: ignore[index]
+    core.set_resource(
+        "default/security-policy/test",
+        json.dumps({"default": [{"type": "reject"}], "transports": {"docker": policy}}).encode(),
+    )
+    core.set_resource("default/gpg-public-key/test", world.key.public)
+    core.set_resource("default/credential/test", b'{"auths": {}}')
+    with serve(app, cert=ca.issue_cert("127.0.0.1")) as url:
+        d = tmp_path / "guest"
+        d.mkdir()
+        (tmp_path / "keys").mkdir()
+        image = (
+            "[image]\n"
+            f'work_dir = "{tmp_path / "work"}"\n'
+            'image_security_policy_uri = "kbs:///default/security-policy/test"\n'
+            'authenticated_registry_credentials_uri = "kbs:///default/credential/test"\n'
+            f'insecure_http_registries = ["{world.host}"]\n'
+            f"sigstore_config = \"docker: {{'{world.host}': {{sigstore: 'file://{world.sigs}'}}}}\"\n"
+        )
+        doc = build_initdata(url, kbs_cert=ca.cert_pem.bytes().decode(), policy=None)
+        assert "credentials = []\n" in doc
+        (d / "initdata.toml").write_text(
+            doc.replace("credentials = []\n", "credentials = []\n\n" + image, 1)
+        )
+        (d / "guest.toml").write_text(f'attester = "sample"\nkey_dir = "{tmp_path / "keys"}"\n')
+        runtime = GuestRuntime.from_dir(d)
+        runtime.start()
+        puller = GuestImagePuller.from_cdh(runtime.cdh, dict(runtime.config.cdh.image))
+        try:
+            rootfs = puller.pull(f"{world.host}/gpg/app:signed", tmp_path / "b1")
+            assert (rootfs / "bin" / "busybox").is_file()
+            with pytest.raises(ImageRefused) as info:
+                puller.pull(f"{world.host}/gpg/app:unsigned", tmp_path / "b2")
+            assert info.value.scope == f"{world.host}/gpg"
+            assert info.value.reason == "image.signature_missing"
+            assert not (tmp_path / "b2" / "rootfs").exists()
+        finally:
+            puller.close()
+            runtime.stop()
+            runtime.close()

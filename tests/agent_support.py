@@ -94,11 +94,14 @@ def free_port() -> int:
 
 @contextmanager
 def agent_process(
-    config_dir: Path, listen: list[str], *, images: Path, timeout_s: float = 60.0
+    config_dir: Path, listen: list[str], *, images: Path | None, timeout_s: float = 60.0
 ) -> Iterator[dict[str, Any]]:
-    """``trustpod agent serve`` as a child process; yields its ready line; SIGTERM at exit."""
+    """``trustpod agent serve`` as a child process; yields its ready line; SIGTERM at exit.
+    ``images``: ``--local-images`` directory, or None to pull through the CDH-configured puller."""
     argv = [sys.executable, "-m", "trustpod.cli", "agent", "serve", "--config-dir"]
-    argv += [str(config_dir), "--local-images", str(images)]
+    argv += [str(config_dir)]
+    if images is not None:
+        argv += ["--local-images", str(images)]
     for a in listen:
         argv += ["--listen", a]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

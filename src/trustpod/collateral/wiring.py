@@ -2,23 +2,33 @@
 
 The verifier modules (``trustpod.verifiers.*``) are pure and take their collateral sources as
 arguments; this module (I/O side) creates the file caches and vendor-service clients from
-``VerifierSettings`` and hands them in. ``trustpod.verifiers.base.KNOWN_TEES`` points the
-hardware TEEs here, so ``VerifierRegistry.build`` wires collateral without the pure package
-importing any I/O module.
+``VerifierSettings`` and hands them in. ``build_verifiers`` is the composition step: the table
+of every TEE's factory (plain imports, no import by name), so the pure package never imports an
+I/O module.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 from trustpod.collateral.amd import sources_from_settings
+from trustpod.collateral.bundled import BundledAmdRoots
 from trustpod.collateral.intel import source_from_settings
-from trustpod.verifiers import az_snp_vtpm, az_tdx_vtpm, snp, tdx
-from trustpod.verifiers.base import VerifierSettings
+from trustpod.verifiers import az_snp_vtpm, az_tdx_vtpm, sample, snp, tdx, tpm
+from trustpod.verifiers.base import (
+    Verifier,
+    VerifierFactory,
+    VerifierRegistry,
+    VerifierSettings,
+)
 from trustpod.verifiers.tdx import IntelCollateralSource
 
 __all__ = [
+    "FACTORIES",
     "amd_sources",
+    "build_verifiers",
     "create_az_snp_vtpm",
     "create_az_tdx_vtpm",
     "create_snp",
@@ -28,10 +38,12 @@ __all__ = [
 
 
 def amd_sources(settings: VerifierSettings) -> list[Any]:
-    """AMD VCEK/CA sources named by ``settings`` (collateral dir and/or KDS); may be empty."""
-    if settings.collateral_dir is None and settings.amd_kds_url is None:
-        return []
-    return list(sources_from_settings(settings))
+    """AMD VCEK/CA sources named by ``settings`` (collateral dir and/or KDS), then AMD's
+    ARK/ASK/ASVK shipped in the package (``collateral.bundled``, as upstream embeds them)."""
+    named: list[Any] = []
+    if settings.collateral_dir is not None or settings.amd_kds_url is not None:
+        named = list(sources_from_settings(settings))
+    return [*named, BundledAmdRoots()]
 
 
 def intel_source(settings: VerifierSettings) -> IntelCollateralSource | None:
@@ -56,3 +68,32 @@ def create_tdx(settings: VerifierSettings) -> tdx.TdxVerifier:
 
 def create_az_tdx_vtpm(settings: VerifierSettings) -> az_tdx_vtpm.AzTdxVtpmVerifier:
     return az_tdx_vtpm.create(settings, intel_source(settings))
+
+
+#: TEE name (kbs-types serde name) -> factory taking ``VerifierSettings``.
+FACTORIES: Mapping[str, VerifierFactory] = {
+    "sample": sample.create,
+    "snp": create_snp,
+    "az-snp-vtpm": create_az_snp_vtpm,
+    "az-tdx-vtpm": create_az_tdx_vtpm,
+    "tdx": create_tdx,
+    "tpm": tpm.create,
+}
+_log = logging.getLogger(__name__)
+
+
+def build_verifiers(
+    settings: VerifierSettings | None = None, tees: tuple[str, ...] | None = None
+) -> VerifierRegistry:
+    """Every known verifier (or only ``tees``), built with the collateral ``settings`` name."""
+    settings = settings or VerifierSettings()
+    if settings.insecure_emulated_roots:
+        _log.warning(
+            "insecure_emulated_roots is set: evidence signed by an EMULATED vendor "
+            "root will verify. Never use this in production."
+        )
+    found: dict[str, Verifier] = {}
+    for tee, factory in FACTORIES.items():
+        if tees is None or tee in tees:
+            found[tee] = factory(settings)
+    return VerifierRegistry(found)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -250,19 +250,30 @@ class SnpVerifier:
         vlek = "VLEK" in got and "VCEK" not in got
         vek = vek or got.get("VLEK" if vlek else "VCEK")
         products = [report_product(report)] if report.version >= 3 else ["Milan", "Genoa", "Turin"]
+        # every (ARK, ASK) the sources offer, in source order (collateral dir, KDS, the roots
+        # shipped in the package, named emulated roots): the first chain that verifies wins;
+        # if none does, the first one is returned so the verification names what is wrong
+        candidates: list[SnpChain] = []
         for product in products:
             assert product is not None
-            ca = self._ca_certs(product, got)
-            ark = got.get("ARK") or ca.ark
-            ask = got.get("ASK") or (ca.asvk if vlek else ca.ask)
-            if ark is None or ask is None:
-                continue
-            this_vek = vek or self._fetch_vcek(report, product)
-            if this_vek is None:
-                continue
-            chain = SnpChain(this_vek, ask, ark)
-            if len(products) == 1 or self._chain_ok(chain):
-                return chain
+            product_vek = vek
+            for ca in self._ca_candidates(product, got):
+                ark = got.get("ARK") or ca.ark
+                ask = got.get("ASK") or (ca.asvk if vlek else ca.ask)
+                if ark is None or ask is None:
+                    continue
+                if product_vek is None:
+                    product_vek = self._fetch_vcek(report, product)
+                    if product_vek is None:
+                        break
+                chain = SnpChain(product_vek, ask, ark)
+                if chain in candidates:
+                    continue
+                if self._chain_ok(chain):
+                    return chain
+                candidates.append(chain)
+        if candidates:
+            return candidates[0]
         raise DependencyError(
             "AMD certificates for this report are not available (ARK/ASK or VCEK)",
             reason="snp.collateral_missing",
@@ -277,9 +288,13 @@ class SnpVerifier:
             return False
         return True
 
-    def _ca_certs(self, product: str, got: dict[str, bytes]) -> AmdCaCerts:
+    def _ca_candidates(self, product: str, got: dict[str, bytes]) -> Iterator[AmdCaCerts]:
+        """CA sets for ``product``, lazily in source order (a later source, e.g. KDS, is only
+        asked when the earlier ones' chains did not verify)."""
         if "ARK" in got and "ASK" in got:
-            return AmdCaCerts()
+            yield AmdCaCerts()
+            return
+        any_ark = False
         for source in self.root_sources:
             try:
                 ca = source.get_ca_certs(product)
@@ -287,8 +302,10 @@ class SnpVerifier:
                 _log.debug("root source %r: %s", source, exc)
                 continue
             if ca.ark is not None:
-                return ca
-        return AmdCaCerts()
+                any_ark = True
+                yield ca
+        if not any_ark:
+            yield AmdCaCerts()
 
     def _fetch_vcek(self, report: SnpReport, product: str) -> bytes | None:
         tcb = report.reported_tcb

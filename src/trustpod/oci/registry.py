@@ -124,6 +124,17 @@ class RegistryClient:
         params = {"scope": f"repository:{image.repository}:pull"}
         if "service" in ch.params:
             params["service"] = ch.params["service"]
+        realm = ch.params["realm"]
+        if (
+            creds
+            and realm.startswith("http://")
+            and image.registry not in self.settings.insecure_http_registries
+        ):
+            raise AuthenticationError(
+                f"registry {image.registry} sends credentials to a plain-http token realm {realm}",
+                reason="image.auth_insecure_realm",
+                fix="the token service must be https (or list the registry as insecure_http)",
+            )
         auth = httpx.BasicAuth(*creds) if creds else None
         try:
             with self._client.stream("GET", ch.params["realm"], params=params, auth=auth) as r:

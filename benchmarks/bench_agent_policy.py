@@ -80,6 +80,8 @@ def _create_request(pb: Any, cid: str, last: int) -> Any:
         f"VAR_{j}={'cuda>=12.0 brand=tesla,driver>=470 ' * 6}{j}" for j in range(ENV_PER_CONTAINER)
     )
     p.Capabilities.Bounding.extend(["CAP_CHOWN", "CAP_KILL", "CAP_SETUID"])
+    for ns in ("ipc", "uts", "mount"):
+        req.OCI.Linux.Namespaces.add(Type=ns)
     m = req.OCI.Mounts.add(destination="/proc", source="proc", type="proc")
     m.options.extend(["nosuid", "noexec", "nodev"])
     s = req.storages.add(driver="image_guest_pull", source=anno["io.kubernetes.cri.image-name"])

@@ -111,13 +111,20 @@ def _base(cid: str, ctype: str, name: str | None) -> dict[str, Any]:
                 "Cwd": "/",
                 "Capabilities": {"Bounding": ["CAP_CHOWN", "CAP_KILL"], "Effective": ["CAP_KILL"]},
             },
-            "Linux": {"Namespaces": [{"Type": "ipc", "Path": ""}]},
+            "Linux": {
+                "Namespaces": [
+                    {"Type": "ipc", "Path": ""},
+                    {"Type": "uts", "Path": ""},
+                    {"Type": "mount", "Path": ""},
+                ]
+            },
         },
     }
 
 
-def _pause() -> dict[str, Any]:
+def _pause(netns: str = "/run/netns/podns") -> dict[str, Any]:
     req = _base(SANDBOX_ID, "sandbox", None)
+    req["OCI"]["Linux"]["Namespaces"].append({"Type": "network", "Path": netns})
     req["OCI"]["Root"]["Readonly"] = True
     req["OCI"]["Process"].update(
         {
@@ -207,7 +214,9 @@ def gate(request: pytest.FixtureRequest) -> KataPolicyGate:
 def test_generated_policy_allows_its_pod(gate: KataPolicyGate) -> None:
     assert _check(gate, "CreateContainerRequest", _app())
     assert _check(gate, "CreateContainerRequest", _side())
-    assert set(gate.state["pstate"]) == {SANDBOX_ID, "b" * 64, "c" * 64}
+    state = gate.state["pstate"]
+    assert set(state["containers"]) == {SANDBOX_ID, "b" * 64, "c" * 64}
+    assert state["netns"] == "/run/netns/podns"
     for kind in ("StartContainerRequest", "WaitProcessRequest", "GuestDetailsRequest"):
         assert _check(gate, kind, {"container_id": "b" * 64})
     # the listed exec commands: annotation and liveness probe, in that container only
@@ -270,6 +279,13 @@ def test_container_not_in_policy_denied(gate: KataPolicyGate) -> None:
         lambda r: r.update(sandbox_pidns=True),
         lambda r: r.update(container_id="../../pstate"),
         lambda r: r["OCI"]["Linux"].update(Devices=[{"Path": "/dev/mem", "Type": "c"}]),
+        lambda r: r["OCI"]["Linux"]["Namespaces"].pop(2),  # no mount namespace of its own
+        lambda r: r["OCI"]["Linux"]["Namespaces"].append({"Type": "pid", "Path": "/proc/1/ns/pid"}),
+        lambda r: r["OCI"]["Linux"]["Namespaces"].append({"Type": "user", "Path": ""}),
+        lambda r: r["OCI"]["Linux"]["Namespaces"].append(
+            {"Type": "network", "Path": "/run/netns/other"}
+        ),
+        lambda r: r["OCI"].update(Linux=None),
     ],
 )
 def test_privileged_or_changed_container_denied(gate: KataPolicyGate, mutate: Any) -> None:
@@ -277,6 +293,20 @@ def test_privileged_or_changed_container_denied(gate: KataPolicyGate, mutate: An
     mutate(req)
     assert not _check(gate, "CreateContainerRequest", req)
     assert _check(gate, "CreateContainerRequest", _app())  # the unchanged one still passes
+
+
+def test_network_namespace_is_the_pods() -> None:
+    g = KataPolicyGate(_policy())
+    req = _pause()
+    req["OCI"]["Linux"]["Namespaces"].pop()
+    assert not _check(g, "CreateContainerRequest", req)  # the sandbox needs one
+    assert _check(g, "CreateContainerRequest", _pause())
+    other = _pause("/run/netns/podns-diff")
+    other["container_id"] = "9" * 64
+    assert not _check(g, "CreateContainerRequest", other)  # a second, different one
+    same = _app()
+    same["OCI"]["Linux"]["Namespaces"].append({"Type": "network", "Path": "/run/netns/podns"})
+    assert _check(g, "CreateContainerRequest", same)
 
 
 def test_same_container_id_twice_denied(gate: KataPolicyGate) -> None:

@@ -20,6 +20,7 @@ from trustpod.attestation.service import (
     TokenSettings,
 )
 from trustpod.attestation.token_verify import TokenVerifier
+from trustpod.collateral.wiring import build_verifiers
 from trustpod.errors import (
     ConfigError,
     EvidenceError,
@@ -62,7 +63,7 @@ def make(store: MemoryStore | None = None, **settings: Any) -> AttestationServic
     store = store or MemoryStore()
     clock = FixedClock(NOW)
     return AttestationService(
-        store, VerifierRegistry.build(tees=("sample",)), EarTokenSettings(**settings), clock
+        store, build_verifiers(tees=("sample",)), EarTokenSettings(**settings), clock
     )
 
 

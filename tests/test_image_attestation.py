@@ -57,13 +57,14 @@ def _service(cvm: Any) -> tuple[Any, Any, Any]:
     from trustpod._internal.clock import SystemClock
     from trustpod.attestation.ear import EarTokenSettings
     from trustpod.attestation.service import AttestationService
+    from trustpod.collateral.wiring import build_verifiers
     from trustpod.rvps import ReferenceValueStore
     from trustpod.storage.memory import MemoryStore
-    from trustpod.verifiers.base import VerifierRegistry, VerifierSettings
+    from trustpod.verifiers.base import VerifierSettings
 
     store, clock = MemoryStore(), SystemClock()
     rvps = ReferenceValueStore(store, clock)
-    registry = VerifierRegistry.build(
+    registry = build_verifiers(
         VerifierSettings(insecure_emulated_roots=cvm.vendor.emulated_roots), ("az-snp-vtpm",)
     )
     service = AttestationService(store, registry, EarTokenSettings(), clock, rvps=rvps)

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from trustpod._internal.b64 import b64_encode
 from trustpod._internal.jcs import jcs_digest
+from trustpod.collateral.wiring import build_verifiers
 from trustpod.errors import EvidenceError, VerificationError
 from trustpod.guest.attesters.sample import SampleAttester
-from trustpod.verifiers.base import VerifierRegistry, VerifierSettings, VerifyInput
+from trustpod.verifiers.base import VerifierSettings, VerifyInput
 from trustpod.verifiers.sample import SampleVerifier, create
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -90,7 +91,7 @@ def test_size_limit() -> None:
 
 
 def test_registry_builds_sample() -> None:
-    registry = VerifierRegistry.build(tees=("sample",))
+    registry = build_verifiers(tees=("sample",))
     assert registry.tees == ("sample",)
     evidence = SampleAttester().get_evidence(REPORT)
     assert registry.verify("sample", evidence, VerifyInput(REPORT, None, NOW))

@@ -25,10 +25,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trustpod._internal.clock import FixedClock
+from trustpod.collateral.wiring import build_verifiers
 from trustpod.collateral.wiring import create_tdx as create
 from trustpod.errors import EvidenceError, TrustpodError, VerificationError
 from trustpod.evidence.tdx import parse_td_quote
-from trustpod.verifiers.base import VerifierRegistry, VerifierSettings, VerifyInput
+from trustpod.verifiers.base import VerifierSettings, VerifyInput
 from trustpod.verifiers.intel_collateral import IntelCollateral, SignedCollateral
 from trustpod.verifiers.intel_dcap import DcapOptions
 from trustpod.verifiers.tdx import TdxVerifier
@@ -256,7 +257,7 @@ def test_registry_builds_tdx_with_offline_store(files: dict[str, bytes], tmp_pat
         collateral_dir=tmp_path,
         extra={"tdx": {"insecure_unsigned_collateral": True, "insecure_skip_crl": True}},
     )
-    reg = VerifierRegistry.build(settings, tees=("tdx",))
+    reg = build_verifiers(settings, tees=("tdx",))
     [out] = reg.verify("tdx", evidence(files["q6"]), expected_for(files["q6"]))
     assert out.claims["tcb_status"] == "OutOfDate"
 

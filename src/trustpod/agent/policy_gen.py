@@ -484,6 +484,8 @@ def policy_data(
             "sandbox_mount_point_regex": r"^/run/kata-containers/sandbox/",
             "annotation_prefixes": ["io.katacontainers.pkg.oci."],
             "env_regex": [r"^HOSTNAME=[A-Za-z0-9.-]*$", _SERVICE_ENV, *settings.env_regex],
+            "required_namespaces": ["ipc", "uts", "mount"],
+            "allowed_namespaces": ["ipc", "uts", "mount", "cgroup"],
             "forbidden_devices": ["lo"],
             "forbidden_raw_flags": 8,  # IFF_LOOPBACK
         },

@@ -4,8 +4,8 @@ Written for trustpod from the behaviour genpolicy's ``rules.rego`` enforces
 (guest-and-control-plane.md §6.2) plus what it leaves out: the image of every container is pinned
 to its digest. Same shape as genpolicy output: rules first, ``policy_data := {...}`` last (Trustee
 reads it as ``agent_policy_claims``). Rego v1 syntax (regorus' default), package
-``agent_policy``; state lives in ``data.pstate`` (``<container_id>`` → index into
-``policy_data.containers``).
+``agent_policy``; state lives in ``data.pstate``: ``containers`` (``<container_id>`` → index
+into ``policy_data.containers``) and ``netns`` (the pod's network namespace, first one seen).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ CRI := "io.kubernetes.cri."
 
 CreateContainerRequest := {"ops": ops, "allowed": true} if {
 	safe_container_id(input.container_id)
-	not data.pstate[input.container_id]
+	not data.pstate.containers[input.container_id]
 	create_input_ok
 	pod_ok(input.OCI.Annotations)
 	some idx, c in policy_data.containers
@@ -81,7 +81,50 @@ CreateContainerRequest := {"ops": ops, "allowed": true} if {
 	print("CreateContainerRequest: trying", c.name)
 	container_ok(c)
 	print("CreateContainerRequest: allowed as", c.name)
-	ops := [{"op": "add", "path": concat("/", ["/pstate", input.container_id]), "value": idx}]
+	add := [{"op": "add", "path": concat("/", ["/pstate/containers", input.container_id]), "value": idx}]
+	ops := array.concat(array.concat(containers_init_ops, netns_ops(c)), add)
+}
+
+containers_init_ops := [] if data.pstate.containers
+
+containers_init_ops := [{"op": "add", "path": "/pstate/containers", "value": {}}] if {
+	not data.pstate.containers
+}
+
+# Namespaces: kata gives a container its own mount/ipc/uts (paths empty; the agent joins the
+# sandbox's) and the sandbox a network namespace: the first path seen is the pod's from then on.
+namespaces_ok(l) if {
+	every t in policy_data.common.required_namespaces {
+		some n in l.Namespaces
+		n.Type == t
+	}
+	every n in l.Namespaces {
+		namespace_ok(n)
+	}
+}
+
+namespace_ok(n) if {
+	n.Type in policy_data.common.allowed_namespaces
+	n.Path == ""
+}
+
+namespace_ok(n) if n.Type == "network"
+
+input_netns := [n.Path | some n in input.OCI.Linux.Namespaces; n.Type == "network"]
+
+netns_ops(c) := [] if {
+	c.type == "container"
+	count(input_netns) == 0
+}
+
+netns_ops(_) := [] if {
+	input_netns == [data.pstate.netns]
+}
+
+netns_ops(_) := [{"op": "add", "path": "/pstate/netns", "value": input_netns[0]}] if {
+	count(input_netns) == 1
+	input_netns[0] != ""
+	not data.pstate.netns
 }
 
 safe_container_id(cid) if regex.match(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`, cid)
@@ -97,10 +140,9 @@ create_input_ok if {
 	linux_ok(input.OCI.Linux)
 }
 
-linux_ok(l) if is_null(l)
-
 linux_ok(l) if {
 	not is_null(l)
+	namespaces_ok(l)
 	count(l.UIDMappings) == 0
 	count(l.GIDMappings) == 0
 	count(l.Devices) == 0
@@ -297,8 +339,8 @@ volume_readonly_ok(v, m) if {
 
 RemoveContainerRequest := {"ops": ops, "allowed": true} if {
 	safe_container_id(input.container_id)
-	data.pstate[input.container_id]
-	ops := [{"op": "remove", "path": concat("/", ["/pstate", input.container_id])}]
+	data.pstate.containers[input.container_id]
+	ops := [{"op": "remove", "path": concat("/", ["/pstate/containers", input.container_id])}]
 }
 
 # ---- CreateSandbox -----------------------------------------------------------------------
@@ -317,7 +359,7 @@ CreateSandboxRequest if {
 
 ExecProcessRequest if {
 	is_null(input.string_user)
-	idx := data.pstate[input.container_id]
+	idx := data.pstate.containers[input.container_id]
 	c := policy_data.containers[idx]
 	p := input.process
 	print("ExecProcessRequest: Args", p.Args, "in", c.name)

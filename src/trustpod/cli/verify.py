@@ -132,7 +132,8 @@ def _emulated_roots(paths: list[Path]) -> tuple[bytes, ...]:
 
 def run_verify(args: argparse.Namespace) -> int:
     from trustpod.initdata import InitData
-    from trustpod.verifiers.base import VerifierRegistry, VerifierSettings, VerifyInput
+    from trustpod.collateral.wiring import build_verifiers
+    from trustpod.verifiers.base import VerifierSettings, VerifyInput
 
     init_digest = None
     if args.init_data is not None:
@@ -145,7 +146,7 @@ def run_verify(args: argparse.Namespace) -> int:
         insecure_emulated_roots=_emulated_roots(args.insecure_emulated_root),
         extra=_verifier_options(args.verifier_option),
     )
-    registry = VerifierRegistry.build(settings, tees=(args.tee,))
+    registry = build_verifiers(settings, tees=(args.tee,))
     evidence = _evidence(args.tee, args.evidence, settings.max_evidence_bytes)
     expected = VerifyInput(_report_data(args), init_digest, _now(args.now))
     results = registry.verify(args.tee, evidence, expected)

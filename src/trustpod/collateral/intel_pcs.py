@@ -13,10 +13,10 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import httpx
 
+from trustpod.collateral.ports import HttpGet
 from trustpod.errors import DependencyError, EvidenceError, NotFoundError
 from trustpod.verifiers.intel_collateral import IntelCollateral
 
@@ -37,12 +37,6 @@ MAX_RETRIES = 3  #: retries on 429 / 503
 MAX_BACKOFF_S = 30.0  #: cap on Retry-After / exponential backoff
 _FMSPC = re.compile(r"^[0-9A-Fa-f]{12}$")
 _CAS = ("platform", "processor")
-
-
-class HttpGet(Protocol):
-    """Port: one HTTP GET -> (status, headers, body); raises ``DependencyError`` on I/O errors."""
-
-    def get(self, url: str) -> tuple[int, Mapping[str, str], bytes]: ...
 
 
 @dataclass(slots=True)

@@ -1,20 +1,27 @@
-"""Ports for AMD collateral (VCEK/VLEK and vendor CA certificates), plus in-memory adapters.
+"""Every collateral port in one module: AMD (VCEK/VLEK and vendor CA certificates), Intel (TDX
+collateral by FMSPC), the HTTP GET the vendor-service clients use; plus in-memory adapters.
 
-Pure: no I/O here. The file cache (``collateral.cache``) and the KDS client (``collateral.amd``)
-implement these protocols; verifiers depend only on the protocols.
+Pure: no I/O here. The file caches (``collateral.cache``, ``collateral.intel``), the KDS client
+(``collateral.amd``) and the PCS client (``collateral.intel_pcs``) implement these protocols;
+verifiers depend only on the protocols.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from trustpod.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from trustpod.verifiers.intel_collateral import IntelCollateral
 
 __all__ = [
     "AmdCaCerts",
     "AmdTcb",
+    "HttpGet",
+    "IntelCollateralSource",
     "MemoryAmdCollateral",
     "RootSource",
     "VcekSource",
@@ -97,3 +104,15 @@ class MemoryAmdCollateral:
 
     def get_ca_certs(self, product: str) -> AmdCaCerts:
         return self.ca.get(product, AmdCaCerts())
+
+
+class IntelCollateralSource(Protocol):
+    """Port: Intel collateral for one platform (FMSPC hex, CA ``platform``/``processor``)."""
+
+    def get_tdx(self, fmspc: str, ca: str) -> IntelCollateral: ...
+
+
+class HttpGet(Protocol):
+    """Port: one HTTP GET -> (status, headers, body); raises ``DependencyError`` on I/O errors."""
+
+    def get(self, url: str) -> tuple[int, Mapping[str, str], bytes]: ...

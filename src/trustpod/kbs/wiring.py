@@ -107,7 +107,7 @@ def _builtin_services(
     from trustpod.attestation.service import AttestationService
     from trustpod.kbs.verifier_config import verifier_settings
     from trustpod.rvps import ReferenceValueStore
-    from trustpod.verifiers.base import VerifierRegistry
+    from trustpod.collateral.wiring import build_verifiers
 
     ts = config.trustpod
     settings = verifier_settings(
@@ -118,7 +118,7 @@ def _builtin_services(
         max_evidence_bytes=config.http_server.max_body_bytes,
         options=ts.verifier_options,
     )
-    verifiers = VerifierRegistry.build(settings)
+    verifiers = build_verifiers(settings)
     rvps = ReferenceValueStore(store, clock)
     token_settings = config.attestation_service.attestation_token_broker
     service = AttestationService(store, verifiers, token_settings, clock, rvps=rvps)

@@ -14,7 +14,6 @@ Claims must use upstream's names and encodings per TEE, including ``report_data`
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from typing import Any, Protocol
 from trustpod.errors import ConfigError, VerificationError
 
 __all__ = [
-    "KNOWN_TEES",
     "TeeClaims",
     "Verifier",
     "VerifierFactory",
@@ -34,19 +32,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-#: TEE name -> "module:factory". A factory takes ``VerifierSettings`` and returns a ``Verifier``.
-#: This is the plugin table of the composition step: factories of TEEs that need vendor
-#: collateral live in ``trustpod.collateral.wiring`` (I/O side), which hands the sources to the
-#: pure verifier. Modules are imported only by ``VerifierRegistry.build``.
-KNOWN_TEES: dict[str, str] = {
-    "sample": "trustpod.verifiers.sample:create",
-    "snp": "trustpod.collateral.wiring:create_snp",
-    "az-snp-vtpm": "trustpod.collateral.wiring:create_az_snp_vtpm",
-    "az-tdx-vtpm": "trustpod.collateral.wiring:create_az_tdx_vtpm",
-    "tdx": "trustpod.collateral.wiring:create_tdx",
-    "tpm": "trustpod.verifiers.tpm:create",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,39 +105,15 @@ VerifierFactory = Callable[[VerifierSettings], Verifier]
 
 
 class VerifierRegistry:
-    """Verifiers keyed by TEE name. Unknown TEEs are errors (fail closed)."""
+    """Verifiers keyed by TEE name. Unknown TEEs are errors (fail closed).
+
+    Composition (which verifiers, with which collateral sources) is not done here: the I/O
+    side builds the registry (``trustpod.collateral.wiring.build_verifiers``)."""
 
     def __init__(self, verifiers: Mapping[str, Verifier]) -> None:
         if not verifiers:
             raise ConfigError("no verifiers configured", reason="config.no_verifiers")
         self._verifiers = dict(verifiers)
-
-    @classmethod
-    def build(
-        cls, settings: VerifierSettings | None = None, tees: tuple[str, ...] | None = None
-    ) -> VerifierRegistry:
-        """Build every known verifier (or only ``tees``) whose module is installed."""
-        settings = settings or VerifierSettings()
-        if settings.insecure_emulated_roots:
-            _log.warning(
-                "insecure_emulated_roots is set: evidence signed by an EMULATED vendor "
-                "root will verify. Never use this in production."
-            )
-        found: dict[str, Verifier] = {}
-        for tee, target in KNOWN_TEES.items():
-            if tees is not None and tee not in tees:
-                continue
-            mod_name, _, attr = target.partition(":")
-            try:
-                module = importlib.import_module(mod_name)
-            except ModuleNotFoundError as exc:
-                if exc.name != mod_name:
-                    raise
-                _log.debug("verifier for %s not available (%s missing)", tee, mod_name)
-                continue
-            factory: VerifierFactory = getattr(module, attr)
-            found[tee] = factory(settings)
-        return cls(found)
 
     @property
     def tees(self) -> tuple[str, ...]:

@@ -13,15 +13,15 @@ import hmac
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from trustpod._internal.b64 import b64_decode
+from trustpod.collateral.ports import IntelCollateralSource
 from trustpod.errors import ConfigError, EvidenceError, NotFoundError, VerificationError
 from trustpod.evidence.ccel import CcEventLog
 from trustpod.evidence.tdx import MAX_QUOTE_BYTES, TdQuote, parse_td_quote
 from trustpod.initdata import fit
 from trustpod.verifiers.base import TeeClaims, VerifierSettings, VerifyInput
-from trustpod.verifiers.intel_collateral import IntelCollateral
 from trustpod.verifiers.intel_dcap import DcapOptions, verify_dcap
 
 __all__ = [
@@ -43,12 +43,6 @@ _BODY_KEYS = ("tcb_svn", "mr_seam", "mrsigner_seam", "seam_attributes", "td_attr
               "rtmr_2", "rtmr_3", "report_data")  # fmt: skip
 #: CC event log MR index -> RTMR number (UEFI 2.11 §38.4.1, TDX mapping)
 CCEL_RTMR_INDEX = {1: 0, 2: 1, 3: 2, 4: 3}
-
-
-class IntelCollateralSource(Protocol):
-    """Port: Intel collateral for one platform (FMSPC hex, CA ``platform``/``processor``)."""
-
-    def get_tdx(self, fmspc: str, ca: str) -> IntelCollateral: ...
 
 
 def td_attributes_claims(td_attributes: bytes) -> dict[str, bool]:

@@ -104,16 +104,19 @@ def agent_process(
         argv += ["--local-images", str(images)]
     for a in listen:
         argv += ["--listen", a]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = (config_dir.parent / "agent-stderr.log").open("w+")
+    # stderr to a file: a pipe nobody reads would block the agent once it is full
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + timeout_s
         line = proc.stdout.readline()
         if not line:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise AssertionError(f"agent exited ({proc.wait()}): {err}")
+            proc.wait()
+            log.seek(0)
+            raise AssertionError(f"agent exited ({proc.returncode}): {log.read()}")
         assert time.monotonic() < deadline
-        yield {**json.loads(line), "proc": proc}
+        yield {**json.loads(line), "proc": proc, "log": log}
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -124,5 +127,4 @@ def agent_process(
                 proc.wait()
         if proc.stdout:
             proc.stdout.close()
-        if proc.stderr:
-            proc.stderr.close()
+        log.close()

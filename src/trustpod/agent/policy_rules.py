@@ -81,7 +81,8 @@ CreateContainerRequest := {"ops": ops, "allowed": true} if {
 	print("CreateContainerRequest: trying", c.name)
 	container_ok(c)
 	print("CreateContainerRequest: allowed as", c.name)
-	add := [{"op": "add", "path": concat("/", ["/pstate/containers", input.container_id]), "value": idx}]
+	path := concat("/", ["/pstate/containers", input.container_id])
+	add := [{"op": "add", "path": path, "value": idx}]
 	ops := array.concat(array.concat(containers_init_ops, netns_ops(c)), add)
 }
 

@@ -131,8 +131,8 @@ def _emulated_roots(paths: list[Path]) -> tuple[bytes, ...]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from trustpod.initdata import InitData
     from trustpod.collateral.wiring import build_verifiers
+    from trustpod.initdata import InitData
     from trustpod.verifiers.base import VerifierSettings, VerifyInput
 
     init_digest = None

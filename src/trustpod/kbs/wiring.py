@@ -105,9 +105,9 @@ def _builtin_services(
 ) -> tuple[AttestationPort, RvpsPort, list[dict[str, Any]]]:
     """The built-in attestation service and RVPS over the shared store."""
     from trustpod.attestation.service import AttestationService
+    from trustpod.collateral.wiring import build_verifiers
     from trustpod.kbs.verifier_config import verifier_settings
     from trustpod.rvps import ReferenceValueStore
-    from trustpod.collateral.wiring import build_verifiers
 
     ts = config.trustpod
     settings = verifier_settings(

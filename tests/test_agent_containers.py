@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,50 @@ def test_sandbox_refusals_stop_before_runc(tmp_path: Path) -> None:
     finally:
         sb.close()
     assert sb.next_oom() is None  # closed: GetOOMEvent returns
+
+
+def _spawn(pipes: Any, script: str) -> int:
+    c = pipes.child
+    actions = [
+        (os.POSIX_SPAWN_DUP2, c.stdin, 0),
+        (os.POSIX_SPAWN_DUP2, c.stdout, 1),
+        (os.POSIX_SPAWN_DUP2, c.stderr, 2),
+    ]
+    pid = os.posix_spawn("/bin/sh", ["sh", "-c", script], os.environ, file_actions=actions)
+    pipes.close_child()
+    return pid
+
+
+def test_process_stdio_exit_status_and_close_during_a_read() -> None:
+    import threading
+
+    from trustpod.agent.process import Pipes, Process
+
+    pipes = Pipes()
+    proc = Process(
+        "e", _spawn(pipes, "read x; echo got-$x; echo err >&2; exit 5"), pipes, init=False
+    )
+    assert proc.write(b"in\n") == 3
+    proc.close_stdin()
+    with pytest.raises(EvidenceError):
+        proc.write(b"late")
+    out = b""
+    while chunk := proc.read(True, 2):  # at most `len` bytes per read, b"" at EOF
+        assert len(chunk) <= 2
+        out += chunk
+    assert out == b"got-in\n" and proc.read(False, 100) == b"err\n"
+    assert proc.wait(10) and proc.status == 5
+    proc.close()
+    assert proc.read(True, 10) == b""
+
+    pipes = Pipes()
+    proc = Process("s", _spawn(pipes, "exec sleep 30"), pipes, init=False)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(proc.read(True, 10)))
+    reader.start()
+    time.sleep(0.2)
+    proc.signal(signal.SIGKILL)
+    assert proc.wait(10) and proc.status == 128 + signal.SIGKILL
+    proc.close()  # the blocked read ends with EOF; its fd is closed by it, not under it
+    reader.join(5)
+    assert got == [b""]

@@ -30,6 +30,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError
 
 from trustpod.errors import ConfigError, DependencyError
 
@@ -127,7 +128,13 @@ def _load_set() -> descriptor_pb2.FileDescriptorSet:
         candidate = _cache_dir() / name
         compile_descriptor_set(candidate)
     fds = descriptor_pb2.FileDescriptorSet()
-    fds.ParseFromString(candidate.read_bytes())
+    try:
+        fds.ParseFromString(candidate.read_bytes())
+    except DecodeError:
+        # a truncated or corrupted file: compile afresh into the cache
+        candidate = _cache_dir() / name
+        compile_descriptor_set(candidate)
+        fds.ParseFromString(candidate.read_bytes())
     return fds
 
 

@@ -79,6 +79,7 @@ class Process:
         self._out: dict[bool, int | None] = {True: pipes.stdout_r, False: pipes.stderr_r}
         self._lock = threading.Lock()
         self._removed = False
+        self._readers = 0
         self.exited = threading.Event()
         self.status = 0
         self._on_exit = on_exit
@@ -106,19 +107,31 @@ class Process:
     def read(self, stdout: bool, length: int) -> bytes:
         with self._lock:
             fd = self._out[stdout]
-        if fd is None or length <= 0:
-            return b""
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        while not poller.poll(int(POLL_INTERVAL_S * 1000)):
+            if fd is None or length <= 0:
+                return b""
+            # while a read is in flight its fd stays open (``close`` defers to the last
+            # reader), so the number cannot be reused by another container's pipe meanwhile
+            self._readers += 1
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+            while not poller.poll(int(POLL_INTERVAL_S * 1000)):
+                if self._removed:
+                    return b""
             if self._removed:
                 return b""
-        try:
-            return os.read(fd, length)
-        except OSError as exc:
-            if exc.errno == errno.EBADF:
-                return b""
-            raise
+            try:
+                return os.read(fd, length)
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    return b""
+                raise
+        finally:
+            with self._lock:
+                self._readers -= 1
+                last = self._readers == 0 and self._removed
+            if last:
+                self._close_out()
 
     def write(self, data: bytes) -> int:
         with self._lock:
@@ -146,13 +159,20 @@ class Process:
         except ProcessLookupError:
             log.info("signal %d to %d: process already gone", sig, self.pid)
 
-    def close(self) -> None:
-        """Release the stdio (RemoveContainer / after WaitProcess of an exec)."""
-        self._removed = True
-        self.close_stdin()
+    def _close_out(self) -> None:
         with self._lock:
             fds = [fd for fd in self._out.values() if fd is not None]
             self._out = {True: None, False: None}
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    def close(self) -> None:
+        """Release the stdio (RemoveContainer / after WaitProcess of an exec); output fds
+        still being read are closed by their last reader."""
+        self.close_stdin()
+        with self._lock:
+            self._removed = True
+            busy = self._readers > 0
+        if not busy:
+            self._close_out()

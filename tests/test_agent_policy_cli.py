@@ -109,14 +109,25 @@ def test_check_carries_state_and_normalises(
         "description": "exec before create",
         "kind": "ExecProcessRequest",
         "allowed": False,
-        "expected": False,
     }
     assert "error" in rows[5] and "GuestDetailsRequest" in rows[5]["error"]
     assert rows[5]["description"] == ""
     assert all("error" not in r for i, r in enumerate(rows) if i != 5)
-    for row in rows:
-        if "expected" in row:
-            assert row["allowed"] == row["expected"]
+    expected = [c.get("allowed") for c in cases]
+    assert all(e is None or e == r["allowed"] for e, r in zip(expected, rows, strict=True))
+    assert "8 cases, 0 differ" in err
+
+
+def test_check_reports_mismatches_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = [{"description": "x", "kind": "ExecProcessRequest", "request": {}, "allowed": True}]
+    rc, rows, err = _run(tmp_path, STATEFUL, cases, capsys)
+    assert rc == 0 and rows == [
+        {"description": "x", "kind": "ExecProcessRequest", "allowed": False}
+    ]
+    assert "case 0 (ExecProcessRequest 'x'): allowed=False, expected True" in err
+    assert "1 cases, 1 differ" in err
 
 
 @pytest.mark.parametrize(

@@ -103,11 +103,7 @@ def test_genpolicy_rules_decide_upstream_testcases(case_dir: str) -> None:
     doc = json.loads(
         (genpolicy / "tests/policy/testdata" / case_dir / "testcases.json").read_text()
     )
-    rows = run_cases(policy, parse_cases(doc, _lookup))
-    assert rows and all("expected" in r for r in rows)
-    wrong = [
-        (r["description"], r["allowed"], r.get("error"))
-        for r in rows
-        if r["allowed"] != r["expected"]
-    ]
+    results = run_cases(policy, parse_cases(doc, _lookup))
+    assert results and all(r.matches is not None for r in results)
+    wrong = [(r.case.description, r.allowed, r.error) for r in results if not r.matches]
     assert wrong == []

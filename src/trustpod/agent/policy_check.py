@@ -21,7 +21,7 @@ from trustpod.agent.policy_engine import PolicySettings
 from trustpod.agent.serde import COPY_FILE_REQUEST, normalize, normalize_copy_file
 from trustpod.errors import EvidenceError, TrustpodError
 
-__all__ = ["MAX_CASES", "Case", "parse_cases", "run_cases"]
+__all__ = ["MAX_CASES", "Case", "CaseResult", "parse_cases", "run_cases"]
 
 #: Most cases one file may hold.
 MAX_CASES = 10_000
@@ -83,26 +83,44 @@ def parse_cases(doc: Any, lookup: DescriptorLookup) -> list[Case]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """One decision; ``row()`` is the JSON line ``policy check`` prints."""
+
+    case: Case
+    allowed: bool
+    error: str | None = None
+    prints: str = ""
+
+    @property
+    def matches(self) -> bool | None:
+        """Whether the decision equals the case's ``allowed`` (``None``: no expectation)."""
+        return None if self.case.expected is None else self.allowed == self.case.expected
+
+    def row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "description": self.case.description,
+            "kind": self.case.kind,
+            "allowed": self.allowed,
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
 def run_cases(
     policy: str, cases: Sequence[Case], *, settings: PolicySettings | None = None
-) -> list[dict[str, Any]]:
-    """One result object per case: ``{"description", "kind", "allowed", "error"?,
-    "expected"?}``. The policy is installed as the initdata policy would be (no check)."""
+) -> list[CaseResult]:
+    """Every case in order against one gate; the policy is installed as the initdata policy
+    would be (no check)."""
     gate = KataPolicyGate(policy, settings=settings)
-    results: list[dict[str, Any]] = []
+    results: list[CaseResult] = []
     for case in cases:
-        row: dict[str, Any] = {"description": case.description, "kind": case.kind}
         try:
             decision = gate.evaluate(case.kind, case.request)
-            row["allowed"] = decision.allowed
-            if decision.prints and not decision.allowed:
-                row["prints"] = decision.prints
             if decision.allowed and case.kind == "SetPolicyRequest":
                 gate.set_policy(str(case.request.get("policy", "")))
+            results.append(CaseResult(case, decision.allowed, prints=decision.prints))
         except TrustpodError as exc:
-            row["allowed"] = False
-            row["error"] = exc.message
-        if case.expected is not None:
-            row["expected"] = case.expected
-        results.append(row)
+            results.append(CaseResult(case, False, error=exc.message))
     return results

@@ -65,8 +65,18 @@ def _check(args: argparse.Namespace) -> int:
     except (EvidenceError, ConfigError) as exc:
         print(f"trustpod: error: {exc.diagnostics()}", file=sys.stderr)
         return 2
-    for row in run_cases(policy, cases):
-        print(json.dumps(row, sort_keys=False))
+    results = run_cases(policy, cases)
+    for result in results:
+        print(json.dumps(result.row()))
+    wrong = [(i, r) for i, r in enumerate(results) if r.matches is False]
+    for i, r in wrong:
+        why = r.error or r.prints or "no print() output"
+        print(
+            f"case {i} ({r.case.kind} {r.case.description!r}): allowed={r.allowed}, "
+            f"expected {r.case.expected}: {why}",
+            file=sys.stderr,
+        )
+    print(f"{len(results)} cases, {len(wrong)} differ from their `allowed`", file=sys.stderr)
     return 0
 
 

@@ -520,3 +520,53 @@ def test_sigstore_config_parser_fails_closed(text: str) -> None:
         parse_sigstore_configs([("t", text)])
     except ConfigError:
         pass
+
+
+def test_pubring_vector_signatures_and_key_forms(gc: Path) -> None:
+    """signature/pubring.gpg verifies signature-1/-2 (image-rs' unit vectors); the same keyring
+    as policy keyData (base64) and ASCII-armored gives the same decision."""
+    from trustpod.oci.gpg import GpgvVerifier, dearmor
+
+    try:
+        pgp = GpgvVerifier()
+    except TrustpodError:
+        pytest.skip("gpgv not installed (apt package gpgv)")
+    ring = (gc / "signature" / "pubring.gpg").read_bytes()
+    digest = "sha256:69704ef328d05a9f806b6b8502915e6a0a4faa4d72018dc42343f511490daf8a"
+    image = parse_reference("quay.io/ali_os_security/alpine:latest")
+    b64 = base64.encodebytes(ring).decode()
+    armored = (
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\nComment: x\n\n"
+        f"{b64}=AAAA\n-----END PGP PUBLIC KEY BLOCK-----\n"
+    )
+    assert dearmor(armored.encode()) == ring
+
+    class Store(_Store):
+        def simple_signatures(self, image: ImageReference, digest: str) -> Sequence[bytes]:
+            return [
+                (gc / "signature" / "signatures" / n).read_bytes()
+                for n in ("signature-1", "signature-2")
+            ]
+
+    for key_data in (base64.b64encode(ring).decode(), base64.b64encode(armored.encode()).decode()):
+        policy = parse_policy(
+            json.dumps(
+                {
+                    "default": [{"type": "signedBy", "keyType": "GPGKeys", "keyData": key_data}],
+                    "transports": {},
+                }
+            ).encode()
+        )
+        decision = evaluate(policy, image, digest, None, Store(Path("/")), _Keys({}), pgp)
+        assert decision.evidence == (("signedBy", "2183156095E072685518F8A97EFD4C926F9311E2"),)
+        with pytest.raises(ImageRefused) as info:
+            evaluate(
+                policy,
+                parse_reference("quay.io/ali_os_security/alpine:3"),
+                digest,
+                None,
+                Store(Path("/")),
+                _Keys({}),
+                pgp,
+            )
+        assert info.value.reason == "image.signature_identity"

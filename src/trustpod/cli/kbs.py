@@ -2,6 +2,7 @@
 
 * ``trustpod kbs serve --config F [--workers N] [--log-format json]`` serves with TLS from the
   config.
+* ``trustpod kbs config check FILE`` validates a config and lists every problem at once.
 * ``trustpod kbs init --dir D --listen HOST:PORT [--insecure-http] [--force]
   [--san NAME]... [--storage-url URL] [--join DIR]`` writes
   ``D/kbs-config.toml``, TLS and signer keys, the admin key pair and ``D/admin-token``.
@@ -55,6 +56,12 @@ def register(subparsers: Any) -> None:
         "reuse its admin key and at-rest key",
     )
     init.set_defaults(func=_init)
+    config = sub.add_parser("config", help="kbs-config.toml tools")
+    csub = config.add_subparsers(dest="kbs_config_cmd", metavar="SUBCOMMAND")
+    csub.required = True
+    check = csub.add_parser("check", help="report every problem of a kbs-config.toml at once")
+    check.add_argument("file", metavar="FILE", help="kbs-config.toml")
+    check.set_defaults(func=_config_check)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -88,5 +95,19 @@ def _init(args: argparse.Namespace) -> int:
     print(
         f"provision: trustpod admin --url {res.url} --token-file {res.admin_token}{cert} "
         "set-resource --path default/key/1 --resource-file SECRET"
+    )
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    """Exit 0 and a one-line summary, or exit 2 listing every problem with its fix."""
+    from trustpod.kbs.config import load_config
+
+    cfg = load_config(args.file)
+    mode = "HTTP (insecure)" if cfg.http_server.insecure_http else "HTTPS"
+    print(
+        f"{cfg.source}: OK ({mode} on {', '.join(cfg.http_server.sockets)}, storage "
+        f"{cfg.storage_backend.storage_type}, admin "
+        f"{cfg.admin.authorization_mode if cfg.admin else 'denied (no [admin])'})"
     )
     return 0

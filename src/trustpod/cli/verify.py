@@ -130,11 +130,25 @@ def _emulated_roots(paths: list[Path]) -> tuple[bytes, ...]:
     return tuple(ders)
 
 
+def _check_tee(tee: str) -> None:
+    """An unknown ``--tee`` names the TEEs that exist (not "no verifiers configured")."""
+    from trustpod.collateral.wiring import FACTORIES
+
+    if tee not in FACTORIES:
+        known = ", ".join(sorted(FACTORIES))
+        raise ConfigError(
+            f"unknown TEE {tee!r}: trustpod verifies {known}",
+            reason="verifier.unknown_tee",
+            fix=f"pass --tee with one of: {known}",
+        )
+
+
 def run_verify(args: argparse.Namespace) -> int:
     from trustpod.collateral.wiring import build_verifiers
     from trustpod.initdata import InitData
     from trustpod.verifiers.base import VerifierSettings, VerifyInput
 
+    _check_tee(args.tee)
     init_digest = None
     if args.init_data is not None:
         init_digest = InitData.parse(args.init_data.read_bytes()).digest

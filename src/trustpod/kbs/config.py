@@ -16,7 +16,7 @@ from typing import Any
 
 from trustpod.attestation.ear import EarTokenSettings
 from trustpod.errors import ConfigError
-from trustpod.kbs._toml import Table
+from trustpod.kbs._toml import Problems, Table
 from trustpod.kbs.config_admin import AdminConfig, parse_admin
 from trustpod.kbs.config_secrets import ResourceBackend, parse_resource_plugin
 from trustpod.kbs.config_storage import StorageConfig, parse_storage
@@ -130,25 +130,41 @@ def load_config(path: str | Path) -> KbsConfig:
 
 
 def parse_config(raw: dict[str, Any], source: Path) -> KbsConfig:
-    top = Table(raw, "", source)
-    http = _http(top.table("http_server"))
-    token = _token(top.table("attestation_token"))
-    aservice = _attestation_service(top.table("attestation_service"))
+    """Validate every section; all problems are reported together (``_toml.Problems``)."""
+    problems = Problems(source)
+    top = Table(raw, "", source, problems)
+    guard = problems.guard
+    http = guard(HttpServerConfig(), _http, top.table("http_server"))
+    token = guard(AttestationTokenConfig(), _token, top.table("attestation_token"))
+    aservice = guard(
+        AttestationServiceConfig(), _attestation_service, top.table("attestation_service")
+    )
     admin_t = top.table("admin")
-    admin = parse_admin(admin_t) if admin_t is not None else None
-    storage = parse_storage(top.table("storage_backend"), top.text("session_storage_type"))
-    parsed = [_plugin(t) for t in top.tables("plugins")]
+    admin = guard(None, parse_admin, admin_t) if admin_t is not None else None
+    storage = guard(
+        StorageConfig(),
+        parse_storage,
+        top.table("storage_backend"),
+        top.text("session_storage_type"),
+    )
+    parsed = [p for p in (guard(None, _plugin, t) for t in top.tables("plugins")) if p]
     plugins = tuple(name for name, _ in parsed) or ("resource",)
     resource_backend = next((b for _, b in parsed if b is not None), None)
-    settings = _trustpod(top.table("trustpod"))
+    settings = guard(TrustpodSettings(), _trustpod, top.table("trustpod"))
     top.done()
-    if not http.insecure_http and (http.private_key is None or http.certificate is None):
-        raise ConfigError(
-            f"{source}: HTTPS is the default and needs http_server.private_key and "
-            "http_server.certificate",
-            reason="config.tls_required",
-            fix="set both to PEM files, or set http_server.insecure_http = true for local testing",
+    bad_http_flag = any("http_server.insecure_http" in e.message for e in problems.errors)
+    tls_missing = http.private_key is None or http.certificate is None
+    if not http.insecure_http and tls_missing and not bad_http_flag:
+        problems.add(
+            ConfigError(
+                f"{source}: HTTPS is the default and needs http_server.private_key and "
+                "http_server.certificate",
+                reason="config.tls_required",
+                fix="set both to PEM files, or set http_server.insecure_http = true for local "
+                "testing",
+            )
         )
+    problems.raise_if_any()
     return KbsConfig(
         source, http, token, aservice, admin, storage, plugins, settings, resource_backend
     )

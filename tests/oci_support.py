@@ -23,6 +23,7 @@ __all__ = [
     "build_image",
     "busybox_rootfs",
     "cosign_sign",
+    "load_cosign_private_key",
     "push_blob",
     "push_manifest",
     "skopeo_allows",
@@ -262,3 +263,26 @@ def build_image(
     return write_layout(
         layout, [tar_tree(root), *(extra_layers or [])], tag=tag, compression=compression
     )
+
+
+def load_cosign_private_key(path: Path, password: bytes = b"") -> object:
+    """An ``ENCRYPTED COSIGN PRIVATE KEY`` (scrypt + nacl secretbox around PKCS#8 DER)."""
+    from cryptography.hazmat.primitives import serialization
+    from nacl.secret import SecretBox
+
+    body = "".join(ln for ln in path.read_text().splitlines() if not ln.startswith("-----"))
+    doc = json.loads(base64.b64decode(body))
+    p = doc["kdf"]["params"]
+    key = hashlib.scrypt(
+        password,
+        salt=base64.b64decode(doc["kdf"]["salt"]),
+        n=p["N"],
+        r=p["r"],
+        p=p["p"],
+        dklen=32,
+        maxmem=128 * 1024 * 1024,
+    )
+    der = SecretBox(key).decrypt(
+        base64.b64decode(doc["ciphertext"]), base64.b64decode(doc["cipher"]["nonce"])
+    )
+    return serialization.load_der_private_key(der, None)

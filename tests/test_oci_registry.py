@@ -25,6 +25,7 @@ from oci_support import (
     build_image,
     busybox_rootfs,
     cosign_sign,
+    load_cosign_private_key,
     push_manifest,
     skopeo_allows,
     skopeo_copy,
@@ -155,6 +156,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             )
         )
         cosign_sign(reg.host, "cosign/app", w.digests["a"], ck, f"{reg.host}/cosign/app")
+        key2 = COSIGN2.with_name("cosign2.key")
+        if key2.exists():
+            try:
+                k2 = load_cosign_private_key(key2)  # the vector's key, empty password
+            except ImportError:
+                k2 = None
+            if k2 is not None:
+                skopeo_copy(f"oci:{layout}:c", f"docker://{reg.host}/cosign/app:key2")
+                cosign_sign(reg.host, "cosign/app", w.digests["c"], k2, f"{reg.host}/cosign/app")
+                w.digests["key2"] = w.digests["c"]
         yield w
     finally:
         key.stop_agent()
@@ -390,6 +401,12 @@ def test_cosign_signatures(world: World) -> None:
         False,
         "image.signature_identity",
     )
+    if "key2" in world.digests:  # signed with the vector's cosign2.key
+        assert _trustpod_allows(world, f"{ref}:key2", pol(COSIGN2))[0]
+        assert _trustpod_allows(world, f"{ref}:key2", pol(world.cosign_pub)) == (
+            False,
+            "image.signature_invalid",
+        )
     if COSIGN2.exists():
         assert _trustpod_allows(world, f"{ref}:signed", pol(COSIGN2)) == (
             False,

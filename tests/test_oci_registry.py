@@ -605,3 +605,39 @@ def test_guest_pull_with_policy_and_key_from_kbs(world: World, tmp_path: Path) -
             puller.close()
             runtime.stop()
             runtime.close()
+
+
+def test_http_lookaside_store_through_cli(world: World) -> None:
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(world.sigs))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = f"http://127.0.0.1:{server.server_address[1]}"
+    policy = _policy_for(world, "default")
+    try:
+        for tag, rc in (("signed", 0), ("unsigned", 1), ("corrupt", 1)):
+            dest = world.tmp / f"http-{tag}"
+            argv = [
+                "image",
+                "pull",
+                f"{world.host}/gpg/app:{tag}",
+                "--policy",
+                str(policy),
+                "--dest",
+                str(dest),
+                "--signature-store",
+                store,
+                "--insecure-http-registry",
+                world.host,
+            ]
+            assert main(argv) == rc, tag
+            assert (dest / "rootfs").exists() is (rc == 0)
+    finally:
+        server.shutdown()
+        server.server_close()

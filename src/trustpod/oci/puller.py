@@ -24,10 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from trustpod.errors import ConfigError, NotFoundError
+from trustpod.errors import ConfigError, EvidenceError, NotFoundError
 from trustpod.oci.decide import Decision, KeyLoader, OpenPgpVerifier, evaluate
 from trustpod.oci.lookaside import RegistrySignatureSource
-from trustpod.oci.manifest import Descriptor, ImageConfig, compression_of, parse_config
+from trustpod.oci.manifest import (
+    CONFIG_TYPES,
+    Descriptor,
+    ImageConfig,
+    compression_of,
+    parse_config,
+)
 from trustpod.oci.policy import Policy
 from trustpod.oci.reference import ImageReference, parse_reference
 from trustpod.oci.registry import RegistryClient, ResolvedImage
@@ -171,6 +177,11 @@ class ImagePuller:
             raise ConfigError(
                 f"image {image} is {total} bytes (limit {s.max_image_bytes})",
                 reason="image.too_large",
+            )
+        if manifest.config.media_type not in CONFIG_TYPES:
+            raise EvidenceError(
+                f"{image} is not a container image (config type {manifest.config.media_type})",
+                reason="image.not_an_image",
             )
         config = parse_config(
             self.registry.get_blob(image, manifest.config, s.max_config_bytes), manifest, s

@@ -40,7 +40,9 @@ def _free_port() -> int:
 class Registry:
     """``docker-registry serve`` with its own config (components-on-this-platform.md §8)."""
 
-    def __init__(self, directory: Path, *, htpasswd: Path | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, htpasswd: Path | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
         exe = shutil.which("docker-registry")
         if exe is None:
             raise FileNotFoundError("docker-registry (apt package docker-registry)")
@@ -48,6 +50,9 @@ class Registry:
         self.port = _free_port()
         self.host = f"127.0.0.1:{self.port}"
         auth = ""
+        tls_cfg = ""
+        if tls is not None:
+            tls_cfg = f", tls: {{certificate: {tls[0]}, key: {tls[1]}}}"
         if htpasswd is not None:
             auth = f"auth: {{htpasswd: {{realm: test, path: {htpasswd}}}}}\n"
         cfg = directory / "config.yml"
@@ -55,7 +60,7 @@ class Registry:
             "version: 0.1\nlog: {level: error}\n"
             f"storage: {{filesystem: {{rootdirectory: {directory / 'data'}}}, "
             "delete: {enabled: true}}\n"
-            f"http: {{addr: {self.host}}}\n" + auth
+            f"http: {{addr: {self.host}{tls_cfg}}}\n" + auth
         )
         self._log = (directory / "registry.log").open("wb")
         self.proc = subprocess.Popen(
@@ -64,7 +69,9 @@ class Registry:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
-                httpx.get(f"http://{self.host}/v2/", timeout=1)
+                httpx.get(
+                    f"{'https' if tls else 'http'}://{self.host}/v2/", timeout=1, verify=False
+                )
                 return
             except httpx.HTTPError:
                 time.sleep(0.05)

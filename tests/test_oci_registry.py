@@ -641,3 +641,24 @@ def test_http_lookaside_store_through_cli(world: World) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_tls_registry_with_extra_root_certificates(world: World, tmp_path: Path) -> None:
+    import trustme
+
+    from trustpod.errors import DependencyError
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    reg = Registry(tmp_path / "tls-registry", tls=(tmp_path / "cert.pem", tmp_path / "key.pem"))
+    try:
+        skopeo_copy(f"oci:{world.tmp / 'layout'}:a", f"docker://{reg.host}/tls/app:1")
+        ref = f"{reg.host}/tls/app:1"
+        with pytest.raises(DependencyError):
+            resolve_digest(ref)  # the registry's CA is not trusted by default
+        trusted = OciSettings(extra_root_certificates=(ca.cert_pem.bytes().decode(),))
+        assert resolve_digest(ref, settings=trusted) == world.digests["a"]
+    finally:
+        reg.close()

@@ -79,6 +79,7 @@ class GuestImagePuller:
             insecure_http_registries=base.insecure_http_registries
             | frozenset(section.insecure_http_registries),
             extra_root_certificates=base.extra_root_certificates + section.extra_root_certificates,
+            max_concurrent_layer_downloads=section.max_concurrent_layer_downloads_per_image,
         )
         self._puller: ImagePuller | None = None
         self._lock = threading.Lock()

@@ -514,10 +514,13 @@ def test_generated_policy_through_policy_check(
 
 
 def test_denial_message_names_the_rule(gate: KataPolicyGate) -> None:
-    req = pb.ExecProcessRequest(container_id="d" * 64)
+    assert _check(gate, "CreateContainerRequest", _app())
+    req = pb.ExecProcessRequest(container_id="b" * 64)
     req.process.Args.append("sh")
-    with pytest.raises(PolicyDenied):
+    req.process.User.UID = 1000
+    with pytest.raises(PolicyDenied) as exc:
         gate.check("ExecProcessRequest", req)
+    assert 'ExecProcessRequest: Args ["sh"] in app' in exc.value.message
 
 
 def test_hoisting_is_exact_or_not_done() -> None:

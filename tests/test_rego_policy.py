@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from trustpod.errors import ConfigError, EvidenceError, PolicyDenied
 from trustpod.rego import UNDEFINED, PolicyLimits, RegoPolicy, Undefined
+from trustpod.rego.values import nesting_depth
 
 AGENT = """package agent_policy
 import rego.v1
@@ -331,3 +332,36 @@ def test_lone_surrogates_are_typed_errors() -> None:
         with pytest.raises(PolicyDenied):
             call()
     assert p.evaluate("data.p.x", {"a": "ok"}) == {"a": "ok"}
+
+
+def test_deep_input_is_a_typed_error() -> None:
+    p = RegoPolicy("package p\nx := input\n")
+    with pytest.raises(PolicyDenied, match="recursion limit"):
+        p.evaluate("data.p.x", input_json="[" * 100_000 + "]" * 100_000)
+    deep: list[object] = []
+    cur = deep
+    for _ in range(5000):
+        nxt: list[object] = []
+        cur.append(nxt)
+        cur = nxt
+    with pytest.raises(PolicyDenied):
+        p.evaluate("data.p.x", {"a": deep})
+
+
+def test_bracket_nesting_is_bounded_before_regorus_parses() -> None:
+    # regorus needs seconds for 16 levels of `[` and overflows its stack on thousands
+    for text in ("package p\nx := " + "[" * 17 + "]" * 17 + "\n", "package p\nx := " + "[" * 9999):
+        with pytest.raises(EvidenceError, match="nest") as exc:
+            RegoPolicy(text)
+        assert exc.value.reason == "rego.parse"
+    ok = (
+        "package p\n# ((((((((((((((((((\nx := "
+        + "[" * 6
+        + '"[[[[[[[[[[[[[[[[[[["'
+        + "]" * 6
+        + "\n"
+    )
+    assert RegoPolicy(ok).evaluate("data.p.x") == [[[[[["[" * 19]]]]]]
+    assert nesting_depth("a := {`{{{{`: [f(x)]}") == 3
+    with pytest.raises(EvidenceError):
+        RegoPolicy("package p\nx := [[[1]]]\n", limits=PolicyLimits(max_nesting=2))

@@ -9,7 +9,10 @@ Key selection, as upstream's ``TokenVerifier``:
 Then: signature with the key's algorithm, ``exp`` required (``leeway`` seconds, default 60).
 
 Speed: parsed keys are cached by RFC 7638 thumbprint and validated x5c chains by their exact
-encoding, so a hot path costs JSON parsing plus one ECDSA verification.
+encoding; verified claims are cached by the token's SHA-256 until ``exp`` (a token seen before
+costs one dict lookup and the ``exp`` check), and a caller that signed a token itself (the KBS's
+built-in attestation service) seeds that cache with ``remember``. This is the one token
+verifier: the KBS builds it with its trust configuration (``trustpod.kbs.tokens``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import itertools
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +37,7 @@ from trustpod._internal.json_limits import loads as limited_loads
 from trustpod.errors import AuthenticationError, ConfigError, EvidenceError
 
 __all__ = [
+    "CACHE_ENTRIES",
     "DEFAULT_LEEWAY_S",
     "MAX_TOKEN_CHARS",
     "TokenVerifier",
@@ -44,6 +49,8 @@ _log = logging.getLogger(__name__)
 DEFAULT_LEEWAY_S = 60
 MAX_TOKEN_CHARS = 1 << 20
 _MAX_CACHED = 1024
+#: Verified tokens whose claims are kept (oldest dropped first).
+CACHE_ENTRIES = 8192
 _EC = {
     "P-256": (ec.SECP256R1(), 32, hashes.SHA256(), "ES256"),
     "P-384": (ec.SECP384R1(), 48, hashes.SHA384(), "ES384"),
@@ -81,6 +88,10 @@ def jwk_public_key(jwk: Mapping[str, Any]) -> PublicKey:
     except (KeyError, ValueError, EvidenceError) as exc:
         raise _fail("token key (jwk) is invalid", "token.jwk") from exc
     raise _fail("token key type is not supported", "token.jwk")
+
+
+def _token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
 
 def _spki(key: Any) -> bytes:
@@ -121,17 +132,40 @@ class TokenVerifier:
         self._clock: Clock = clock or SystemClock()
         self._header_keys: dict[str, PublicKey] = {}
         self._chains: dict[tuple[str, ...], tuple[bytes, float, float]] = {}
+        self._claims: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
         if insecure_header_jwk:
             _log.warning(
                 "insecure_header_jwk: tokens signed by ANY key in their own header are "
                 "accepted. Testing only."
             )
 
+    def remember(self, token: str, claims: dict[str, Any]) -> None:
+        """Seed the cache with a token the caller signed itself (its claims, as signed)."""
+        self._keep(_token_digest(token), claims)
+
+    def _keep(self, digest: bytes, claims: dict[str, Any]) -> None:
+        self._claims[digest] = claims
+        if len(self._claims) > CACHE_ENTRIES:
+            self._claims.popitem(last=False)
+
     def verify(self, token: str) -> dict[str, Any]:
         """The verified claims; ``AuthenticationError`` naming the failed check otherwise."""
         # (1) Compact JWS with JSON header and claims.
         if len(token) > MAX_TOKEN_CHARS:
             raise _fail("attestation token too large")
+        # (0) A token verified (or signed) before: only exp is checked again.
+        digest = _token_digest(token)
+        cached = self._claims.get(digest)
+        if cached is not None:
+            if cached.get("exp", 0) + self._leeway < self._clock.time():
+                self._claims.pop(digest, None)
+                raise _fail("attestation token expired", "token.expired")
+            return cached
+        claims = self._verify(token)
+        self._keep(digest, claims)
+        return claims
+
+    def _verify(self, token: str) -> dict[str, Any]:
         parts = token.split(".")
         if len(parts) != 3:
             raise _fail("attestation token is not a compact JWS")

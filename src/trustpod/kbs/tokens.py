@@ -1,20 +1,18 @@
 """Attestation-token (EAR JWT) checks for resource requests (reference §1.6).
 
 Every token is verified, whether it came from the session cookie or ``Authorization: Bearer``,
-by the attestation service's ``TokenVerifier`` (``trustpod.attestation.token_verify``: header
-``jwk`` trusted by thumbprint, ``x5c`` chains to ``trusted_certs_paths``, ``kid`` in
-``trusted_jwk_sets``, ``insecure_header_jwk``; ``exp`` required with 60 s leeway). The KBS adds:
-its own signer key is trusted automatically, trust files are read from local paths, verified
-claims are cached by the token's SHA-256 until ``exp`` (a hot token costs one dict lookup), and
-the TEE public key is found at upstream's JSON pointers.
+by the one ``TokenVerifier`` (``trustpod.attestation.token_verify``: header ``jwk`` trusted by
+thumbprint, ``x5c`` chains to ``trusted_certs_paths``, ``kid`` in ``trusted_jwk_sets``,
+``insecure_header_jwk``; ``exp`` required with 60 s leeway; verified claims cached by the
+token's SHA-256 until ``exp``). Here: ``build_token_verifier`` trusts the KBS's own signer key and
+reads the trust files from local paths, and the TEE public key is found at upstream's JSON
+pointers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,9 +20,16 @@ from typing import Any
 from cryptography import x509
 
 from trustpod._internal.clock import Clock
+from trustpod.attestation.token_verify import TokenVerifier
 from trustpod.errors import AuthenticationError, ConfigError
 
-__all__ = ["BUILTIN_TEEKEY_PATHS", "TokenVerifier", "find_tee_pubkey", "json_pointer"]
+__all__ = [
+    "BUILTIN_TEEKEY_PATHS",
+    "TokenVerifier",
+    "build_token_verifier",
+    "find_tee_pubkey",
+    "json_pointer",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -36,8 +41,6 @@ BUILTIN_TEEKEY_PATHS = (
     "/tee-pubkey",
 )
 EXP_LEEWAY_S = 60
-MAX_TOKEN_CHARS = 1 << 20
-CACHE_ENTRIES = 8192
 
 
 def _fail(message: str, reason: str = "kbs.token_invalid") -> AuthenticationError:
@@ -69,58 +72,29 @@ def find_tee_pubkey(claims: Mapping[str, Any], extra_paths: Iterable[str] = ()) 
     raise _fail("the attestation token carries no tee-pubkey", "kbs.token_no_teekey")
 
 
-class TokenVerifier:
-    """The KBS's token check: the attestation service's ``TokenVerifier`` (key selection,
-    signature, ``exp``) with the KBS's trust configuration, behind a cache of verified claims
-    keyed by the token's SHA-256 (until ``exp``). Construct once per process."""
-
-    def __init__(
-        self,
-        clock: Clock,
-        *,
-        own_keys: Iterable[Mapping[str, Any]] = (),
-        trusted_jwk_sets: Iterable[str] = (),
-        trusted_certs_paths: Iterable[str] = (),
-        insecure_header_jwk: bool = False,
-    ) -> None:
-        from trustpod.attestation.token_verify import TokenVerifier as EarVerifier
-
-        self._clock = clock
-        jwks = [dict(k) for k in own_keys]
-        for uri in trusted_jwk_sets:
-            jwks.extend(_read_jwks(uri))
-        roots = [c for p in trusted_certs_paths for c in _read_certs(p)]
-        self._inner = EarVerifier(
-            roots,
-            jwks,
-            insecure_header_jwk=insecure_header_jwk,
-            leeway=EXP_LEEWAY_S,
-            clock=clock,
-        )
-        self._cache: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
-
-    def remember(self, token: str, claims: dict[str, Any]) -> None:
-        """Seed the cache with a token this process's own attestation service just signed."""
-        self._cache[hashlib.sha256(token.encode("utf-8", "replace")).digest()] = claims
-        if len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
-
-    def verify(self, token: str) -> dict[str, Any]:
-        """The verified claims, or ``AuthenticationError`` naming the failed check."""
-        if len(token) > MAX_TOKEN_CHARS:
-            raise _fail("attestation token too large")
-        digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
-        cached = self._cache.get(digest)
-        if cached is not None:
-            if cached["exp"] + EXP_LEEWAY_S < self._clock.time():
-                self._cache.pop(digest, None)
-                raise _fail("attestation token expired", "kbs.token_expired")
-            return cached
-        claims = self._inner.verify(token)
-        self._cache[digest] = claims
-        if len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
-        return claims
+def build_token_verifier(
+    clock: Clock,
+    *,
+    own_keys: Iterable[Mapping[str, Any]] = (),
+    trusted_jwk_sets: Iterable[str] = (),
+    trusted_certs_paths: Iterable[str] = (),
+    insecure_header_jwk: bool = False,
+) -> TokenVerifier:
+    """The KBS's token verifier: the attestation service's ``TokenVerifier`` (the one class:
+    key selection, signature, ``exp``, verified-claims cache) with the KBS's trust
+    configuration read from local files and its own signer keys trusted. Build once per
+    process."""
+    jwks = [dict(k) for k in own_keys]
+    for uri in trusted_jwk_sets:
+        jwks.extend(_read_jwks(uri))
+    roots = [c for p in trusted_certs_paths for c in _read_certs(p)]
+    return TokenVerifier(
+        roots,
+        jwks,
+        insecure_header_jwk=insecure_header_jwk,
+        leeway=EXP_LEEWAY_S,
+        clock=clock,
+    )
 
 
 def _local(uri: str) -> Path:

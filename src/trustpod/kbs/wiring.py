@@ -25,7 +25,7 @@ from trustpod.kbs.ports import AttestationPort, RvpsPort
 from trustpod.kbs.resource_policy import ResourcePolicy
 from trustpod.kbs.session_limits import SessionAdmission
 from trustpod.kbs.sessions import SessionStore
-from trustpod.kbs.tokens import TokenVerifier
+from trustpod.kbs.tokens import build_token_verifier
 from trustpod.storage.port import KeyValueStore
 
 __all__ = ["build_app", "build_core", "open_store", "with_resource_backend"]
@@ -198,7 +198,7 @@ def build_core(
         rvps = rvps or built_rvps
         own.extend(built_own)
     tc = config.attestation_token
-    tokens = TokenVerifier(
+    tokens = build_token_verifier(
         clock,
         own_keys=own,
         trusted_jwk_sets=tc.trusted_jwk_sets,

@@ -51,6 +51,7 @@ from trustpod.rego.values import (
     Evaluation,
     PolicyLimits,
     error_summary,
+    nesting_depth,
     rego_error_text,
 )
 
@@ -96,6 +97,16 @@ class RegoPolicy:
             raise ValueError("pass data or data_json, not both")
         self.modules: dict[str, str] = dict(modules)
         self.limits = limits or PolicyLimits()
+        for name, text in self.modules.items():
+            depth = nesting_depth(text)
+            if depth > self.limits.max_nesting:
+                raise EvidenceError(
+                    f"policy does not compile: {name}: brackets nest {depth} deep, over the "
+                    f"limit of {self.limits.max_nesting}",
+                    reason="rego.parse",
+                    fix="name inner parts of the literal as rules (regorus' parse time grows "
+                    "exponentially with nesting), or raise max_nesting",
+                )
         self.rego_v0 = rego_v0
         self.gather_prints = gather_prints
         self._extensions = dict(extensions or {})
@@ -291,7 +302,7 @@ class RegoPolicy:
                 input_json = json.dumps(
                     {} if input is None else input, separators=(",", ":"), allow_nan=False
                 )
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RecursionError):
                 raise PolicyDenied("policy input is not JSON", reason="rego.error") from None
         got = self._attempt(rules, input_json, data_json)
         if isinstance(got, Evaluation):

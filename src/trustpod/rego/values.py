@@ -16,12 +16,14 @@ __all__ = [
     "PolicyLimits",
     "Undefined",
     "error_summary",
+    "nesting_depth",
     "rego_error_text",
 ]
 
 #: Upper bound on an error message passed back to an admin (source lines are also cropped).
 MAX_ERROR_CHARS = 4000
 _MAX_SOURCE_LINE = 200
+_TOKENS_RE = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*|[\[\]{}()]')
 _LOCATION_RE = re.compile(r"-->\s*(?P<file>[^\n]*?):(?P<line>\d+):(?P<col>\d+)")
 
 
@@ -52,9 +54,13 @@ class PolicyLimits:
     max_col: int = 1024
     max_file_bytes: int = 1024 * 1024
     max_lines: int = 20_000
+    #: Deepest nesting of ``[``/``{``/``(`` (ours, checked before regorus sees the text):
+    #: regorus' parse time grows exponentially with array/object nesting (16 levels of ``[``
+    #: take seconds) and its parser overflows the stack on thousands of levels.
+    max_nesting: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("max_col", "max_file_bytes", "max_lines"):
+        for name in ("max_col", "max_file_bytes", "max_lines", "max_nesting"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"Rego policy limit {name} must be a positive integer")
@@ -86,3 +92,16 @@ def error_summary(text: str) -> str:
     if loc is None:
         return what
     return f"{loc.group('file')} line {loc.group('line')}, column {loc.group('col')}: {what}"
+
+
+def nesting_depth(text: str) -> int:
+    """Deepest bracket nesting of a Rego text, outside strings, raw strings and comments."""
+    depth = deepest = 0
+    for m in _TOKENS_RE.finditer(text):
+        tok = m.group()
+        if tok in "[{(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif tok in "]})":
+            depth = max(depth - 1, 0)
+    return deepest

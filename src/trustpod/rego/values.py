@@ -57,7 +57,7 @@ class PolicyLimits:
     #: Deepest nesting of ``[``/``{``/``(`` (ours, checked before regorus sees the text):
     #: regorus' parse time grows exponentially with array/object nesting (16 levels of ``[``
     #: take seconds) and its parser overflows the stack on thousands of levels.
-    max_nesting: int = 16
+    max_nesting: int = 12
 
     def __post_init__(self) -> None:
         for name in ("max_col", "max_file_bytes", "max_lines", "max_nesting"):

@@ -13,13 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING
 
 from trustpod.errors import ConfigError, VerificationError
 from trustpod.oci.manifest import Descriptor, ImageManifest
+
+if TYPE_CHECKING:  # cryptography is imported on first use (pod VM start-up time)
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 __all__ = [
     "COSIGN_LAYER_TYPE",
@@ -67,6 +67,10 @@ def signature_layers(manifest: ImageManifest, *, max_layers: int = 64) -> list[C
 
 def load_public_key(pem: bytes, source: str) -> ec.EllipticCurvePublicKey:
     """A cosign public key (PEM ``PUBLIC KEY``, ECDSA); ``ConfigError`` otherwise."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -83,6 +87,10 @@ def load_public_key(pem: bytes, source: str) -> ec.EllipticCurvePublicKey:
 
 def verify_blob(key: ec.EllipticCurvePublicKey, blob: bytes, signature: bytes) -> None:
     """ECDSA-SHA256 (ASN.1 DER signature) over the payload blob; raises ``VerificationError``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         key.verify(signature, blob, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from trustpod.errors import PolicyDenied, TrustpodError, VerificationError
-from trustpod.oci.cosign import load_public_key, verify_blob
 from trustpod.oci.payload import COSIGN_TYPE, SIMPLE_SIGNING_TYPE, SigningPayload, parse_payload
 from trustpod.oci.policy import (
     Policy,
@@ -164,6 +163,8 @@ def _sigstore(
     src: SignatureSource,
     keys: KeyLoader,
 ) -> str:
+    from trustpod.oci.cosign import load_public_key, verify_blob  # cryptography: only when needed
+
     key = load_public_key(_key(req, keys), req.key_path or "keyData")
     last: TrustpodError | None = None
     seen = False

@@ -13,8 +13,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from trustpod.errors import ConfigError
 from trustpod.oci.reference import ImageReference
 
@@ -56,6 +54,8 @@ def _url(entry: Any, where: str, source: str) -> str | None:
 
 def parse_sigstore_configs(documents: Iterable[tuple[str, str]]) -> SigstoreConfig:
     """Merge ``(source, yaml text)`` documents into one ``SigstoreConfig``."""
+    import yaml  # only pods with a lookaside config pay for it
+
     default: str | None = None
     docker: dict[str, str] = {}
     for source, text in documents:

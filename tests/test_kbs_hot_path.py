@@ -97,3 +97,28 @@ def test_denial_audit_carries_the_appraisal(kbs: tuple[str, Any]) -> None:
     assert appraisal["submods"]["cpu0"]["ear.status"] == "affirming"
     assert len(appraisal["submods"]["cpu0"]["policy_sha256"]) == 64
     assert "launch_digest" in appraisal["reference_values"]
+
+
+def test_one_token_verifier_caches_until_exp() -> None:
+    from kbs_support import ExternalIssuer
+    from trustpod._internal.clock import FixedClock
+    from trustpod.attestation.token_verify import TokenVerifier
+    from trustpod.errors import AuthenticationError
+    from trustpod.kbs import tokens
+
+    assert tokens.TokenVerifier is TokenVerifier  # one class, the KBS only configures it
+    clock = FixedClock(1_800_000_000)
+    issuer = ExternalIssuer(clock=clock)
+    verifier = tokens.build_token_verifier(clock, own_keys=[issuer.jwk])
+    token = issuer.issue({"tee-pubkey": {}}, exp_in=100)
+    first = verifier.verify(token)
+    assert verifier.verify(token) is first  # the second check is a cache hit
+    verifier.remember("a.b.c", {"exp": clock.time() + 10})
+    assert verifier.verify("a.b.c")["exp"] == clock.time() + 10
+    clock.advance(100 + 61)  # past exp + 60 s leeway
+    with pytest.raises(AuthenticationError) as err:
+        verifier.verify(token)
+    assert err.value.reason == "token.expired"
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(AuthenticationError):
+        verifier.verify(forged)

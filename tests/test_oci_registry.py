@@ -662,3 +662,22 @@ def test_tls_registry_with_extra_root_certificates(world: World, tmp_path: Path)
         assert resolve_digest(ref, settings=trusted) == world.digests["a"]
     finally:
         reg.close()
+
+
+def test_docker_v2s2_media_types(world: World) -> None:
+    skopeo_copy(
+        f"oci:{world.tmp / 'layout'}:a", f"docker://{world.host}/docker/app:1", "--format", "v2s2"
+    )
+    puller = world.puller(None, cache="v2cache")
+    try:
+        resolved = puller.registry.resolve(parse_reference(f"{world.host}/docker/app:1"))
+        assert (
+            resolved.manifest.media_type == "application/vnd.docker.distribution.manifest.v2+json"
+        )
+        assert resolved.manifest.layers[0].media_type.startswith(
+            "application/vnd.docker.image.rootfs"
+        )
+        pulled = puller.pull(f"{world.host}/docker/app:1", world.tmp / "v2")
+        assert (pulled.rootfs / "bin" / "busybox").is_file()
+    finally:
+        puller.close()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trustpod.errors import EvidenceError, VerificationError
 from trustpod.oci.settings import OciSettings
@@ -155,3 +157,54 @@ def test_diff_id_mismatch_and_limits(tmp_path: Path) -> None:
     with pytest.raises(EvidenceError) as e4:
         unpack_layer(corrupt, "gzip", "sha256:" + "0" * 64, root, UnpackBudget(OciSettings()))
     assert e4.value.reason == "image.layer_format"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=2048))
+def test_random_blobs_fail_closed(raw: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d) / "rootfs"
+        root.mkdir()
+        blob = Path(d) / "blob"
+        blob.write_bytes(raw)
+        for comp in ("", "gzip", "zstd"):
+            try:
+                unpack_layer(blob, comp, "sha256:" + "0" * 64, root, UnpackBudget(OciSettings()))
+            except (EvidenceError, VerificationError):
+                pass
+
+
+_NAME = st.lists(
+    st.sampled_from(["a", "b", "..", ".", ".wh.a", ".wh..wh..opq", "lnk", ""]),
+    min_size=1,
+    max_size=4,
+).map("/".join)
+_ENTRY = st.tuples(
+    _NAME,
+    st.sampled_from(["file", "dir", "sym", "hard"]),
+    st.sampled_from([b"x", "/", "..", "../..", "a", "lnk/b"]),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_ENTRY, min_size=1, max_size=8))
+def test_random_trees_never_escape(entries: list[tuple[str, str, bytes | str]]) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        base = Path(d)
+        root = base / "rootfs"
+        root.mkdir()
+        fixed: list[Entry] = [
+            (n, k, (v if isinstance(v, bytes) else v.encode()) if k in ("file", "dir") else str(v))
+            for n, k, v in entries
+        ]
+        try:
+            _apply(base, root, fixed)
+        except (EvidenceError, VerificationError):
+            pass
+        outside = {p.name for p in base.iterdir()}
+        assert outside <= {"rootfs"} | {p.name for p in base.glob("blob-*")}, outside
+        assert not Path("/a").exists() and not Path("/b").exists()  # via a symlink to /

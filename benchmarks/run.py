@@ -5,6 +5,9 @@ init``), provisions a secret and the sample reference values, then:
 1. N concurrent clients loop auth -> attest -> get-resource (sample TEE) for --seconds;
 2. ``wrk`` (if installed, else the Python generator) hammers the resource GET with a Bearer token.
 ``--profile`` runs a single worker under cProfile and prints the top functions.
+3. the pinned benchmark (``benchmarks/kbs_pinned.py``: one worker on core 0, the generator on
+   core 1, a custom Rego resource policy, sample and emulated az-snp-vtpm evidence, server CPU
+   ms/flow from ``/proc``); ``--no-pinned`` leaves it out.
 ``--all`` also runs the other benchmarks in this directory (``bench_*.py``); ``--replicas`` runs
 only ``bench_replicas.py`` (1/2/3 replicas on PostgreSQL and Redis) after the main figures.
 """
@@ -213,6 +216,11 @@ def main() -> int:
         help="also 1/2/3 KBS replicas on PostgreSQL and Redis (benchmarks/bench_replicas.py)",
     )
     p.add_argument(
+        "--no-pinned",
+        action="store_true",
+        help="skip the pinned one-core benchmark (benchmarks/kbs_pinned.py)",
+    )
+    p.add_argument(
         "--stub-as",
         action="store_true",
         help="KBS layer only: a stub attestation service (benchmarks/stub_server.py)",
@@ -227,6 +235,10 @@ def main() -> int:
         f"{int(r['flows'])} flows, {int(r['errors'])} errors); "
         f"resource GET with token: {r['gets_per_s']:.0f} req/s"
     )
+    if not args.no_pinned:
+        from benchmarks import kbs_pinned
+
+        kbs_pinned.main(seconds=min(args.seconds, 6.0))
     if args.replicas and not args.all:
         from benchmarks import bench_replicas
 

@@ -20,6 +20,7 @@ from trustpod.attestation.defaults import DEFAULT_POLICY_IDS, default_policy
 from trustpod.attestation.ear import Appraisal, EarTokenSettings, ear_claims, submod_names
 from trustpod.attestation.policy_input import build_policy_input
 from trustpod.attestation.result import AttestationResult
+from trustpod.attestation.rv_explain import reference_value_checks
 from trustpod.attestation.signer import TokenSigner
 from trustpod.errors import ConfigError, EvidenceError, NotFoundError
 from trustpod.initdata import InitData
@@ -160,6 +161,10 @@ class AttestationService:
                 "ear.status": appraisal.status,
                 "ear.trustworthiness-vector": dict(appraisal.trust_vector),
             }
+            if appraisal.status != "affirming":
+                # which reference value failed (read from the policy text; an aid, not a verdict)
+                checks = reference_value_checks(text, doc, references)
+                explain_subs[name]["reference_value_failures"] = [c for c in checks if not c["ok"]]
         # (7) Sign the EAR.
         claims = ear_claims(self._settings, submods, int(self._clock.time()))
         token = self.signer.sign(claims)

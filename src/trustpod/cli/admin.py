@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -196,4 +197,34 @@ def _get_reference_value(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     r = _call(args, "GET", f"/kbs/v0/trustpod/explain/{args.request_id}")
     print(r.text)
+    # the JSON stays on stdout (scripts parse it); a human summary goes to stderr
+    for line in _explain_summary(r.json()):
+        print(line, file=sys.stderr)
     return 0
+
+
+def _explain_summary(doc: Any) -> list[str]:
+    """Non-affirming submods with their trust vector, then each failed reference value."""
+    from trustpod.attestation.rv_explain import failed_reference_values
+
+    if not isinstance(doc, dict):
+        return []
+    explain = doc.get("explain") if isinstance(doc.get("explain"), dict) else {}
+    assert isinstance(explain, dict)
+    lines = [f"denied: {doc.get('method')} {doc.get('path')} -> {doc.get('status')}"]
+    if explain.get("policy"):
+        lines.append(f"resource policy: {explain['policy']}")
+    appraisal = explain.get("attestation")
+    submods = appraisal.get("submods", {}) if isinstance(appraisal, dict) else {}
+    for name, sub in submods.items() if isinstance(submods, dict) else ():
+        if not isinstance(sub, dict) or sub.get("ear.status") == "affirming":
+            continue
+        vector = sub.get("ear.trustworthiness-vector") or {}
+        bad = {k: v for k, v in vector.items() if isinstance(v, int) and not 0 <= v <= 3}
+        lines.append(f"{name}: {sub.get('ear.status')} ({sub.get('policy_id')}) {bad}")
+        failures = sub.get("reference_value_failures")
+        if isinstance(failures, list) and failures:
+            lines += [f"  {line}" for line in failed_reference_values(failures)]
+        elif failures is not None:
+            lines.append("  no reference-value check of the policy failed (see its rules)")
+    return lines

@@ -3,7 +3,8 @@
 * ``trustpod client --url U [--cert-file PEM] [--tee sample] [--tee-key-file PEM]
   [--init-data FILE] attest`` prints the attestation token.
 * ``trustpod client --url U get-resource --path repo/type/tag [--attestation-token FILE]
-  [--tee-key-file PEM]`` prints the resource as standard base64 (upstream ``kbs-client`` output).
+  [--tee-key-file PEM]`` prints the resource as standard base64 (upstream ``kbs-client`` output);
+  ``--output FILE`` writes the raw bytes to a new 0600 file instead (``-``: raw to stdout).
 
 With ``--attestation-token`` no attestation happens (passport mode): the token must have been
 issued for the key in ``--tee-key-file`` (``attest --tee-key-file`` writes a new key there when
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,13 @@ def register(subparsers: Any) -> None:
     get = sub.add_parser("get-resource", help="fetch and decrypt a resource, print base64")
     get.add_argument("--path", required=True, help="resource path repo/type/tag")
     get.add_argument("--attestation-token", type=Path, metavar="FILE", help="use this token")
+    get.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="write the raw bytes to FILE (created 0600; '-' = raw bytes on stdout) instead of "
+        "printing base64",
+    )
     get.add_argument("--plugin", default="resource", help=argparse.SUPPRESS)
     _add_key_options(get, default=argparse.SUPPRESS)
     get.set_defaults(func=_get_resource)
@@ -158,5 +168,33 @@ def _get_resource(args: argparse.Namespace) -> int:
     attester = None if token is not None else _attester(args)
     with _client(args, attester=attester, key=key, token=token) as client:
         data = client.get_resource(args.path, plugin=args.plugin)
-    print(base64.b64encode(data).decode("ascii"))
+    if args.output is None:
+        print(base64.b64encode(data).decode("ascii"))
+    elif args.output == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        _write_private(Path(args.output), data)
     return 0
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a secret atomically: a new 0600 file in the target's directory, renamed over it."""
+    import os
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")  # 0600
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {path}: {exc.strerror}", reason="cli.output", fix="pass a writable path"
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

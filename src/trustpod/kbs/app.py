@@ -216,8 +216,8 @@ class KbsHttp:
             token = self.core.token_from(
                 request.cookies.get(SESSION_COOKIE), request.headers.get("authorization")
             )
-            jwe = self.core.get_resource(token, path, dict(request.query_params))
-            return Response(json.dumps(jwe), 200, media_type=_JSON)
+            query = dict(request.query_params) if request.scope.get("query_string") else {}
+            return Response(self.core.get_resource(token, path, query), 200, media_type=_JSON)
         self.check_admin(request)
         if request.method == "POST":
             self.core.set_resource(path, await self.body(request))

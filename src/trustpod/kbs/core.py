@@ -7,6 +7,7 @@ and maps errors to statuses; everything decided here raises ``trustpod.errors`` 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections import OrderedDict
@@ -86,9 +87,7 @@ class KbsCore:
     audit: AuditLog
     _teekeys: dict[str, TeePubKey] = field(default_factory=dict)
     _explains: OrderedDict[bytes, dict[str, Any]] = field(default_factory=OrderedDict)
-    _responses: OrderedDict[tuple[bytes, str, bytes], dict[str, str]] = field(
-        default_factory=OrderedDict
-    )
+    _responses: OrderedDict[tuple[bytes, str, bytes], bytes] = field(default_factory=OrderedDict)
     admission: SessionAdmission | None = None  # bounds what /auth may store (wiring sets it)
 
     # -- RCAR ---------------------------------------------------------------------------------
@@ -172,7 +171,8 @@ class KbsCore:
         )
 
     # -- resource plugin ---------------------------------------------------------------------
-    def get_resource(self, token: str, path: str, query: Mapping[str, str]) -> dict[str, str]:
+    def get_resource(self, token: str, path: str, query: Mapping[str, str]) -> bytes:
+        """The JWE of resource ``path`` for ``token``, as the JSON body of the reply."""
         parts = parse_resource_path(path)
         claims = self.tokens.verify(token)
         token_key = _digest(token)
@@ -194,9 +194,10 @@ class KbsCore:
             tee_pubkey,
             insecure_allow_rsa1_5=self.config.trustpod.insecure_allow_rsa1_5,
         )
+        body = json.dumps(jwe, separators=(",", ":")).encode()
         if small:
-            self._memo(self._responses, memo_key, jwe)
-        return jwe
+            self._memo(self._responses, memo_key, body)
+        return body
 
     @staticmethod
     def _memo(memo: OrderedDict[Any, Any], key: Any, value: Any) -> None:

@@ -85,6 +85,29 @@ def container_request(
     return req
 
 
+def initdata_toml(
+    url: str, cert: str | None, policy: str, image: dict[str, Any] | None = None
+) -> str:
+    """An initdata document with aa.toml, cdh.toml (optionally its ``[image]``) and a policy."""
+    import tomli_w
+
+    kbs: dict[str, Any] = {"url": url} | ({"cert": cert} if cert else {})
+    kbc: dict[str, Any] = {"name": "cc_kbc", "url": url} | ({"kbs_cert": cert} if cert else {})
+    cdh: dict[str, Any] = {
+        "socket": "unix:///run/confidential-containers/cdh.sock",
+        "credentials": [],
+        "kbc": kbc,
+    }
+    if image is not None:
+        cdh["image"] = image
+    data = {
+        "aa.toml": tomli_w.dumps({"token_configs": {"kbs": kbs}}),
+        "cdh.toml": tomli_w.dumps(cdh),
+        "policy.rego": policy,
+    }
+    return tomli_w.dumps({"algorithm": "sha256", "version": "0.1.0", "data": data})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,36 +15,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import tomli_w
 import trustme
 
-from agent_support import agent_process, container_request, free_port, need_runc
+from agent_support import agent_process, container_request, free_port, initdata_toml, need_runc
 from kbs_support import builtin_kbs, serve
 from trustpod.agent.client import AgentClient
 from trustpod.agent.pb import protos
 from trustpod.agent.policy_defaults import ALLOW_ALL
 from trustpod.agent.rpc import Code, RpcError
 from trustpod.kbs.config import parse_config
-
-
-def _initdata(url: str, cert: str, image: dict[str, Any]) -> str:
-    aa = {"token_configs": {"kbs": {"url": url, "cert": cert}}}
-    cdh = {
-        "socket": "unix:///run/confidential-containers/cdh.sock",
-        "credentials": [],
-        "kbc": {"name": "cc_kbc", "url": url, "kbs_cert": cert},
-        "image": image,
-    }
-    doc = {
-        "algorithm": "sha256",
-        "version": "0.1.0",
-        "data": {
-            "aa.toml": tomli_w.dumps(aa),
-            "cdh.toml": tomli_w.dumps(cdh),
-            "policy.rego": ALLOW_ALL,
-        },
-    }
-    return tomli_w.dumps(doc)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +63,9 @@ def registry_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
                 "insecure_http_registries": [reg.host],
                 "work_dir": str(tmp / "image-work"),
             }
-            (d / "initdata.toml").write_text(_initdata(url, ca.cert_pem.bytes().decode(), image))
+            (d / "initdata.toml").write_text(
+                initdata_toml(url, ca.cert_pem.bytes().decode(), ALLOW_ALL, image)
+            )
             (d / "guest.toml").write_text(
                 f'attester = "sample"\nkey_dir = "{tmp / "keys"}"\n'
                 f'api_listen = "127.0.0.1:{free_port()}"\n'

@@ -36,6 +36,7 @@ from trustpod.agent.runc import ContainerRuntime
 from trustpod.errors import ConfigError, EvidenceError, NotFoundError, TrustpodError
 
 __all__ = [
+    "LOCAL_STORAGE_DRIVERS",
     "SANDBOX_CONTAINER_ANNOTATIONS",
     "AgentSettings",
     "Container",
@@ -52,6 +53,8 @@ SANDBOX_CONTAINER_ANNOTATIONS = (
 )
 IMAGE_NAME_ANNOTATIONS = ("io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName")
 GUEST_PULL_DRIVER = "image_guest_pull"
+#: Storage drivers that are an empty directory at ``mount_point`` (emptyDir volumes).
+LOCAL_STORAGE_DRIVERS = ("ephemeral", "local")
 #: Secret-volume unsealing skips these kata-managed files (kata PR #10674).
 _NOT_SECRET_SUFFIXES = ("resolv.conf", "termination-log", "hostname", "hosts", "serviceaccount")
 
@@ -180,6 +183,17 @@ class Sandbox:
             )
         return self.puller.pull(refs[0], dest)
 
+    def _local_storages(self, storages: list[Any]) -> None:
+        """kata's ``ephemeral`` (tmpfs) and ``local`` storage drivers back emptyDir volumes at
+        ``mount_point`` (under /run/kata-containers): here a directory, mode 0777 like
+        emptyDir, in the agent's run dir. Other drivers are only the image pull's."""
+        for storage in storages:
+            if storage.driver not in LOCAL_STORAGE_DRIVERS:
+                continue
+            target = Path(guest_path(storage.mount_point, str(self.run_dir)))
+            target.mkdir(parents=True, exist_ok=True)
+            target.chmod(0o777)  # emptyDir semantics, whatever the umask
+
     def _unseal(self, cid: str, spec: dict[str, Any]) -> None:
         process = spec.get("process", {})
         env = process.get("env", [])
@@ -215,6 +229,7 @@ class Sandbox:
         bundle.mkdir(mode=0o700)
         pipes: Pipes | None = None
         try:
+            self._local_storages(storages)
             rootfs = self._rootfs(cid, config, storages, bundle)
             spec = guest_spec(
                 config, container_id=cid, rootfs=str(rootfs), run_dir=str(self.run_dir)

@@ -365,3 +365,24 @@ def test_bracket_nesting_is_bounded_before_regorus_parses() -> None:
     assert nesting_depth("a := {`{{{{`: [f(x)]}") == 3
     with pytest.raises(EvidenceError):
         RegoPolicy("package p\nx := [[[1]]]\n", limits=PolicyLimits(max_nesting=2))
+
+
+def test_only_trustpod_rego_imports_regorus() -> None:
+    # one port: swapping the engine (ADR 0202) touches src/trustpod/rego only
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "trustpod"
+    users = []
+    for f in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n == "regorus" or n.startswith("regorus.") for n in names):
+                users.append(f.relative_to(src).as_posix())
+    assert users and all(u.startswith("rego/") for u in users), users

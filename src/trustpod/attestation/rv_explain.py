@@ -30,9 +30,7 @@ _PATH = r"input((?:\.[A-Za-z_][A-Za-z0-9_]*)+)"
 _NAME = r'"([^"\\]{1,128})"'
 _HAS = re.compile(rf"rv_has\(\s*{_NAME}\s*,\s*{_PATH}\s*\)")
 _IN = re.compile(rf"{_PATH}\s+in\s+query_reference_value\(\s*{_NAME}\s*\)")
-_CMP = re.compile(
-    rf"{_PATH}\s*(>=|<=|==|>|<)\s*(?:rv_one|query_reference_value)\(\s*{_NAME}\s*\)"
-)
+_CMP = re.compile(rf"{_PATH}\s*(>=|<=|==|>|<)\s*(?:rv_one|query_reference_value)\(\s*{_NAME}\s*\)")
 _RULE = re.compile(r"^\s*(?:default\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*(?::=|=)\s*[^{]*\bif\b\s*\{")
 _MISSING = object()
 

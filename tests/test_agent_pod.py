@@ -272,6 +272,19 @@ def test_secret_volume_and_oom_event(pod_env: dict[str, Any]) -> None:
         agent.call("RemoveContainer", pb.grpc.RemoveContainerRequest(container_id="hog"))
 
 
+def test_cli_call(pod_env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    from trustpod.cli.main import main
+
+    addr = pod_env["ready"]["agent"][1]
+    assert main(["agent", "call", "--connect", addr, "GetGuestDetails"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "sealed-secret" in out["agent_details"]["extra_features"]
+    argv = ["agent", "call", "--connect", addr, "StartContainer", '{"container_id": "nope"}']
+    assert main(argv) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main(["agent", "call", "--connect", addr, "CopyFile", '{"bogus": 1}']) == 4
+
+
 def test_oom_event_blocks_until_deadline(pod_env: dict[str, Any]) -> None:
     pb = protos()
     with AgentClient(pod_env["ready"]["agent"][0]) as agent:

@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from google.protobuf.message import DecodeError
 
@@ -161,7 +161,7 @@ class TtrpcClient:
         self._sock.close()
         self._reader.join(5)
 
-    def __enter__(self) -> TtrpcClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -1,4 +1,5 @@
-"""``trustpod agent serve --listen ADDR --config-dir D``: the pod's agent (AA + CDH + kata API).
+"""``trustpod agent serve --listen ADDR --config-dir D``: the pod's agent (AA + CDH + kata API);
+``trustpod agent call --connect ADDR METHOD [JSON]``: one call from the host side.
 
 See ``trustpod.agent.wiring`` for the start order and the config directory layout. Prints one
 JSON line when serving (the bound ttRPC addresses and the guest API URL); stops on SIGTERM.
@@ -44,6 +45,30 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _call(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    from trustpod.agent.client import AgentClient
+    from trustpod.agent.rpc import Code, RpcError
+    from trustpod.errors import EvidenceError
+
+    with AgentClient(args.connect, timeout_s=args.timeout) as agent:
+        desc = agent.pb.methods().get(args.method)
+        if desc is None:
+            raise RpcError(Code.UNIMPLEMENTED, f"method {args.method} is not in agent.proto")
+        request = agent.pb.message(desc.input_type.full_name)()
+        try:
+            json_format.Parse(args.request, request)
+        except json_format.ParseError as exc:
+            raise EvidenceError(
+                f"request is not a {desc.input_type.name} in proto JSON: {exc}",
+                reason="cli.agent_request",
+            ) from exc
+        response = agent.call(args.method, request)
+    print(json_format.MessageToJson(response, preserving_proto_field_name=True, indent=None))
+    return 0
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("agent", help="the pod's agent: kata's AgentService over ttRPC")
     sub = parser.add_subparsers(dest="agent_cmd", metavar="SUBCOMMAND")
@@ -73,3 +98,9 @@ def register(subparsers: Any) -> None:
         help="allow a tcp: listen address that is not loopback (the API has no authentication)",
     )
     serve.set_defaults(func=_serve)
+    call = sub.add_parser("call", help="one AgentService call over ttRPC (debugging, scripts)")
+    call.add_argument("--connect", required=True, help="unix:PATH, tcp:HOST:PORT or vsock:CID:PORT")
+    call.add_argument("method", help="AgentService method, e.g. GetGuestDetails")
+    call.add_argument("request", nargs="?", default="{}", help="request in proto JSON")
+    call.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    call.set_defaults(func=_call)

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from trustpod.errors import EvidenceError, VerificationError
+from trustpod.errors import EvidenceError, TrustpodError, VerificationError
 from trustpod.verifiers.roots import AMD_ARK_SHA256, der_fingerprint
 
 __all__ = [
@@ -230,12 +230,16 @@ def verify_chain(chain: SnpChain, anchors: TrustAnchors) -> VekInfo:
 
 
 class ChainCache:
-    """Bounded LRU of verified chains keyed by (chain DERs, trust anchors)."""
+    """Bounded LRU of verified chains keyed by (chain DERs, trust anchors), and of refused ones:
+    ``verify_chain`` depends only on the DERs and the anchors (validity at ``now`` is checked by
+    the caller), so a chain that failed fails again the same way. The negative entries matter
+    when a verifier tries several CA sets (real AMD roots, then emulated ones) on every report."""
 
     def __init__(self, max_entries: int = DEFAULT_CHAIN_CACHE_SIZE) -> None:
         self._max = max_entries
         self._lock = threading.Lock()
         self._items: OrderedDict[tuple[SnpChain, TrustAnchors], VekInfo] = OrderedDict()
+        self._refused: OrderedDict[tuple[SnpChain, TrustAnchors], TrustpodError] = OrderedDict()
 
     def verify(self, chain: SnpChain, anchors: TrustAnchors) -> VekInfo:
         key = (chain, anchors)
@@ -244,7 +248,17 @@ class ChainCache:
             if info is not None:
                 self._items.move_to_end(key)
                 return info
-        info = verify_chain(chain, anchors)  # outside the lock: RSA verifies take milliseconds
+            refused = self._refused.get(key)
+        if refused is not None:
+            raise type(refused)(refused.message, reason=refused.reason, fix=refused.fix)
+        try:
+            info = verify_chain(chain, anchors)  # outside the lock: RSA verifies take ms
+        except (VerificationError, EvidenceError) as exc:
+            with self._lock:
+                self._refused[key] = exc
+                while len(self._refused) > self._max:
+                    self._refused.popitem(last=False)
+            raise
         with self._lock:
             self._items[key] = info
             while len(self._items) > self._max:

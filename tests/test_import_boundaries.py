@@ -39,6 +39,11 @@ PURE = (
     "trustpod.oci.auth",
     "trustpod.oci.sigstore_config",
     "trustpod.oci.config",
+    "trustpod.pod.spec",
+    "trustpod.pod.userdata",
+    "trustpod.pod.requests",
+    "trustpod.pod.config",
+    "trustpod.pod.provider",
 )
 IO_LIBS = {
     "socket",
@@ -60,7 +65,7 @@ IO_LIBS = {
     "regorus",
     "shutil",
 }
-GUEST = ("trustpod.guest", "trustpod.agent", "trustpod.oci")
+GUEST = ("trustpod.guest", "trustpod.agent", "trustpod.oci", "trustpod.pod.guest_boot")
 SERVER = (
     "trustpod.kbs",
     "trustpod.attestation",

@@ -36,6 +36,7 @@ GROUPS = (
     "verity",
     "image",
     "policy",
+    "pod",
 )
 
 

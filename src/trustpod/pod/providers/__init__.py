@@ -1,0 +1,3 @@
+"""Pod VM providers behind CAA's interface (``trustpod.pod.provider.Provider``)."""
+
+__all__: list[str] = []

@@ -90,3 +90,14 @@ def test_admin_explain_names_the_reference_value(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_build_verifiers_unknown_tee_lists_the_known_ones() -> None:
+    from trustpod.collateral.wiring import build_verifiers
+    from trustpod.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        build_verifiers(tees=("sev",))
+    assert err.value.reason == "verifier.unknown_tee"
+    assert "az-snp-vtpm" in err.value.message and "'sev'" in err.value.message
+    assert build_verifiers(tees=("sample",)).tees == ("sample",)

@@ -16,6 +16,7 @@ from typing import Any
 from trustpod.collateral.amd import sources_from_settings
 from trustpod.collateral.bundled import BundledAmdRoots
 from trustpod.collateral.intel import source_from_settings
+from trustpod.errors import ConfigError
 from trustpod.verifiers import az_snp_vtpm, az_tdx_vtpm, nvidia, sample, snp, tdx, tpm
 from trustpod.verifiers.base import (
     Verifier,
@@ -88,6 +89,14 @@ def build_verifiers(
 ) -> VerifierRegistry:
     """Every known verifier (or only ``tees``), built with the collateral ``settings`` name."""
     settings = settings or VerifierSettings()
+    unknown = sorted(set(tees or ()) - set(FACTORIES))
+    if unknown:  # say which TEEs exist, not "no verifiers configured"
+        known = ", ".join(sorted(FACTORIES))
+        raise ConfigError(
+            f"unknown TEE {', '.join(map(repr, unknown))}: trustpod verifies {known}",
+            reason="verifier.unknown_tee",
+            fix=f"use one of: {known}",
+        )
     if settings.insecure_emulated_roots:
         _log.warning(
             "insecure_emulated_roots is set: evidence signed by an EMULATED vendor "

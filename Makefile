@@ -12,7 +12,7 @@ APT_PKGS := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config cryptsetup-bin s
 EXTRAS := server,verifiers,guest,backends,dev
 export TRUSTPOD_VECTORS ?= $(abspath ../shared/vectors)
 
-.PHONY: all venv protos sysdeps lint typecheck test demo bench bench-replicas clean
+.PHONY: all venv protos sysdeps lint typecheck test demo bench bench-replicas image-test clean
 
 all: test
 
@@ -54,6 +54,10 @@ bench: venv
 
 bench-replicas: venv
 	$(BIN)/python -m benchmarks.bench_replicas
+
+# builds the Containerfile with podman and runs it read-only (needs the base image locally)
+image-test: venv
+	TRUSTPOD_IMAGE_BUILD=1 $(BIN)/pytest -q tests/test_deploy.py -k image
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache

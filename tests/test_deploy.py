@@ -166,6 +166,9 @@ def test_containerfile_runs_unprivileged_with_read_only_root() -> None:
 
 
 def test_container_image_builds_when_a_base_image_is_present() -> None:
+    """Slow (pip install in the build): only with TRUSTPOD_IMAGE_BUILD=1 (`make image-test`)."""
+    if os.environ.get("TRUSTPOD_IMAGE_BUILD") != "1":
+        pytest.skip("image build is opt-in: TRUSTPOD_IMAGE_BUILD=1 (make image-test)")
     podman = shutil.which("podman")
     if podman is None:
         pytest.skip("podman is not installed (apt-get install podman buildah)")

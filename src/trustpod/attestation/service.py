@@ -16,6 +16,7 @@ from typing import Any
 
 from trustpod._internal.clock import Clock
 from trustpod._internal.jcs import jcs_digest
+from trustpod.attestation.composite import ClaimSet, parse_additional_evidence, verify_additional
 from trustpod.attestation.defaults import DEFAULT_POLICY_IDS, default_policy
 from trustpod.attestation.ear import Appraisal, EarTokenSettings, ear_claims, submod_names
 from trustpod.attestation.policy_input import build_policy_input
@@ -118,8 +119,12 @@ class AttestationService:
         *,
         hash_algorithm: str = "sha384",
         policy_id: str = "default",
+        additional_evidence: str = "",
     ) -> AttestationResult:
-        """As ``evaluate``, returning the claims and an ``explain`` record too."""
+        """As ``evaluate``, returning the claims and an ``explain`` record too.
+
+        ``additional_evidence`` is the attestation's ``Tee -> evidence`` JSON string: each
+        device becomes its own submod (``trustpod.attestation.composite``)."""
         # (1) Init-data: parse the TOML, digest with its own algorithm (§4.6).
         init_digest: bytes | None = None
         init_claims: Any = None
@@ -133,17 +138,22 @@ class AttestationService:
         claim_sets = self._verifiers.verify(tee, primary_evidence, expected)
         if not claim_sets:
             raise EvidenceError("the verifier returned no claims", reason="attestation.claims")
+        # (3b) Additional (device) evidence, each bound to {"nonce", "tee-pubkey"} (composite).
+        devices = parse_additional_evidence(additional_evidence, tee)
+        sets = [ClaimSet(tee, c, runtime_data) for c in claim_sets]
+        sets += verify_additional(self._verifiers, devices, runtime_data, expected, hash_algorithm)
         references = self._rvps.all_values()
         data = {"reference": references}
         submods: dict[str, Appraisal] = {}
         explain_subs: dict[str, Any] = {}
-        names = submod_names([c.tee_class for c in claim_sets])
-        for name, claim_set in zip(names, claim_sets, strict=True):
+        names = submod_names([s.claims.tee_class for s in sets])
+        for name, one in zip(names, sets, strict=True):
+            claim_set = one.claims
             # (4) Policy input (transform_claims).
             doc = build_policy_input(
-                tee,
+                one.tee,
                 claim_set.claims,
-                runtime_data,
+                one.runtime_data,
                 init_claims,
                 verbose=self._settings.verbose_token,
             )
@@ -179,7 +189,7 @@ class AttestationService:
             tee,
             {k: v["ear.status"] for k, v in explain_subs.items()},
         )
-        insecure = tuple(dict.fromkeys(r for c in claim_sets for r in c.insecure))
+        insecure = tuple(dict.fromkeys(r for s in sets for r in s.claims.insecure))
         return AttestationResult(token=token, claims=claims, explain=explain, insecure=insecure)
 
     # -- policy admin ----------------------------------------------------------------------

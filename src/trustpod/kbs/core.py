@@ -139,6 +139,7 @@ class KbsCore:
                 runtime,
                 init_toml,
                 hash_algorithm=hash_algorithm_for_tee(tee),
+                additional_evidence=attestation.tee_evidence.additional_evidence,
             )
         except Exception:
             m.attestation_failures.labels(tee).inc()

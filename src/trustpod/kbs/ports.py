@@ -25,8 +25,10 @@ class AttestationPort(Protocol):
         *,
         hash_algorithm: str = "sha384",
         policy_id: str = "default",
+        additional_evidence: str = "",
     ) -> AttestationResult:
-        """Verify evidence, appraise it with the attestation policy, sign the EAR."""
+        """Verify evidence (and the devices' ``additional_evidence`` JSON string), appraise it
+        with the attestation policy, sign the EAR."""
         ...
 
     def set_policy(self, policy_id: str, policy: str) -> None: ...

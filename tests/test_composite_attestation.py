@@ -1,0 +1,196 @@
+"""Composite attestation over a real KBS (uvicorn, 127.0.0.1): CPU evidence (sample) plus an
+EMULATED Hopper GPU as ``additional_evidence``; the EAR has submods ``cpu0`` and ``gpu0``; the
+default resource policy (every submod affirming) gates a resource on both."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from kbs_support import builtin_kbs, serve
+from trustpod._internal.clock import FixedClock
+from trustpod._internal.jcs import jcs_digest
+from trustpod.attestation.composite import parse_additional_evidence
+from trustpod.errors import EvidenceError
+from trustpod.guest.emulator.gpu import EmulatedGpu
+from trustpod.guest.tee_key import TeeKeyPair
+from trustpod.kbs.config import parse_config
+from trustpod.kbs.core import KbsCore
+from trustpod.protocol import runtime_data_digest
+from trustpod.protocol.runtime_data import device_runtime_data_object
+
+#: A GPU attestation policy over the local verifier's claims (upstream's default GPU policy
+#: reads NRAS claims only): hardware affirmed by the verified chain, executables by every
+#: measurement being a reference value ``nvidia_measurement_<index>``, configuration by the
+#: driver version.
+GPU_POLICY = """package policy
+import rego.v1
+default hardware := 97
+default executables := 33
+default configuration := 36
+trust_claims := {"instance-identity": 0, "configuration": configuration,
+  "executables": executables, "file-system": 0, "hardware": hardware,
+  "runtime-opaque": 0, "storage-opaque": 0, "sourced-data": 0}
+hardware := 2 if {
+  input.nvidia.arch == "Hopper"
+  input.nvidia.config.fwid
+}
+executables := 2 if {
+  count(input.nvidia.measurements) > 0
+  every idx, value in input.nvidia.measurements {
+    value in query_reference_value(sprintf("nvidia_measurement_%s", [idx]))
+  }
+}
+configuration := 2 if {
+  input.nvidia.config.driver_version in query_reference_value("allowed_driver_versions")
+}
+extensions := []
+"""
+
+
+def _register(core: KbsCore, values: dict[str, Any]) -> None:
+    payload = base64.b64encode(json.dumps(values).encode()).decode()
+    core.register_reference_value({"version": "0.1.0", "type": "sample", "payload": payload})
+
+
+@pytest.fixture(scope="module")
+def gpu(tmp_path_factory: pytest.TempPathFactory) -> tuple[EmulatedGpu, Path]:
+    g = EmulatedGpu.create()
+    d = tmp_path_factory.mktemp("gpu")
+    g.save(d)
+    return g, d / "root.pem"
+
+
+def _kbs(tmp: Path, extra: str) -> Iterator[tuple[str, KbsCore]]:
+    text = f"""
+[http_server]
+insecure_http = true
+[attestation_service]
+timeout = 5
+[storage_backend]
+storage_type = "Sqlite"
+[storage_backend.backends.sqlite]
+path = "{tmp / "kbs.sqlite"}"
+{extra}
+"""
+    config = parse_config(tomllib.loads(text), tmp / "kbs-config.toml")
+    app, core = builtin_kbs(config, clock=FixedClock(time.time()))
+    core.attestation.set_policy("default_gpu", GPU_POLICY)
+    with serve(app) as url:
+        yield url, core
+
+
+@pytest.fixture
+def kbs(tmp_path: Path, gpu: tuple[EmulatedGpu, Path]) -> Iterator[tuple[str, KbsCore]]:
+    yield from _kbs(tmp_path, f'[trustpod]\ninsecure_emulated_roots = ["{gpu[1]}"]\n')
+
+
+def _attest(url: str, device: EmulatedGpu, *, bind_to: str | None = None) -> httpx.Client:
+    """RCAR with sample CPU evidence + GPU additional evidence; returns the attested client."""
+    h = httpx.Client(base_url=url, timeout=10)
+    r = h.post("/kbs/v0/auth", json={"version": "0.4.0", "tee": "sample", "extra-params": ""})
+    assert r.status_code == 200, r.text
+    nonce = r.json()["nonce"]
+    jwk = TeeKeyPair.generate_ec().public_jwk()
+    device_digest = jcs_digest(device_runtime_data_object(bind_to or nonce, jwk), "sha384")
+    additional = json.dumps({"nvidia": device.evidence(device_digest)})
+    digest = runtime_data_digest(nonce, jwk, additional)
+    body = {
+        "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+        "tee-evidence": {
+            "primary_evidence": {"svn": "1", "report_data": base64.b64encode(digest).decode()},
+            "additional_evidence": additional,
+        },
+    }
+    h.last = h.post("/kbs/v0/attest", json=body)  # type: ignore[attr-defined]
+    return h
+
+
+def _references(core: KbsCore, device: EmulatedGpu) -> None:
+    _register(core, {f"nvidia_measurement_{i}": [v.hex()] for i, v in device.measurements.items()})
+    _register(core, {"allowed_driver_versions": [device.driver_version]})
+
+
+def test_two_submods_and_both_gate_the_resource(
+    kbs: tuple[str, KbsCore], gpu: tuple[EmulatedGpu, Path]
+) -> None:
+    url, core = kbs
+    device = gpu[0]
+    _references(core, device)
+    core.set_resource("default/gpu/key", b"model-key")
+    h = _attest(url, device)
+    r = h.last  # type: ignore[attr-defined]
+    assert r.status_code == 200, r.text
+    claims = jwt.decode(r.json()["token"], options={"verify_signature": False})
+    assert sorted(claims["submods"]) == ["cpu0", "gpu0"]
+    gpu0 = claims["submods"]["gpu0"]
+    assert gpu0["ear.status"] == "affirming"
+    tv = gpu0["ear.trustworthiness-vector"]
+    assert tv["hardware"] == 2 and tv["executables"] == 2 and tv["configuration"] == 2
+    evidence = gpu0["ear.veraison.annotated-evidence"]["nvidia"]
+    assert evidence["arch"] == "Hopper" and evidence["uuid"] == device.uuid
+    assert claims["submods"]["cpu0"]["ear.status"] == "affirming"
+    assert h.get("/kbs/v0/resource/default/gpu/key").status_code == 200
+    h.close()
+
+
+def test_gpu_not_affirming_denies_the_resource(
+    kbs: tuple[str, KbsCore], gpu: tuple[EmulatedGpu, Path]
+) -> None:
+    url, core = kbs
+    device = gpu[0]
+    _register(core, {"allowed_driver_versions": [device.driver_version]})  # no measurements
+    core.set_resource("default/gpu/key", b"model-key")
+    h = _attest(url, device)
+    r = h.last  # type: ignore[attr-defined]
+    assert r.status_code == 200, r.text
+    claims = jwt.decode(r.json()["token"], options={"verify_signature": False})
+    assert claims["submods"]["gpu0"]["ear.status"] != "affirming"
+    assert claims["submods"]["cpu0"]["ear.status"] == "affirming"
+    got = h.get("/kbs/v0/resource/default/gpu/key")
+    assert got.status_code in (401, 403), got.text
+    h.close()
+    # with the reference values registered, the same flow gets the key
+    _references(core, device)
+    h = _attest(url, device)
+    assert h.last.status_code == 200  # type: ignore[attr-defined]
+    assert h.get("/kbs/v0/resource/default/gpu/key").status_code == 200
+    h.close()
+
+
+def test_gpu_bound_to_another_nonce_refused(
+    kbs: tuple[str, KbsCore], gpu: tuple[EmulatedGpu, Path]
+) -> None:
+    url, _ = kbs
+    h = _attest(url, gpu[0], bind_to=base64.b64encode(b"x" * 32).decode())
+    assert h.last.status_code == 401, h.last.text  # type: ignore[attr-defined]
+    assert "nonce" in h.last.text  # type: ignore[attr-defined]
+    h.close()
+
+
+def test_emulated_gpu_refused_without_configured_root(
+    tmp_path: Path, gpu: tuple[EmulatedGpu, Path]
+) -> None:
+    for url, _ in _kbs(tmp_path, ""):
+        h = _attest(url, gpu[0])
+        assert h.last.status_code == 401, h.last.text  # type: ignore[attr-defined]
+        h.close()
+
+
+def test_additional_evidence_parsing() -> None:
+    assert parse_additional_evidence("", "sample") == {}
+    for bad in ("[]", "{", '{"nvidia": {}, "nvidia": {}}', '{"sample": {}}'):
+        with pytest.raises(EvidenceError) as exc:
+            parse_additional_evidence(bad, "sample")
+        assert exc.value.reason == "attestation.additional_evidence"
+    with pytest.raises(EvidenceError):
+        parse_additional_evidence(json.dumps({str(i): {} for i in range(9)}), "sample")

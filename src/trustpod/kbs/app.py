@@ -21,7 +21,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trustpod._internal.json_limits import loads as limited_loads
 from trustpod.errors import AuthenticationError, EvidenceError, NotFoundError, TrustpodError
@@ -36,7 +35,6 @@ from trustpod.kbs.http_errors import (
     error_reply,
 )
 from trustpod.kbs.logsetup import RequestIdMiddleware, current_request_id
-from trustpod.kbs.metrics import KbsMetrics
 from trustpod.protocol import SESSION_COOKIE
 
 __all__ = ["create_app"]
@@ -46,45 +44,8 @@ _JSON = "application/json"
 Handler = Callable[[Request], Awaitable[Response]]
 SESSION_PURGE_S = 60.0
 ATTEST_THREADS = 4
-
-
-class MetricsMiddleware:
-    """Request metrics for ``/kbs*`` paths (§7), response sizes in the response histogram."""
-
-    def __init__(self, app: ASGIApp, metrics: KbsMetrics) -> None:
-        self.app = app
-        self.m = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/kbs"):
-            await self.app(scope, receive, send)
-            return
-        m = self.m
-        start = time.perf_counter()
-        m.http_requests.inc()
-        m.active.inc()
-        size_in = 0
-        size_out = 0
-
-        async def counting_receive() -> Message:
-            nonlocal size_in
-            msg = await receive()
-            size_in += len(msg.get("body", b""))
-            return msg
-
-        async def counting_send(msg: Message) -> None:
-            nonlocal size_out
-            if msg["type"] == "http.response.body":
-                size_out += len(msg.get("body", b""))
-            await send(msg)
-
-        try:
-            await self.app(scope, counting_receive, counting_send)
-        finally:
-            m.active.dec()
-            m.http_duration.observe(time.perf_counter() - start)
-            m.http_request_size.observe(size_in)
-            m.http_response_size.observe(size_out)
+#: ASGI scope key: request body bytes received so far (the request-size histogram).
+_BODY_BYTES = "trustpod.body_bytes"
 
 
 class KbsHttp:
@@ -122,6 +83,7 @@ class KbsHttp:
         total = 0
         async for chunk in request.stream():
             total += len(chunk)
+            request.scope[_BODY_BYTES] = total  # for kbs_http_request_size_bytes
             if total > self.limit:
                 raise BodyTooLarge(f"payload reached size limit ({self.limit} bytes)")
             chunks.append(chunk)
@@ -161,17 +123,34 @@ class KbsHttp:
         self.admin.check(request.headers.get("authorization"), uri)
 
     def wrap(self, fn: Handler, variant: str) -> Handler:
+        """``fn`` with the error mapping and the request metrics of §7 (in the handler, not an
+        ASGI middleware: one coroutine layer and two closures less per request)."""
+        m = self.core.metrics
+
         async def handler(request: Request) -> Response:
+            start = time.perf_counter()
+            m.http_requests.inc()
+            m.active.inc()
             try:
-                return await fn(request)
-            except TrustpodError as exc:
-                return self.error(request, exc, variant)
-            except Exception:
-                _log.exception("internal error on %s %s", request.method, request.url.path)
-                body = json.dumps({"type": _type("HTTPFailed"), "detail": "internal error"})
-                return Response(body, 500, media_type=_JSON)
+                response = await self._reply(fn, request, variant)
+            finally:
+                m.active.dec()
+            m.http_duration.observe(time.perf_counter() - start)
+            m.http_request_size.observe(request.scope.get(_BODY_BYTES, 0))
+            m.http_response_size.observe(len(response.body))
+            return response
 
         return handler
+
+    async def _reply(self, fn: Handler, request: Request, variant: str) -> Response:
+        try:
+            return await fn(request)
+        except TrustpodError as exc:
+            return self.error(request, exc, variant)
+        except Exception:
+            _log.exception("internal error on %s %s", request.method, request.url.path)
+            body = json.dumps({"type": _type("HTTPFailed"), "detail": "internal error"})
+            return Response(body, 500, media_type=_JSON)
 
     def _cookie(self, sid: str, expires_at: float) -> str:
         return f"{SESSION_COOKIE}={sid}; Expires={email.utils.formatdate(expires_at, usegmt=True)}"
@@ -310,6 +289,5 @@ def create_app(core: KbsCore, admin: AdminAuthorizer) -> Starlette:
     ]
     app = Starlette(routes=routes)
     app.add_middleware(BodyTimeoutMiddleware, timeout_s=core.config.trustpod.request_body_timeout_s)
-    app.add_middleware(MetricsMiddleware, metrics=core.metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

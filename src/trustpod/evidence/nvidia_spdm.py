@@ -19,7 +19,7 @@ upstream ignores any trailing bytes, see docs/compat.md).
 
 from __future__ import annotations
 
-import copy
+import struct
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -105,8 +105,12 @@ def _bad(msg: str) -> EvidenceError:
     return EvidenceError(f"NVIDIA report: {msg}", reason="nvidia.malformed")
 
 
+_U16 = struct.Struct("<H")
+_BLOCK = struct.Struct("<BBHBH")  # index, meas_spec, size, value_type, value_size
+
+
 def _u16(b: bytes, off: int) -> int:
-    return int.from_bytes(b[off : off + 2], "little")
+    return int(_U16.unpack_from(b, off)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,23 +149,25 @@ def _parse_record(record: bytes, count: int) -> tuple[MeasurementBlock, ...]:
     blocks: list[MeasurementBlock] = []
     seen: set[int] = set()
     off = 0
+    end = len(record)
     for _ in range(count):
-        if off + _BLOCK_HEADER > len(record):
+        if off + _BLOCK_HEADER + _DMTF_HEADER > end:
             raise _bad("measurement block header overruns the record")
-        index, spec, size = record[off], record[off + 1], _u16(record, off + 2)
+        index, spec, size, value_type, value_size = _BLOCK.unpack_from(record, off)
         if spec != DMTF_MEASUREMENT_SPEC:
             raise _bad(f"block {index}: only DMTF measurements are supported")
-        body = record[off + _BLOCK_HEADER : off + _BLOCK_HEADER + size]
-        if len(body) != size or size < _DMTF_HEADER:
+        start = off + _BLOCK_HEADER
+        if start + size > end:
             raise _bad(f"block {index}: measurement overruns the record")
-        value_size = _u16(body, 1)
         if value_size + _DMTF_HEADER != size:
             raise _bad(f"block {index}: DMTF value size {value_size} != block size {size} - 3")
         if index in seen:
             raise _bad(f"duplicate measurement block index {index}")
         seen.add(index)
-        blocks.append(MeasurementBlock(index, body[0], bytes(body[_DMTF_HEADER:])))
-        off += _BLOCK_HEADER + size
+        blocks.append(
+            MeasurementBlock(index, value_type, record[start + _DMTF_HEADER : start + size])
+        )
+        off = start + size
     if off != len(record):
         raise _bad(f"{len(record) - off} bytes after the last measurement block")
     return tuple(blocks)
@@ -285,6 +291,7 @@ class NvidiaReport:
 
     @classmethod
     def parse(cls, data: bytes, signature_size: int = HOPPER_SIGNATURE_SIZE) -> NvidiaReport:
+        data = bytes(data)
         if len(data) < REQUEST_SIZE:
             raise _bad("attestation report is shorter than the SPDM request")
         request = SpdmRequest.parse(data[:REQUEST_SIZE])
@@ -303,5 +310,9 @@ class NvidiaReport:
         return {str(b.index): b.value.hex() for b in self.response.blocks}
 
     def config(self) -> dict[str, Any]:
-        """``config`` claim: the decoded opaque data (a fresh copy)."""
-        return copy.deepcopy(dict(self.response.config))
+        """``config`` claim: the decoded opaque data (a fresh copy; values are str, int, a
+        flat dict or a flat list)."""
+        out: dict[str, Any] = {}
+        for k, v in self.response.config.items():
+            out[k] = dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v
+        return out

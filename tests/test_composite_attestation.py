@@ -21,7 +21,11 @@ from trustpod._internal.clock import FixedClock
 from trustpod._internal.jcs import jcs_digest
 from trustpod.attestation.composite import parse_additional_evidence
 from trustpod.errors import EvidenceError
+from trustpod.guest.attesters.base import UnsupportedAttesterFeature
+from trustpod.guest.attesters.nvidia import EmulatedSource, NvidiaAttester, detect_gpu
+from trustpod.guest.attesters.sample import SampleAttester
 from trustpod.guest.emulator.gpu import EmulatedGpu
+from trustpod.guest.kbs_client import KbsClient
 from trustpod.guest.tee_key import TeeKeyPair
 from trustpod.kbs.config import parse_config
 from trustpod.kbs.core import KbsCore
@@ -194,3 +198,35 @@ def test_additional_evidence_parsing() -> None:
         assert exc.value.reason == "attestation.additional_evidence"
     with pytest.raises(EvidenceError):
         parse_additional_evidence(json.dumps({str(i): {} for i in range(9)}), "sample")
+
+
+def test_guest_client_sends_gpu_as_additional_evidence(
+    kbs: tuple[str, KbsCore], gpu: tuple[EmulatedGpu, Path]
+) -> None:
+    url, core = kbs
+    device = gpu[0]
+    _references(core, device)
+    core.set_resource("default/gpu/key", b"model-key")
+    attester = NvidiaAttester(EmulatedSource(device))
+    client = KbsClient(url, SampleAttester(), device_attesters=[attester], max_retries=1)
+    with client:
+        assert client.get_resource("default/gpu/key") == b"model-key"
+        claims = jwt.decode(client.get_token(), options={"verify_signature": False})
+    assert sorted(claims["submods"]) == ["cpu0", "gpu0"]
+    assert all(s["ear.status"] == "affirming" for s in claims["submods"].values())
+
+
+def test_no_gpu_detection_and_emulated_from_environment(
+    tmp_path: Path, gpu: tuple[EmulatedGpu, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = detect_gpu(tmp_path / "nvidia0")
+    assert not found.available and found.reason.startswith("no GPU")
+    monkeypatch.delenv("TRUSTPOD_EMULATED_GPU", raising=False)
+    if not detect_gpu().available:
+        assert NvidiaAttester.from_environment() is None
+    attester = NvidiaAttester.from_environment(str(gpu[1].parent))
+    assert attester is not None
+    ev = attester.get_evidence(bytes(48))
+    assert ev["device_evidence_list"][0]["arch"] == "HOPPER"
+    with pytest.raises(UnsupportedAttesterFeature):
+        attester.bind_init_data(bytes(32))

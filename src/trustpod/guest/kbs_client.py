@@ -14,7 +14,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ import httpx
 from trustpod import __version__
 from trustpod._internal.b64 import b64url_decode
 from trustpod._internal.clock import Clock, SystemClock
+from trustpod._internal.jcs import jcs_digest
 from trustpod.errors import (
     AuthenticationError,
     ConfigError,
@@ -46,6 +47,7 @@ from trustpod.protocol import (
     RuntimeData,
     runtime_data_digest,
 )
+from trustpod.protocol.runtime_data import device_runtime_data_object
 
 __all__ = ["DEFAULT_TIMEOUT_S", "KbsClient", "token_expiry"]
 
@@ -117,11 +119,14 @@ class KbsClient:
         transport: httpx.BaseTransport | None = None,
         clock: Clock | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        device_attesters: Sequence[Attester] = (),
     ) -> None:
         if max_retries < 1:
             raise ConfigError("max_retries must be at least 1", reason="guest.kbs_client")
         self.url = url.rstrip("/")
         self.attester = attester
+        #: device attesters (GPUs): their evidence is sent as ``additional_evidence``
+        self.device_attesters = tuple(device_attesters)
         self.tee_key = tee_key or TeeKeyPair.generate_ec()
         self._init_data = init_data_toml
         self._max_retries = max_retries
@@ -227,11 +232,19 @@ class KbsClient:
         cookie = _session_cookie(response)
         # (2) report_data = HASH(JCS({additional-evidence, nonce, tee-pubkey})), §1.5.
         jwk = self.tee_key.public_jwk()
-        digest = runtime_data_digest(challenge.nonce, jwk, "", challenge.selected_hash_algorithm)
+        alg = challenge.selected_hash_algorithm
+        additional = ""
+        if self.device_attesters:  # devices bind HASH(JCS({nonce, tee-pubkey}))
+            device_digest = jcs_digest(device_runtime_data_object(challenge.nonce, jwk), alg)
+            devices = {a.tee: a.get_evidence(device_digest) for a in self.device_attesters}
+            additional = json.dumps(devices, separators=(",", ":"))
+        digest = runtime_data_digest(challenge.nonce, jwk, additional, alg)
         evidence = self.attester.get_evidence(digest)
         attestation = Attestation(
             runtime_data=RuntimeData(nonce=challenge.nonce, tee_pubkey=self.tee_key.tee_pubkey),
-            tee_evidence=CompositeEvidence(primary_evidence=evidence, additional_evidence=""),
+            tee_evidence=CompositeEvidence(
+                primary_evidence=evidence, additional_evidence=additional
+            ),
             init_data=None if self._init_data is None else InitDataMsg("toml", self._init_data),
         )
         # (3) /attest with the session cookie → token.

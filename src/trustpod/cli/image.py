@@ -64,7 +64,32 @@ def register(subparsers: Any) -> None:
         metavar="HOST[:PORT]",
         help="speak plain http to this registry (INSECURE; repeatable)",
     )
+    p.add_argument(
+        "--decryption-key-dir", type=Path, default=None, help="KEKs of encrypted layers by kid"
+    )
+    p.add_argument("--jwe-private-key", action="append", default=[], type=Path, metavar="PEM")
     p.set_defaults(func=_pull)
+
+    e = sub.add_parser("encrypt", help="encrypt image layers (ocicrypt; keys held by the KBS)")
+    e.add_argument("src", help="oci:DIR[:TAG] or docker://REF")
+    e.add_argument("dst", help="oci:DIR[:TAG] or docker://REF")
+    e.add_argument("--key-uri", default=None, help="kbs:///default/image-key/NAME (the KEK)")
+    k = e.add_mutually_exclusive_group()
+    k.add_argument("--key-file", type=Path, default=None, help="existing 32-byte KEK")
+    k.add_argument("--key-out", type=Path, default=None, help="write a new random KEK here")
+    e.add_argument("--jwe-recipient", action="append", default=[], type=Path, metavar="PEM")
+    e.add_argument("--layers", default=None, help="layer indices, e.g. 0,-1 (default: all)")
+    e.add_argument("--publish", metavar="URL", default=None, help="KBS URL: store the KEK there")
+    e.add_argument("--token-file", type=Path, default=None, help="KBS admin token")
+    e.add_argument("--cert-file", default=None, help="CA PEM of the KBS / registry (https)")
+    e.add_argument(
+        "--insecure-http-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="speak plain http to this registry (INSECURE; repeatable)",
+    )
+    e.set_defaults(func=_encrypt)
 
 
 def _load(path: Path) -> Any:
@@ -133,6 +158,13 @@ def _check(args: argparse.Namespace) -> int:
     hash_dev = args.hash_device or base / manifest.hash_device.path
     check_root(manifest, data, hash_dev)
     print(f"root image verified against roothash={manifest.root_hash}")
+    return 0
+
+
+def _encrypt(args: argparse.Namespace) -> int:
+    from trustpod.oci.encrypt_cli import encrypt_from_args
+
+    print(json.dumps(encrypt_from_args(args), indent=2))
     return 0
 
 

@@ -37,6 +37,7 @@ GROUPS = (
     "image",
     "policy",
     "pod",
+    "keyprovider",
 )
 
 

@@ -71,6 +71,18 @@ def pull_from_args(args: argparse.Namespace) -> dict[str, Any]:
     creds = Credentials({})
     if args.authfile:
         creds = parse_auth_json(_read(args.authfile, 1024 * 1024, "authfile"), str(args.authfile))
+    layer_keys = None
+    if getattr(args, "decryption_key_dir", None) or getattr(args, "jwe_private_key", None):
+        from trustpod.oci.decrypt import LayerKeys, load_rsa_private_key
+        from trustpod.oci.encrypt_cli import DirKekStore
+
+        layer_keys = LayerKeys(
+            kbs=DirKekStore(args.decryption_key_dir),
+            jwe_keys=[
+                load_rsa_private_key(_read(p, 64 * 1024, "JWE key"), str(p))
+                for p in args.jwe_private_key
+            ],
+        )
     puller = ImagePuller(
         RegistryClient(settings, creds),
         args.cache_dir or args.dest / ".blobs",
@@ -78,6 +90,7 @@ def pull_from_args(args: argparse.Namespace) -> dict[str, Any]:
         keys=FileKeyLoader(settings.max_key_bytes),
         pgp=None,
         lookaside=_lookaside(args),
+        layer_keys=layer_keys,
     )
     try:
         pulled = puller.pull(args.ref, args.dest)

@@ -40,6 +40,8 @@ class ImageSection:
     authenticated_registry_credentials_uri: str | None = None
     extra_root_certificates: tuple[str, ...] = ()
     insecure_http_registries: tuple[str, ...] = ()
+    #: trustpod extension: PEM RSA keys (kbs:// or file://) for ``jwe`` recipient layers.
+    jwe_private_key_uris: tuple[str, ...] = ()
 
     @property
     def has_policy(self) -> bool:
@@ -68,6 +70,7 @@ def parse_image_section(table: Mapping[str, Any], source: str = "cdh.toml") -> I
             "max_concurrent_layer_downloads_per_image",
             "extra_root_certificates",
             "insecure_http_registries",
+            "jwe_private_key_uris",
         )
         if key not in known:
             raise ConfigError(f"unknown key 'image.{key}' in {source}", reason="config.unknown_key")
@@ -91,7 +94,7 @@ def parse_image_section(table: Mapping[str, Any], source: str = "cdh.toml") -> I
             reason="config.value",
         )
     lists: dict[str, tuple[str, ...]] = {}
-    for key in ("extra_root_certificates", "insecure_http_registries"):
+    for key in ("extra_root_certificates", "insecure_http_registries", "jwe_private_key_uris"):
         value = table.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(
@@ -102,5 +105,6 @@ def parse_image_section(table: Mapping[str, Any], source: str = "cdh.toml") -> I
         max_concurrent_layer_downloads_per_image=conc,
         extra_root_certificates=lists["extra_root_certificates"],
         insecure_http_registries=lists["insecure_http_registries"],
+        jwe_private_key_uris=lists["jwe_private_key_uris"],
         **vals,
     )

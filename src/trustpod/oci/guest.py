@@ -9,7 +9,9 @@
 * ``authenticated_registry_credentials_uri`` (auth.json; env
   ``CDH_DEFAULT_IMAGE_AUTHENTICATED_REGISTRY_CREDENTIALS`` overrides, as upstream);
 * policy ``keyPath``: ``kbs:///…`` / ``kbs+plugin://…`` through the CDH (attested; cached for
-  the life of the puller, i.e. of the pod, like image-rs), ``file://`` or a path inside the VM.
+  the life of the puller, i.e. of the pod, like image-rs), ``file://`` or a path inside the VM;
+* encrypted layers: each annotation packet's ``kid`` (the KEK) through the CDH, and the
+  ``jwe_private_key_uris`` (trustpod extension) for ``jwe`` recipients (``trustpod.oci.decrypt``).
 
 The blob cache is ``<work_dir>/layers``. Everything is fetched per pod, after attestation.
 """
@@ -26,6 +28,7 @@ from typing import Protocol
 from trustpod.errors import ConfigError
 from trustpod.oci.auth import Credentials, parse_auth_json
 from trustpod.oci.config import ImageSection, parse_image_section
+from trustpod.oci.decrypt import LayerKeys
 from trustpod.oci.policy import parse_policy
 from trustpod.oci.puller import FileKeyLoader, ImagePuller, PulledImage
 from trustpod.oci.registry import RegistryClient
@@ -123,13 +126,17 @@ class GuestImagePuller:
             assert raw is not None
             creds = parse_auth_json(raw, cred_uri)
         registry = RegistryClient(self._settings, creds)
+        keys = CdhKeyLoader(self._cdh, self._settings.max_key_bytes)
         return ImagePuller(
             registry,
             Path(s.work_dir) / "layers",
             policy=policy,
-            keys=CdhKeyLoader(self._cdh, self._settings.max_key_bytes),
+            keys=keys,
             pgp=None,  # gpgv is looked up on the first signedBy requirement
             lookaside=lookaside,
+            layer_keys=LayerKeys(
+                kbs=self._cdh, jwe_key_uris=s.jwe_private_key_uris, load=keys.load_key
+            ),
         )
 
     def puller(self) -> ImagePuller:

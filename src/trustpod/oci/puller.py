@@ -10,12 +10,18 @@
 4. unpack the layers in order into ``bundle_dir/rootfs.partial`` (diff_ids checked), then rename
    it to ``bundle_dir/rootfs``; on any failure the partial tree is removed.
 
+Encrypted layers (``+encrypted``, ``trustpod.oci.decrypt``): every layer key is unwrapped after
+step 2 and before any layer is fetched (a denied or missing key refuses the image with nothing
+fetched or unpacked); each layer is decrypted into a 0600 file whose HMAC is checked before its
+first byte is unpacked.
+
 Without a policy every image is accepted, as image-rs does when no ``image_security_policy`` is
 set; that is logged as a warning at construction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -26,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 from trustpod.errors import ConfigError, EvidenceError, NotFoundError
 from trustpod.oci.decide import Decision, KeyLoader, OpenPgpVerifier, evaluate
+from trustpod.oci.decrypt import LayerKeys, decrypt_blob
 from trustpod.oci.lookaside import RegistrySignatureSource
 from trustpod.oci.manifest import (
     CONFIG_TYPES,
@@ -34,6 +41,7 @@ from trustpod.oci.manifest import (
     compression_of,
     parse_config,
 )
+from trustpod.oci.ocicrypt import PrivateOptions, PublicOptions, base_media_type, is_encrypted
 from trustpod.oci.policy import Policy
 from trustpod.oci.reference import ImageReference, parse_reference
 from trustpod.oci.registry import RegistryClient, ResolvedImage
@@ -126,8 +134,10 @@ class ImagePuller:
         keys: KeyLoader,
         pgp: OpenPgpVerifier | None,
         lookaside: SigstoreConfig | None = None,
+        layer_keys: LayerKeys | None = None,
     ) -> None:
         self.registry, self.policy = registry, policy
+        self.layer_keys = layer_keys
         self._keys, self._pgp = keys, pgp
         self._signatures = RegistrySignatureSource(registry, lookaside)
         self.cache = BlobCache(cache_dir)
@@ -162,6 +172,22 @@ class ImagePuller:
             self._pgp = GpgvVerifier()
         return self._pgp
 
+    def _layer_keys(
+        self, layers: tuple[Descriptor, ...]
+    ) -> tuple[list[str], list[tuple[PrivateOptions, PublicOptions] | None]]:
+        """Compression per layer and, for encrypted layers, the unwrapped key (or raises)."""
+        comps: list[str] = []
+        keys: list[tuple[PrivateOptions, PublicOptions] | None] = []
+        for layer in layers:
+            if not is_encrypted(layer.media_type) or self.layer_keys is None:
+                comps.append(compression_of(layer))
+                keys.append(None)
+                continue
+            base = dataclasses.replace(layer, media_type=base_media_type(layer.media_type))
+            comps.append(compression_of(base))
+            keys.append(self.layer_keys.unwrap(layer))
+        return comps, keys
+
     def pull(self, ref: str, bundle_dir: Path) -> PulledImage:
         image = parse_reference(ref)
         rootfs = bundle_dir / "rootfs"
@@ -186,7 +212,7 @@ class ImagePuller:
         config = parse_config(
             self.registry.get_blob(image, manifest.config, s.max_config_bytes), manifest, s
         )
-        compressions = [compression_of(layer) for layer in manifest.layers]
+        compressions, keys = self._layer_keys(manifest.layers)
         bundle_dir.mkdir(parents=True, exist_ok=True)
         partial = bundle_dir / "rootfs.partial"
         if partial.exists():
@@ -203,8 +229,18 @@ class ImagePuller:
                     )
             futures = [by_digest[layer.digest] for layer in manifest.layers]
             budget = UnpackBudget(s)
-            for fut, comp, diff_id in zip(futures, compressions, config.diff_ids, strict=True):
-                unpack_layer(fut.result(), comp, diff_id, partial, budget)
+            for fut, comp, key, diff_id in zip(
+                futures, compressions, keys, config.diff_ids, strict=True
+            ):
+                blob = fut.result()
+                if key is None:
+                    unpack_layer(blob, comp, diff_id, partial, budget)
+                    continue
+                plain = decrypt_blob(blob, blob.with_name(blob.name + ".plain"), *key)
+                try:  # only reached once the HMAC matched
+                    unpack_layer(plain, comp, diff_id, partial, budget)
+                finally:
+                    plain.unlink(missing_ok=True)
             if rootfs.exists():
                 rootfs.rmdir()
             os.replace(partial, rootfs)

@@ -1,0 +1,40 @@
+"""``trustpod keyprovider``: an ocicrypt ``cmd`` keyprovider for ``attestation-agent`` (§3.2).
+
+One JSON request on stdin, one JSON response on stdout (ocicrypt's ``cmd`` transport), e.g. in
+``OCICRYPT_KEYPROVIDER_CONFIG``::
+
+    {"key-providers": {"attestation-agent": {"cmd": {"path": "trustpod",
+        "args": ["keyprovider", "--key-dir", "/etc/trustpod/image-keys"]}}}}
+
+KEKs: ``keypath=`` of the wrap parameters, else ``--key-dir/<repo>/<type>/<tag>`` for the ``kid``
+``kbs:///<repo>/<type>/<tag>`` (the layout of the KBS's file resource backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "keyprovider", help="ocicrypt keyprovider (cmd transport: stdin/stdout JSON)"
+    )
+    p.add_argument("--key-dir", type=Path, default=None, help="KEKs by KBS resource path")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from trustpod.oci.encrypt_cli import DirKekStore
+
+    store = DirKekStore(args.key_dir)
+    from trustpod.oci.keyprovider import MAX_REQUEST_BYTES, handle_request
+
+    raw = sys.stdin.buffer.read(MAX_REQUEST_BYTES + 1)
+    sys.stdout.buffer.write(handle_request(raw, store))
+    sys.stdout.buffer.flush()
+    return 0

@@ -183,7 +183,7 @@ def register(subparsers: Any) -> None:
     ex = sub.add_parser("exec", help="run a command in a pod's container (policy permitting)")
     ex.add_argument("name")
     ex.add_argument("-c", "--container")
-    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    ex.add_argument("cmd", nargs="+", help="the command, after --")
     common(ex)
     ex.set_defaults(func=_exec)
     rm = sub.add_parser("delete", help="delete the pod VM and forget the pod")

@@ -32,7 +32,18 @@ def _append(path: Path, lock: threading.Lock) -> Any:
     return write, fd
 
 
-def _read(agent: Any, method: str, cid: str, write: Any) -> None:
+def _read(address: str, method: str, cid: str, write: Any) -> None:
+    from trustpod.agent.client import AgentClient
+
+    try:
+        agent = AgentClient(address)  # one connection per stream
+    except (OSError, TrustpodError):
+        return
+    with agent:
+        _copy(agent, method, cid, write)
+
+
+def _copy(agent: Any, method: str, cid: str, write: Any) -> None:
     pb = agent.pb
     while True:
         try:
@@ -56,7 +67,9 @@ def pump(store: PodStore, name: str) -> None:
             path = store.log_path(name, cname)
             write, _fd = _append(path, threading.Lock())
             readers = [
-                threading.Thread(target=_read, args=(agent, m, cid, write), daemon=True)
+                threading.Thread(
+                    target=_read, args=(record.agent_address, m, cid, write), daemon=True
+                )
                 for m in ("ReadStdout", "ReadStderr")
             ]
             for t in readers:

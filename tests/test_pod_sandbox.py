@@ -1,0 +1,193 @@
+"""``trustpod pod`` end to end on the sandbox provider, through the CLI as the README shows it:
+a real KBS over TLS, pod VMs in fresh namespaces attesting with the emulated Azure CVM (swtpm),
+two containers, a sealed env value and a sealed secret volume, logs, exec allowed and denied by
+the initdata policy, a second shell's view, and delete leaving no process, mount or swtpm."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent_support import IMAGE, need_runc
+from pod_support import FILE_SECRET, SECRET, PodEnv, pod_env
+from trustpod.guest.emulator.swtpm import swtpm_binary
+
+pytestmark = pytest.mark.skipif(swtpm_binary() is None, reason="swtpm not installed (apt swtpm)")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodEnv]:
+    need_runc()
+    with pod_env(tmp_path_factory.mktemp("pods")) as e:
+        yield e
+
+
+def _pod_yaml(e: PodEnv, name: str) -> Path:
+    path = e.tmp / f"{name}.yaml"
+    path.write_text(
+        f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - name: app
+        image: {IMAGE}
+        command: [sh, -c]
+        args: ['echo "env=$TOKEN"; echo "file=$(cat /secret/file.unsealed)";
+          echo to-err >&2; sleep 60']
+        env:
+        - {{name: TOKEN, valueFrom: {{secretKeyRef: {{name: creds, key: token}}}}}}
+        - {{name: PLAIN, value: hello}}
+        volumeMounts:
+        - {{name: creds, mountPath: /secret, readOnly: true}}
+        - {{name: scratch, mountPath: /scratch}}
+      - name: side
+        image: {IMAGE}
+        command: [sh, -c, 'cat /etc/app/mode; echo; exit 3']
+        volumeMounts: [{{name: cfg, mountPath: /etc/app}}]
+      volumes:
+      - {{name: creds, secret: {{secretName: creds}}}}
+      - {{name: cfg, configMap: {{name: app-config}}}}
+      - {{name: scratch, emptyDir: {{}}}}
+"""
+    )
+    return path
+
+
+def _secrets(e: PodEnv) -> Path:
+    path = e.tmp / "secrets.yaml"
+    token = base64.b64encode(e.sealed_env.encode()).decode()
+    file = base64.b64encode(e.sealed_file.encode()).decode()
+    path.write_text(
+        f"""apiVersion: v1
+kind: Secret
+metadata: {{name: creds}}
+data: {{token: {token}, file: {file}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: app-config}}
+data: {{mode: production}}
+"""
+    )
+    return path
+
+
+def _leftovers(marker: str) -> list[str]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmd or marker in environ:
+            out.append(f"{proc.name}: {cmd}")
+    mounts = Path("/proc/self/mountinfo").read_text()
+    out += [line for line in mounts.splitlines() if marker in line]
+    return out
+
+
+def _wait_logs(e: PodEnv, name: str, container: str, want: str) -> str:
+    deadline = time.monotonic() + 20
+    while True:
+        r = e.cli("logs", name, container, "--config", str(e.config))
+        if want in r.stdout or time.monotonic() > deadline:
+            return r.stdout
+        time.sleep(0.2)
+
+
+def test_pod_end_to_end(env: PodEnv) -> None:
+    e = env
+    common = ["--config", str(e.config), "--kbs-url", e.url, "--kbs-cert", str(e.ca_pem)]
+    yaml_path = _pod_yaml(e, "web")
+    r = e.cli(
+        "run", str(yaml_path), *common, "--secrets", str(_secrets(e)), "--policy", "allow-all", "-d"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "initdata digest sha256:" in r.stderr and "pod running" in r.stderr
+    assert "wait for the agent" in r.stderr and "app: pull" in r.stderr
+    # a second shell sees the pod
+    ls = e.cli("list", "--config", str(e.config))
+    assert "web" in ls.stdout and "running" in ls.stdout and "app,side" in ls.stdout
+    out = _wait_logs(e, "web", "app", "to-err")
+    assert f"env={SECRET.decode()}" in out  # sealed env value, unsealed in the guest
+    assert f"file={FILE_SECRET.decode()}" in out  # sealed secret-volume file
+    assert "to-err" in out  # stderr too
+    assert "sealed." not in out
+    side = _wait_logs(e, "web", "side", "production")
+    assert side == "production\n"
+    # exec allowed by this pod's initdata policy (allow-all)
+    ex = e.cli(
+        "exec",
+        "--config",
+        str(e.config),
+        "web",
+        "-c",
+        "app",
+        "--",
+        "sh",
+        "-c",
+        "echo exec-ok; exit 4",
+    )
+    assert ex.returncode == 4 and ex.stdout == "exec-ok\n", ex.stderr
+    vm_root = e.tmp / "store" / ".vms"
+    (vm,) = list(vm_root.glob("podvm-*"))
+    rm = e.cli("delete", "--config", str(e.config), "web")
+    assert rm.returncode == 0, rm.stderr
+    assert e.cli("list", "--config", str(e.config)).stdout.count("\n") == 1
+    assert not vm.exists()
+    assert _leftovers(str(vm)) == []
+
+
+def test_exec_denied_by_initdata_policy(env: PodEnv) -> None:
+    e = env
+    path = e.tmp / "locked.yaml"
+    path.write_text(
+        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: locked}}\nspec:\n  containers:\n"
+        f"  - {{name: app, image: {IMAGE}, command: [sleep, '60']}}\n"
+    )
+    common = ["--config", str(e.config), "--kbs-url", e.url, "--kbs-cert", str(e.ca_pem)]
+    r = e.cli("run", str(path), *common, "--policy", "allow-all-except-exec", "-d")
+    assert r.returncode == 0, r.stderr
+    try:
+        ex = e.cli("exec", "--config", str(e.config), "locked", "--", "echo", "hi")
+        assert ex.returncode != 0
+        assert "ExecProcessRequest is blocked by policy" in ex.stderr
+    finally:
+        assert e.cli("delete", "--config", str(e.config), "locked").returncode == 0
+
+
+def test_wrong_kbs_certificate_fails_attestation(env: PodEnv) -> None:
+    import trustme
+
+    e = env
+    other = e.tmp / "other-ca.pem"
+    other.write_bytes(trustme.CA().cert_pem.bytes())
+    path = _pod_yaml(e, "wrongca")
+    r = e.cli(
+        "run",
+        str(path),
+        "--config",
+        str(e.config),
+        "--kbs-url",
+        e.url,
+        "--kbs-cert",
+        str(other),
+        "--secrets",
+        str(_secrets(e)),
+        "-d",
+    )
+    assert r.returncode != 0
+    assert "certificate" in r.stderr.lower() or "tls" in r.stderr.lower(), r.stderr
+    assert not list((e.tmp / "store" / ".vms").glob("podvm-*"))
+    assert "wrongca" not in e.cli("list", "--config", str(e.config)).stdout

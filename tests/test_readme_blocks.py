@@ -9,9 +9,11 @@ with a ``<placeholder>`` skipped. Background jobs are killed at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -78,11 +80,22 @@ def test_readme_blocks_run_as_written(tmp_path: Path) -> None:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     work = tmp_path / "work"
     work.mkdir()
-    r = subprocess.run(
-        ["bash", str(script)], cwd=work, env=env, capture_output=True, text=True, timeout=240
+    # its own process group: on a timeout the KBS and the guest it started go too
+    proc = subprocess.Popen(
+        ["bash", str(script)],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    assert r.returncode == 0, f"{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}"
-    out = r.stdout
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.returncode == 0, f"{out[-4000:]}\n--- stderr\n{err[-4000:]}"
     # quick start: the secret as base64, then as raw bytes in a 0600 file
     assert "bXkgc2VjcmV0" in out  # base64("my secret")
     fetched = work / "fetched.bin"

@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 # squashfs/e2fs for images, redis/postgres for replica backends, wrk for load).
 APT_PKGS := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config cryptsetup-bin squashfs-tools \
             e2fsprogs redis-server postgresql wrk busybox-static cpio time prometheus runc \
-            docker-registry skopeo gnupg gpgv curl
+            docker-registry skopeo gnupg gpgv curl \
+            qemu-system-x86 qemu-utils mmdebstrap fdisk
 EXTRAS := server,verifiers,guest,backends,dev
 export TRUSTPOD_VECTORS ?= $(abspath ../shared/vectors)
 

@@ -39,6 +39,9 @@ PURE = (
     "trustpod.oci.auth",
     "trustpod.oci.sigstore_config",
     "trustpod.oci.config",
+    # pod VM image formats (cpio, GPT, VHD); kernel/initramfs/qemu are the I/O edges
+    "trustpod.image.cpio",
+    "trustpod.image.disk",
     "trustpod.pod.spec",
     "trustpod.pod.userdata",
     "trustpod.pod.requests",

@@ -32,6 +32,7 @@ __all__ = [
     "build_verifiers",
     "create_az_snp_vtpm",
     "create_az_tdx_vtpm",
+    "create_nvidia",
     "create_snp",
     "create_tdx",
     "intel_source",
@@ -67,6 +68,12 @@ def create_tdx(settings: VerifierSettings) -> tdx.TdxVerifier:
     return tdx.create(settings, intel_source(settings))
 
 
+def create_nvidia(settings: VerifierSettings) -> nvidia.NvidiaVerifier:
+    from trustpod.collateral.nvidia import rim_checker
+
+    return nvidia.create(settings, rim_checker(settings))
+
+
 def create_az_tdx_vtpm(settings: VerifierSettings) -> az_tdx_vtpm.AzTdxVtpmVerifier:
     return az_tdx_vtpm.create(settings, intel_source(settings))
 
@@ -79,7 +86,7 @@ FACTORIES: Mapping[str, VerifierFactory] = {
     "az-tdx-vtpm": create_az_tdx_vtpm,
     "tdx": create_tdx,
     "tpm": tpm.create,
-    "nvidia": nvidia.create,
+    "nvidia": create_nvidia,
 }
 _log = logging.getLogger(__name__)
 

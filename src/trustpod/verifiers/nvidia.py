@@ -15,8 +15,11 @@ Upstream: ``deps/verifier/src/nvidia/{mod,report,cert_chain}.rs`` (local verifie
   (5) Claims ``{"arch", "uuid", "measurements": {"<index>": "<hex>"}, "config": {<opaque>}}``
       (upstream ``NvDeviceReportAndCertClaim``); class ``gpu`` (``switch`` for LS10).
 
-Init-data is not bindable into GPU evidence (upstream ignores it too). No OCSP and no RIM here,
-as upstream's local verifier; reference values are compared by the GPU policy.
+  (6) Optional, beyond upstream's local verifier: with a RIM checker configured (offline RIM
+      store + RIM roots, ``trustpod.verifiers.nvidia_rim``) the driver and VBIOS RIMs are
+      verified and compared, adding NRAS-named RIM claims (``measres``, ...).
+
+Init-data is not bindable into GPU evidence (upstream ignores it too). No OCSP.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -45,6 +48,9 @@ from trustpod.verifiers.nvidia_chain import (
     DeviceChainCache,
     DeviceRoots,
 )
+
+if TYPE_CHECKING:
+    from trustpod.verifiers.nvidia_rim import RimChecker
 
 __all__ = [
     "INSECURE_EMULATED_ROOT",
@@ -151,7 +157,9 @@ class NvidiaVerifier:
         max_devices: int = DEFAULT_MAX_DEVICES,
         max_chain_len: int = DEFAULT_MAX_CHAIN_LEN,
         cache: DeviceChainCache | None = None,
+        rims: RimChecker | None = None,
     ) -> None:
+        self._rims = rims
         self._roots = roots or DeviceRoots.default()
         self._max_bytes = max_evidence_bytes
         self._max_devices = max_devices
@@ -171,19 +179,24 @@ class NvidiaVerifier:
         for device in devices:
             report, emulated = verify_device(device, nonce, chain_of)
             # (5)
-            claims = {
+            measurements, config = report.measurements(), report.config()
+            claims: dict[str, Any] = {
                 "arch": device.arch,
                 "uuid": device.uuid,
-                "measurements": report.measurements(),
-                "config": report.config(),
+                "measurements": measurements,
+                "config": config,
             }
+            # (6)
+            if self._rims is not None:
+                claims.update(self._rims.claims(measurements, config, expected.now))
             insecure = (INSECURE_EMULATED_ROOT,) if emulated else ()
             out.append(TeeClaims(claims=claims, tee_class=device.tee_class, insecure=insecure))
         return out
 
 
-def create(settings: VerifierSettings) -> NvidiaVerifier:
-    """Factory: NVIDIA's pinned root plus any emulated device roots (warned)."""
+def create(settings: VerifierSettings, rims: RimChecker | None = None) -> NvidiaVerifier:
+    """Factory: NVIDIA's pinned root plus any emulated device roots (warned); ``rims`` from
+    the collateral wiring (``collateral.nvidia.rim_checker``) or ``None``."""
     roots = DeviceRoots.default(settings.insecure_emulated_roots)
     if roots.emulated:
         _log.warning(
@@ -198,4 +211,5 @@ def create(settings: VerifierSettings) -> NvidiaVerifier:
         max_evidence_bytes=settings.max_evidence_bytes,
         max_devices=int(opts.get("max_devices", DEFAULT_MAX_DEVICES)),
         max_chain_len=int(opts.get("max_chain_len", DEFAULT_MAX_CHAIN_LEN)),
+        rims=rims,
     )

@@ -75,6 +75,10 @@ def test_tampered_bundles_are_refused() -> None:
 
 
 def test_roots_are_package_data_not_ignored_by_git() -> None:
+    inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=REPO, text=True,
+                            capture_output=True)  # fmt: skip
+    if inside.returncode != 0:
+        pytest.skip("not a git checkout (an unpacked archive): nothing to check against")
     for product in AMD_PRODUCTS:
         rel = f"src/trustpod/collateral/{BUNDLED_ROOTS_DIR}/{bundled_pem_name(product)}"
         assert (REPO / rel).is_file()

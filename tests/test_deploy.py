@@ -26,6 +26,14 @@ RELEASE, NAMESPACE = "trustpod-kbs", "trustpod"
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "redis": {"storage": {"type": "Redis", "existingSecret": "redis-url"}, "replicaCount": 5},
+    "azure": {
+        "resourceBackend": {
+            "type": "AzureKeyVault",
+            "vaultUrl": "https://kbs-secrets.vault.azure.net",
+        },
+        "serviceAccountName": "trustpod-kbs",
+        "podLabels": {"azure.workload.identity/use": "true"},
+    },
     "vault": {
         "resourceBackend": {
             "type": "Vault",
@@ -126,6 +134,9 @@ def test_configmap_is_a_valid_kbs_config(
     assert cfg.storage_backend.storage_type in ("Postgres", "Redis")
     assert cfg.trustpod.at_rest_key_env == "TRUSTPOD_AT_REST_KEY"
     assert cfg.http_server.sockets == ("0.0.0.0:8080",)
+    if variant == "azure":
+        assert cfg.resource_backend is not None
+        assert cfg.resource_backend.vault_url == "https://kbs-secrets.vault.azure.net"
     if variant == "vault":
         assert cfg.resource_backend is not None
         assert cfg.attestation_service.verifier_config == {"tpm_verifier": {}}

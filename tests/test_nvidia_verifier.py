@@ -315,3 +315,12 @@ def test_opaque_refusals() -> None:
     ):
         with pytest.raises(EvidenceError):
             decode_opaque(bad)
+
+
+def test_verifier_options_validated() -> None:
+    from trustpod.errors import ConfigError
+
+    assert create(VerifierSettings(extra={"nvidia": {"max_devices": 4}}))
+    for bad in ({"max_devices": "4"}, {"max_chain_len": 0}, {"typo": 1}):
+        with pytest.raises(ConfigError):
+            create(VerifierSettings(extra={"nvidia": bad}))

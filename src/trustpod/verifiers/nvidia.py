@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from trustpod.errors import VerificationError
+from trustpod.errors import ConfigError, VerificationError
 from trustpod.evidence.nvidia_json import (
     DEFAULT_MAX_DEVICES,
     NvidiaDeviceEvidence,
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INSECURE_EMULATED_ROOT",
+    "OPTIONS",
     "PROFILES",
     "ArchProfile",
     "NvidiaVerifier",
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+#: ``[trustpod.verifier_options.nvidia]`` keys (``rim_service_url``: see collateral.nvidia).
+OPTIONS = ("max_devices", "max_chain_len", "rim_service_url")
 #: ``TeeClaims.insecure`` marker of a GPU accepted through an emulated device root.
 INSECURE_EMULATED_ROOT = "nvidia.emulated_root"
 
@@ -205,11 +208,28 @@ def create(settings: VerifierSettings, rims: RimChecker | None = None) -> Nvidia
             len(roots.emulated),
             INSECURE_EMULATED_ROOT,
         )
-    opts = settings.extra.get("nvidia", {})
+    opts = dict(settings.extra.get("nvidia", {}))
+    unknown = sorted(set(opts) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"[trustpod.verifier_options.nvidia]: unknown option(s) {', '.join(unknown)}; "
+            f"known: {', '.join(OPTIONS)}",
+            reason="config.verifier_options",
+        )
     return NvidiaVerifier(
         roots,
         max_evidence_bytes=settings.max_evidence_bytes,
-        max_devices=int(opts.get("max_devices", DEFAULT_MAX_DEVICES)),
-        max_chain_len=int(opts.get("max_chain_len", DEFAULT_MAX_CHAIN_LEN)),
+        max_devices=_positive(opts, "max_devices", DEFAULT_MAX_DEVICES),
+        max_chain_len=_positive(opts, "max_chain_len", DEFAULT_MAX_CHAIN_LEN),
         rims=rims,
     )
+
+
+def _positive(opts: dict[str, Any], key: str, default: int) -> int:
+    value = opts.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise ConfigError(
+            f"[trustpod.verifier_options.nvidia] {key} must be an integer 1..1024",
+            reason="config.verifier_options",
+        )
+    return value

@@ -182,7 +182,7 @@ class KbsCore:
         value = self.store.get(RESOURCE_NS, path)
         if value is None:
             raise NotFoundError(f"resource {path} not found", reason="kbs.resource_not_found")
-        # The same token reading the same value gets the same JWE again (ADR 0303): a resend of
+        # The same token reading the same value gets the same JWE again (ADR 0304): a resend of
         # one message, not a new key agreement; a changed value or another token gets a new one.
         memo_key = (token_key, path, hashlib.sha256(value).digest())
         cached = self._responses.get(memo_key)

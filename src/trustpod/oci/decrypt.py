@@ -45,7 +45,7 @@ from trustpod.oci.ocicrypt import (
 )
 from trustpod.oci.ocicrypt_jwe import jwe_decrypt
 
-__all__ = ["KeySource", "LayerKeys", "decrypt_blob", "load_rsa_private_key"]
+__all__ = ["KeySource", "LayerKeys", "decrypt_blob", "decrypt_to_memory", "load_rsa_private_key"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,36 @@ class LayerKeys:
         # a denial is the most useful message (it names the key); then the first failure
         denied = [e for e in errors if isinstance(e, PolicyDenied)]
         raise (denied or errors)[0]
+
+
+class _BufferReader:
+    """``read(n)`` over a verified plaintext buffer (no second copy of the whole layer)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view, self._pos = view, 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._view) if n < 0 else min(len(self._view), self._pos + n)
+        data = bytes(self._view[self._pos : end])
+        self._pos = end
+        return data
+
+
+def decrypt_to_memory(
+    src: Path, opts: PrivateOptions, pub: PublicOptions, chunk: int = 1 << 20
+) -> _BufferReader:
+    """Decrypt ``src`` into memory; returns a reader only once the HMAC matched."""
+    size = src.stat().st_size
+    buf = bytearray(size + 16)
+    view = memoryview(buf)
+    dec = LayerDecrypter(opts, pub)
+    off = 0
+    with src.open("rb") as f:
+        while data := f.read(chunk):
+            off += dec.update_into(data, view[off : off + len(data) + 15])
+    tail = dec.finish()  # raises on an HMAC mismatch: the buffer is never handed out
+    view[off : off + len(tail)] = tail
+    return _BufferReader(view[: off + len(tail)])
 
 
 def decrypt_blob(

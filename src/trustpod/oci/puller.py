@@ -28,11 +28,12 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 from urllib.parse import unquote, urlsplit
 
 from trustpod.errors import ConfigError, EvidenceError, NotFoundError
 from trustpod.oci.decide import Decision, KeyLoader, OpenPgpVerifier, evaluate
-from trustpod.oci.decrypt import LayerKeys, decrypt_blob
+from trustpod.oci.decrypt import LayerKeys, decrypt_blob, decrypt_to_memory
 from trustpod.oci.lookaside import RegistrySignatureSource
 from trustpod.oci.manifest import (
     CONFIG_TYPES,
@@ -236,8 +237,16 @@ class ImagePuller:
                 if key is None:
                     unpack_layer(blob, comp, diff_id, partial, budget)
                     continue
+                # decrypt_* return only once the HMAC matched: nothing unverified is unpacked
+                if blob.stat().st_size <= s.max_in_memory_decrypt_bytes:
+                    buffer = decrypt_to_memory(blob, *key)
+                    # the reader has read(n) only, which is all tarfile and the gzip reader use
+                    stream = cast(IO[bytes], buffer)
+                    unpack_layer(stream, comp, diff_id, partial, budget, name=blob.name)
+                    del buffer, stream
+                    continue
                 plain = decrypt_blob(blob, blob.with_name(blob.name + ".plain"), *key)
-                try:  # only reached once the HMAC matched
+                try:
                     unpack_layer(plain, comp, diff_id, partial, budget)
                 finally:
                     plain.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ tar in stream mode and apply each entry:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -254,11 +255,19 @@ def _decompressor(f: IO[bytes], compression: str) -> Any:
 
 
 def unpack_layer(
-    blob: Path, compression: str, diff_id: str, rootfs: Path, budget: UnpackBudget
+    blob: Path | IO[bytes],
+    compression: str,
+    diff_id: str,
+    rootfs: Path,
+    budget: UnpackBudget,
+    *,
+    name: str | None = None,
 ) -> None:
-    """Apply one verified layer blob to ``rootfs``; the tar stream must hash to ``diff_id``."""
+    """Apply one verified layer blob (a file, or an open stream such as a decrypted buffer) to
+    ``rootfs``; the tar stream must hash to ``diff_id``."""
     layer = _Layer(rootfs, budget.settings)
-    with blob.open("rb") as f:
+    label = name or (blob.name if isinstance(blob, Path) else "stream")
+    with blob.open("rb") if isinstance(blob, Path) else contextlib.nullcontext(blob) as f:
         algorithm = diff_id.split(":", 1)[0]
         reader = _HashingReader(_decompressor(f, compression), budget, algorithm)
         try:
@@ -275,10 +284,10 @@ def unpack_layer(
         except (tarfile.TarError, OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
             if isinstance(exc, FileExistsError | PermissionError | IsADirectoryError):
                 raise _unsafe(str(exc)) from exc
-            raise EvidenceError(f"layer {blob.name}: {exc}", reason="image.layer_format") from exc
+            raise EvidenceError(f"layer {label}: {exc}", reason="image.layer_format") from exc
     got = f"{algorithm}:{reader.hash.hexdigest()}"
     if got != diff_id:
         raise VerificationError(
-            f"layer {blob.name} unpacks to {got}, the config says {diff_id}",
+            f"layer {label} unpacks to {got}, the config says {diff_id}",
             reason="image.diff_id_mismatch",
         )

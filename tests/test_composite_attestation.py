@@ -144,6 +144,8 @@ def test_two_submods_and_both_gate_the_resource(
     assert evidence["arch"] == "Hopper" and evidence["uuid"] == device.uuid
     assert claims["submods"]["cpu0"]["ear.status"] == "affirming"
     assert h.get("/kbs/v0/resource/default/gpu/key").status_code == 200
+    # the emulated GPU root is counted per attestation (warned once at start)
+    assert 'reason="nvidia.emulated_root"' in h.get("/metrics").text
     h.close()
 
 
@@ -230,3 +232,47 @@ def test_no_gpu_detection_and_emulated_from_environment(
     assert ev["device_evidence_list"][0]["arch"] == "HOPPER"
     with pytest.raises(UnsupportedAttesterFeature):
         attester.bind_init_data(bytes(32))
+
+
+def test_emulated_azure_cvm_plus_emulated_gpu(
+    tmp_path: Path, gpu: tuple[EmulatedGpu, Path]
+) -> None:
+    """az-snp-vtpm (emulated Azure CVM, software vTPM) + GPU in one appraisal: two submods, the
+    GPU bound to the same nonce and TEE key; both emulated roots counted as insecure."""
+    from trustpod._internal.clock import SystemClock
+    from trustpod.attestation.ear import EarTokenSettings
+    from trustpod.attestation.service import AttestationService
+    from trustpod.collateral.wiring import build_verifiers
+    from trustpod.guest.emulator.cvm import EmulatedAzureCvm
+    from trustpod.rvps import ReferenceValueStore
+    from trustpod.storage.memory import MemoryStore
+    from trustpod.verifiers.base import VerifierSettings
+
+    device = gpu[0]
+    cvm = EmulatedAzureCvm.create(tmp_path / "cvm", backend="software").boot()
+    try:
+        store, clock = MemoryStore(), SystemClock()
+        roots = (*cvm.vendor.emulated_roots, device.root_der)
+        registry = build_verifiers(
+            VerifierSettings(insecure_emulated_roots=roots), ("az-snp-vtpm", "nvidia")
+        )
+        rvps = ReferenceValueStore(store, clock)
+        service = AttestationService(store, registry, EarTokenSettings(), clock, rvps=rvps)
+        service.set_policy("default_gpu", GPU_POLICY)
+        jwk = TeeKeyPair.generate_ec().public_jwk()
+        nonce = base64.b64encode(b"n" * 32).decode()
+        device_digest = jcs_digest(device_runtime_data_object(nonce, jwk), "sha384")
+        additional = json.dumps({"nvidia": device.evidence(device_digest)})
+        runtime = {"additional-evidence": additional, "nonce": nonce, "tee-pubkey": jwk}
+        evidence = cvm.attester().get_evidence(jcs_digest(runtime, "sha384"))
+        result = service.appraise(
+            "az-snp-vtpm", evidence, runtime, None, additional_evidence=additional
+        )
+    finally:
+        cvm.shutdown()
+    assert sorted(result.claims["submods"]) == ["cpu0", "gpu0"]
+    gpu0 = result.claims["submods"]["gpu0"]["ear.veraison.annotated-evidence"]
+    assert set(gpu0) == {"nvidia"}
+    cpu0 = result.claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
+    assert "az-snp-vtpm" in cpu0 and cpu0["runtime_data_claims"]["additional-evidence"]
+    assert set(result.insecure) == {"snp.emulated_root", "nvidia.emulated_root"}

@@ -324,3 +324,21 @@ def test_verifier_options_validated() -> None:
     for bad in ({"max_devices": "4"}, {"max_chain_len": 0}, {"typo": 1}):
         with pytest.raises(ConfigError):
             create(VerifierSettings(extra={"nvidia": bad}))
+
+
+def test_cli_verify_nvidia(
+    coco: tuple[bytes, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from trustpod.cli.main import main
+
+    report, chain = coco
+    ev = tmp_path / "gpu.json"
+    ev.write_text(json.dumps(_evidence(report, chain)))
+    args = ["verify", "--tee", "nvidia", "--evidence", str(ev), "--report-data"]
+    assert main([*args, COCO_REPORT_DATA.hex()]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["driver_version"] == "580.95.05"
+    assert main([*args, "00" * 48]) != 0
+    assert "[nvidia.nonce]" in capsys.readouterr().err

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "verify",
         help="verify TEE evidence and print the claims",
-        description="Verify TEE evidence (snp, az-snp-vtpm, az-tdx-vtpm, tdx, tpm, sample) "
+        description="Verify TEE evidence (snp, az-snp-vtpm, az-tdx-vtpm, tdx, tpm, nvidia, sample) "
         "exactly as the attestation service does, and print the claims as JSON.",
     )
     p.add_argument("--tee", required=True, help="TEE name (snp, az-snp-vtpm, tdx, tpm, ...)")

@@ -321,3 +321,43 @@ def test_layer_keys_errors() -> None:
     with pytest.raises(EvidenceError):
         LayerKeys(kbs=Kbs(KEK)).unwrap(no_pub)
     assert b64d(base64.b64encode(b"x").decode(), "x") == b"x"
+
+
+def test_keyprovider_grpc_transport(tmp_path: Path) -> None:
+    """``keyprovider.KeyProviderService`` over a real gRPC socket on 127.0.0.1."""
+    grpc = pytest.importorskip("grpc")
+    from trustpod.oci.keyprovider_grpc import call, start_server
+
+    server, port = start_server("127.0.0.1:0", _Store(tmp_path))
+    addr = f"127.0.0.1:{port}"
+    try:
+        opts = new_private_options("sha256:" + "8" * 64)
+        wrap = json.loads(
+            call(
+                addr,
+                "WrapKey",
+                _go_wrap_request("keyid=kbs:///default/image-key/app", opts.to_json()),
+            )
+        )
+        packet = bytes(wrap["keywrapresults"]["annotation"])
+        res = json.loads(
+            call(addr, "UnWrapKey", _unwrap_request(base64.b64encode(packet).decode()))
+        )
+        assert parse_private_options(bytes(res["keyunwrapresults"]["optsdata"])) == opts
+        doc = json.loads(packet)
+        doc["wrapped_data"] = base64.b64encode(bytes(40)).decode()  # not made with this KEK
+        with pytest.raises(grpc.RpcError) as info:
+            call(
+                addr,
+                "UnWrapKey",
+                _unwrap_request(base64.b64encode(json.dumps(doc).encode()).decode()),
+            )
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as info:
+            call(addr, "UnWrapKey", b"not json")
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as info:  # a wrap request on the unwrap method
+            call(addr, "UnWrapKey", _go_wrap_request("keyid=kbs:///a/b/c", opts.to_json()))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        server.stop(grace=None)

@@ -8,6 +8,7 @@ One JSON request on stdin, one JSON response on stdout (ocicrypt's ``cmd`` trans
 
 KEKs: ``keypath=`` of the wrap parameters, else ``--key-dir/<repo>/<type>/<tag>`` for the ``kid``
 ``kbs:///<repo>/<type>/<tag>`` (the layout of the KBS's file resource backend).
+``--grpc HOST:PORT`` serves the gRPC transport (``{"grpc": "HOST:PORT"}`` in that config).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def register(subparsers: Any) -> None:
         "keyprovider", help="ocicrypt keyprovider (cmd transport: stdin/stdout JSON)"
     )
     p.add_argument("--key-dir", type=Path, default=None, help="KEKs by KBS resource path")
+    p.add_argument(
+        "--grpc", metavar="HOST:PORT", default=None, help="serve keyprovider.KeyProviderService"
+    )
     p.set_defaults(func=_run)
 
 
@@ -32,6 +36,11 @@ def _run(args: argparse.Namespace) -> int:
     from trustpod.oci.encrypt_cli import DirKekStore
 
     store = DirKekStore(args.key_dir)
+    if args.grpc:
+        from trustpod.oci.keyprovider_grpc import serve
+
+        serve(args.grpc, store)
+        return 0
     from trustpod.oci.keyprovider import MAX_REQUEST_BYTES, handle_request
 
     raw = sys.stdin.buffer.read(MAX_REQUEST_BYTES + 1)

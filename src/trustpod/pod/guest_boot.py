@@ -18,9 +18,12 @@ from pathlib import Path
 from trustpod.errors import ConfigError, TrustpodError
 from trustpod.pod.userdata import PEERPOD_DIR, provision_files, write_provisioned
 
-__all__ = ["USER_DATA_PATH", "boot_argv", "main"]
+__all__ = ["USER_DATA_PATH", "VM_IP_ENV", "boot_argv", "main"]
 
 USER_DATA_PATH = Path("/media/cidata/user-data")
+#: The pod VM's own address (its NIC's IP; set by the sandbox "hypervisor"): an apf.json
+#: listen address on every interface (``tcp:0.0.0.0:PORT``) binds this address instead.
+VM_IP_ENV = "TRUSTPOD_POD_VM_IP"
 
 
 def boot_argv(root: Path, image: Path, userdata: bytes) -> list[str]:
@@ -43,7 +46,11 @@ def boot_argv(root: Path, image: Path, userdata: bytes) -> list[str]:
         f.write(guest)
     (cfg / "pause").symlink_to(image / "pause")
     argv = [sys.executable, "-m", "trustpod.cli", "agent", "serve", "--config-dir", str(cfg)]
-    argv += ["--listen", result.daemon.agent_listen]
+    listen = result.daemon.agent_listen
+    own_ip = os.environ.get(VM_IP_ENV)
+    if own_ip and listen.startswith("tcp:0.0.0.0:"):
+        listen = f"tcp:{own_ip}:{listen.rpartition(':')[2]}"
+    argv += ["--listen", listen]
     if (image / "images").is_dir():
         argv += ["--local-images", str(image / "images")]
     return argv

@@ -42,4 +42,14 @@ def make_provider(name: str, config: PodConfig, store: PodStore) -> Provider:
                 stop_timeout_s=float(s.get("stop_timeout_s", 15.0)),
             )
         )
+    if name == "azure":
+        try:
+            from trustpod.pod.providers.azure import AzureProvider, AzureSettings
+        except ImportError as exc:
+            raise ConfigError(
+                f"the azure provider needs the Azure SDK: {exc}",
+                reason="pod.azure_sdk",
+                fix="pip install 'trustpod[azure]'",
+            ) from exc
+        return AzureProvider(AzureSettings.from_config(config.azure))
     raise ConfigError(f"unknown provider {name!r}", reason="pod.provider", fix="sandbox or azure")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trustpod.errors import ConfigError, DependencyError
+from trustpod.pod.guest_boot import VM_IP_ENV
 from trustpod.pod.provider import Instance, InstanceTypeSpec, instance_name
 from trustpod.pod.userdata import USERDATA_FILE
 
@@ -124,7 +125,11 @@ class SandboxProvider:
         self, pod_name: str, sandbox_id: str, userdata: str, spec: InstanceTypeSpec
     ) -> Instance:
         del spec  # one size: the host
-        name = instance_name(pod_name, sandbox_id)
+        return self.boot_instance(instance_name(pod_name, sandbox_id), userdata)
+
+    def boot_instance(self, name: str, userdata: str, *, ip: str | None = None) -> Instance:
+        """Boot a pod VM called ``name`` fed with ``userdata``; ``ip`` is the address its
+        "NIC" has (the agent binds it when apf.json says ``tcp:0.0.0.0:PORT``)."""
         vm = self._vm(name)
         old = os.umask(0o077)
         try:
@@ -134,12 +139,12 @@ class SandboxProvider:
         finally:
             os.umask(old)
         try:
-            return self._boot(name, vm, userdata)
+            return self._boot(name, vm, userdata, ip)
         except BaseException:
             self.delete_instance(name)
             raise
 
-    def _boot(self, name: str, vm: Path, userdata: str) -> Instance:
+    def _boot(self, name: str, vm: Path, userdata: str, ip: str | None) -> Instance:
         fd = os.open(vm / "cidata" / USERDATA_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(userdata)
@@ -166,6 +171,8 @@ class SandboxProvider:
             "TMPDIR": str(vm / "tmp"),
             "RUST_LIB_BACKTRACE": "0",
         }
+        if ip is not None:
+            env[VM_IP_ENV] = ip
         console = (vm / "console.log").open("wb")
         try:
             proc = subprocess.Popen(

@@ -1,0 +1,128 @@
+"""A pod runs an encrypted image end to end: ``trustpod agent serve`` (sample TEE) pulls from a
+real docker-registry on 127.0.0.1; the layer KEK is a resource of a real trustpod KBS over TLS,
+published by ``trustpod image encrypt --publish`` through the admin API and released only to the
+attested pod through the CDH. A key the KBS resource policy denies stops CreateContainer with
+PERMISSION_DENIED naming the key, and nothing of that image runs."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import tomllib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trustme
+
+from agent_support import agent_process, container_request, free_port, initdata_toml, need_runc
+from kbs_support import builtin_kbs, serve
+from trustpod.agent.client import AgentClient
+from trustpod.agent.pb import protos
+from trustpod.agent.policy_defaults import ALLOW_ALL
+from trustpod.agent.rpc import Code, RpcError
+from trustpod.cli.main import main
+
+DENY_POLICY = (
+    'package policy\ndefault allow = false\nallow if { data["resource-path"][2] != "denied" }\n'
+)
+
+
+@pytest.fixture(scope="module")
+def encrypted_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    need_runc()
+    for tool, pkg in (("docker-registry", "docker-registry"), ("skopeo", "skopeo")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed (apt package {pkg})")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from oci_support import Registry, build_image, busybox_rootfs, skopeo_copy
+    from trustpod._internal.b64 import b64url_encode
+    from trustpod._internal.clock import FixedClock
+    from trustpod.kbs.config import parse_config
+    from trustpod.kbs.jwks import sign_jwt
+    from trustpod.oci.layout import tar_tree
+
+    tmp = tmp_path_factory.mktemp("agentenc")
+    reg = Registry(tmp / "registry")
+    try:
+        root = busybox_rootfs(tmp / "rootfs")
+        top = tmp / "top"
+        (top / "etc").mkdir(parents=True)
+        (top / "etc" / "secret-message").write_text("decrypted in the pod\n")
+        build_image(tmp / "layout", root, "1", extra_layers=[tar_tree(top)])
+        skopeo_copy(f"oci:{tmp / 'layout'}:1", f"docker://{reg.host}/plain/app:1")
+        admin = ed25519.Ed25519PrivateKey.generate()
+        pub = tmp / "admin.pub"
+        pub.write_bytes(
+            admin.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        text = (
+            "[http_server]\ninsecure_http = true\n[attestation_service]\ntimeout = 5\n"
+            '[admin]\nauthorization_mode = "AuthenticatedAuthorization"\n'
+            "[admin.authentication.bearer_jwt]\n"
+            f'identity_providers = [{{issuer = "test", public_key_uri = "{pub}"}}]\n'
+            "[admin.authorization.regex_acl]\n"
+            'acls = [{role = "admin", allowed_endpoints = "^/kbs/.+$"}]\n'
+        )
+        clock = FixedClock(time.time())
+        app, core = builtin_kbs(parse_config(tomllib.loads(text), tmp / "kbs.toml"), clock=clock)
+        core.set_resource_policy({"policy": b64url_encode(DENY_POLICY.encode())})
+        token = tmp / "admin-token"
+        token.write_text(
+            sign_jwt(admin, {"iss": "test", "role": "admin", "exp": int(clock.time()) + 3600})
+        )
+        ca = trustme.CA()
+        cafile = tmp / "ca.pem"
+        ca.cert_pem.write_to_path(str(cafile))
+        with serve(app, cert=ca.issue_cert("127.0.0.1")) as url:
+            common = ["--insecure-http-registry", reg.host]
+            publish = ["--publish", url, "--token-file", str(token), "--cert-file", str(cafile)]
+            for name in ("app", "denied"):
+                rc = main(
+                    ["image", "encrypt", f"docker://{reg.host}/plain/app:1",
+                     f"docker://{reg.host}/enc/{name}:1",
+                     "--key-uri", f"kbs:///default/image-key/{name}",
+                     "--key-out", str(tmp / f"kek-{name}"), *publish, *common]
+                )  # fmt: skip
+                assert rc == 0
+            d = tmp / "guest"
+            d.mkdir()
+            (tmp / "keys").mkdir()
+            image = {"insecure_http_registries": [reg.host], "work_dir": str(tmp / "image-work")}
+            (d / "initdata.toml").write_text(
+                initdata_toml(url, ca.cert_pem.bytes().decode(), ALLOW_ALL, image)
+            )
+            (d / "guest.toml").write_text(
+                f'attester = "sample"\nkey_dir = "{tmp / "keys"}"\n'
+                f'api_listen = "127.0.0.1:{free_port()}"\n'
+            )
+            with agent_process(d, [f"unix:{tmp / 'agent.sock'}"], images=None) as ready:
+                yield {"ready": ready, "host": reg.host}
+    finally:
+        reg.close()
+
+
+def test_pod_runs_encrypted_image_and_denied_key_stops_it(encrypted_pod: dict[str, Any]) -> None:
+    pb = protos()
+    host = encrypted_pod["host"]
+    with AgentClient(encrypted_pod["ready"]["agent"][0]) as agent:
+        ok = container_request(pb, "ok", ["cat", "/etc/secret-message"], image=f"{host}/enc/app:1")
+        agent.call("CreateContainer", ok)
+        agent.call("StartContainer", pb.grpc.StartContainerRequest(container_id="ok"))
+        out = agent.call("ReadStdout", pb.grpc.ReadStreamRequest(container_id="ok", len=100)).data
+        assert out == b"decrypted in the pod\n"
+        assert agent.call("WaitProcess", pb.grpc.WaitProcessRequest(container_id="ok")).status == 0
+        agent.call("RemoveContainer", pb.grpc.RemoveContainerRequest(container_id="ok"))
+
+        denied = container_request(pb, "denied", ["true"], image=f"{host}/enc/denied:1")
+        with pytest.raises(RpcError) as refused:
+            agent.call("CreateContainer", denied)
+        assert refused.value.code == Code.PERMISSION_DENIED
+        assert "kbs:///default/image-key/denied" in refused.value.status_message
+        with pytest.raises(RpcError) as absent:
+            agent.call("StartContainer", pb.grpc.StartContainerRequest(container_id="denied"))
+        assert absent.value.code == Code.NOT_FOUND

@@ -32,9 +32,21 @@ from trustpod.pod.spec import INITDATA_ANNOTATION, PodSpec
 from trustpod.pod.store import PodRecord, PodStore
 from trustpod.pod.userdata import DaemonConfig, build_cloud_config, decode_initdata
 
-__all__ = ["RunOptions", "Step", "agent_client", "delete_pod", "pod_initdata", "run_pod"]
+__all__ = [
+    "IMAGE_ANNOTATION",
+    "MACHINE_TYPE_ANNOTATION",
+    "RunOptions",
+    "Step",
+    "agent_client",
+    "delete_pod",
+    "pod_initdata",
+    "run_pod",
+]
 
 Step = Callable[[str, float], None]
+#: Kata's pod annotations CAA sizes the VM by.
+MACHINE_TYPE_ANNOTATION = "io.katacontainers.config.hypervisor.machine_type"
+IMAGE_ANNOTATION = "io.katacontainers.config.hypervisor.image"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +161,7 @@ def run_pod(
         inst = _timed(
             step,
             f"create pod VM ({provider.name})",
-            lambda: provider.create_instance(pod.name, sandbox_id, userdata, InstanceTypeSpec()),
+            lambda: provider.create_instance(pod.name, sandbox_id, userdata, _size(pod)),
         )
         instance_id = inst.id
         record.instance_id, record.agent_address = inst.id, inst.agent_address
@@ -191,6 +203,17 @@ def run_pod(
                 provider.delete_instance(instance_id)
         store.remove(pod.name)
         raise
+
+
+def _size(pod: PodSpec) -> InstanceTypeSpec:
+    """CAA's sizing inputs: machine_type / image annotations, else the summed resources."""
+    vcpus, mem = pod.instance_size()
+    return InstanceTypeSpec(
+        instance_type=pod.annotation(MACHINE_TYPE_ANNOTATION) or "",
+        vcpus=vcpus,
+        memory_mib=mem,
+        image=pod.annotation(IMAGE_ANNOTATION) or "",
+    )
 
 
 def _start(pb: Any, agent: Any, req: Any, cid: str, timeout_s: float) -> None:

@@ -50,6 +50,8 @@ _CONTAINER_FIELDS = {
     "workingDir",
     "securityContext",
     "imagePullPolicy",
+    "resources",
+    "ports",  # informational in Kubernetes too
 }
 _SECURITY_FIELDS = {
     "runAsUser",
@@ -98,6 +100,9 @@ class ContainerSpec:
     run_as_group: int | None
     read_only_root: bool
     no_new_privileges: bool
+    #: ``resources.limits`` (else requests): millicores and MiB, 0 when unset.
+    cpu_milli: int = 0
+    memory_mib: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,11 @@ class PodSpec:
     runtime_class: str | None
     containers: tuple[ContainerSpec, ...]
     volumes: tuple[Volume, ...]
+
+    def instance_size(self) -> tuple[int, int]:
+        """(vCPUs, memory MiB) the pod asks for, as CAA's webhook sums them (0 = unset)."""
+        milli = sum(c.cpu_milli for c in self.containers)
+        return (-(-milli // 1000), sum(c.memory_mib for c in self.containers))
 
     def annotation(self, key: str) -> str | None:
         return dict(self.annotations).get(key)
@@ -266,6 +276,39 @@ def _volumes(items: Any, refs: dict[tuple[str, str], dict[str, bytes]]) -> tuple
     return tuple(out)
 
 
+_MEM_UNITS = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+}
+
+
+def _resources(value: Any, field: str) -> tuple[int, int]:
+    res = _map(value or {}, field)
+    _known(res, {"limits", "requests"}, field)
+    which = "limits" if res.get("limits") else "requests"
+    field = f"{field}.{which}"
+    chosen = _map(res.get(which) or {}, field)
+    cpu, mem = 0, 0
+    if "cpu" in chosen:
+        text = str(chosen["cpu"])
+        try:
+            cpu = int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+        except ValueError as exc:
+            raise _err(field + ".cpu", f"{text!r} is not a quantity") from exc
+    if "memory" in chosen:
+        text = str(chosen["memory"])
+        m = re.fullmatch(r"([0-9]+)([KMGT]i?)?", text)
+        if m is None:
+            raise _err(field + ".memory", f"{text!r} is not a quantity")
+        mem = int(m.group(1)) * _MEM_UNITS.get(m.group(2) or "", 1) // 2**20
+    return cpu, mem
+
+
 def _container(
     item: Any, i: int, refs: dict[tuple[str, str], dict[str, bytes]], pod_sc: Mapping[str, Any]
 ) -> ContainerSpec:
@@ -289,6 +332,7 @@ def _container(
             raise _err(mf + ".mountPath", "must be an absolute path without ..")
         mounts.append(Mount(_str(m.get("name"), mf + ".name"), path, bool(m.get("readOnly"))))
     merged = {**pod_sc, **sc}
+    cpu, mem = _resources(c.get("resources"), f + ".resources")
     return ContainerSpec(
         name=name,
         image=_str(c.get("image"), f + ".image"),
@@ -301,6 +345,8 @@ def _container(
         run_as_group=_int(merged.get("runAsGroup"), f + ".securityContext.runAsGroup"),
         read_only_root=bool(sc.get("readOnlyRootFilesystem")),
         no_new_privileges=sc.get("allowPrivilegeEscalation") is False,
+        cpu_milli=cpu,
+        memory_mib=mem,
     )
 
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import vectors_root
-from trustpod.errors import EvidenceError, VerificationError
+from trustpod.errors import EvidenceError, NotFoundError, VerificationError
 from trustpod.oci.decrypt import LayerKeys, load_rsa_private_key
 from trustpod.oci.keyprovider import handle_request, parse_wrap_params
 from trustpod.oci.manifest import Descriptor
@@ -187,7 +187,8 @@ class _Store:
         self.tmp = tmp
 
     def kek(self, kid: str) -> bytes:
-        assert kid == "kbs:///default/image-key/app"
+        if kid != "kbs:///default/image-key/app":
+            raise NotFoundError(f"no key {kid}")
         return KEK
 
     def kek_from_path(self, keypath: str) -> bytes:
@@ -361,3 +362,51 @@ def test_keyprovider_grpc_transport(tmp_path: Path) -> None:
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         server.stop(grace=None)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.binary(max_size=200), _json.map(lambda v: json.dumps(v).encode())))
+def test_hypothesis_parsers_fail_closed(raw: bytes) -> None:
+    """Random bytes / JSON into every parser: a trustpod error or a value, never a crash."""
+    from trustpod.errors import TrustpodError
+
+    for fn in (
+        lambda: handle_request(raw, _Store(Path("."))),
+        lambda: parse_packet(raw),
+        lambda: parse_private_options(raw),
+        lambda: parse_public_options(base64.b64encode(raw).decode()),
+        lambda: jwe_decrypt(raw, []),
+    ):
+        try:
+            fn()
+        except TrustpodError:
+            pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["op", "keywrapparams", "keyunwrapparams", "annotation", "ec"]), _json)
+def test_hypothesis_keyprovider_fields(field: str, value: object) -> None:
+    """A valid unwrap request with one field replaced by random JSON fails closed."""
+    from trustpod.errors import TrustpodError
+
+    opts = new_private_options("sha256:" + "9" * 64)
+    packet = wrap_packet("kbs:///default/image-key/app", KEK, opts).to_json()
+    req = json.loads(_unwrap_request(base64.b64encode(packet).decode()))
+    if field == "annotation":
+        req["keyunwrapparams"]["annotation"] = value
+    elif field == "ec":
+        req["keywrapparams"]["ec"] = value
+        req["op"] = "keywrap"
+    else:
+        req[field] = value
+    try:
+        handle_request(json.dumps(req).encode(), _Store(Path(".")))
+    except TrustpodError:
+        pass

@@ -93,6 +93,8 @@ def jwe_decrypt(blob: bytes, private_keys: Sequence[rsa.RSAPrivateKey]) -> bytes
         raise _bad("protected header is not JSON") from exc
     if not isinstance(header, dict) or header.get("enc") != "A256GCM":
         raise _bad("enc must be A256GCM")
+    if "zip" in header or "crit" in header:
+        raise _bad("zip and crit headers are not supported")
     if "aad" in doc:
         raise _bad("an aad member is not supported")
     entries: list[tuple[dict[str, Any], object]] = []

@@ -9,6 +9,9 @@ With ``[trustpod.verifier_options.nvidia] rim_service_url = "https://rim.attesta
 a RIM missing from the store is fetched (``GET <url>/v1/rim/<id>`` -> ``{"rim": "<base64 XML>"}``)
 and written to the store; every RIM is still verified on use. Without ``rim-roots.pem`` no RIM
 check runs (the verifier's claims are then exactly upstream's local ones).
+
+``ocsp_url = "https://ocsp.ndis.nvidia.com/"`` in the same table turns on OCSP for the device
+chain (``HttpxPost``: ``application/ocsp-request``, timeout and size limit). Off by default.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ from trustpod.errors import ConfigError, DependencyError
 from trustpod.verifiers.base import VerifierSettings
 
 if TYPE_CHECKING:
+    from trustpod.verifiers.nvidia_ocsp import OcspChecker, OcspPort
     from trustpod.verifiers.nvidia_rim import RimChecker
 
 __all__ = [
     "DirectoryRimSource",
+    "HttpxPost",
     "RimServiceSource",
     "load_rim_roots",
+    "ocsp_checker",
     "rim_checker",
 ]
 
@@ -148,3 +154,46 @@ def rim_checker(settings: VerifierSettings, http: HttpGet | None = None) -> RimC
         source = RimServiceSource(store, str(url), http)
     _log.info("nvidia: RIM checks on (%d root(s), service %s)", len(roots), url or "off")
     return RimChecker(source, RimRoots(roots))
+
+
+@dataclass(frozen=True, slots=True)
+class HttpxPost:
+    """``OcspPort`` over httpx: one POST with a timeout and a response size limit."""
+
+    timeout_s: float = 10.0
+    max_bytes: int = 64 * 1024
+
+    def post(self, url: str, body: bytes) -> bytes:
+        import httpx
+
+        headers = {"Content-Type": "application/ocsp-request"}
+        try:
+            with httpx.Client(timeout=self.timeout_s) as client:
+                with client.stream("POST", url, content=body, headers=headers) as resp:
+                    data = bytearray()
+                    for chunk in resp.iter_bytes():
+                        data += chunk
+                        if len(data) > self.max_bytes:
+                            raise DependencyError(
+                                f"OCSP response from {url} exceeds {self.max_bytes} bytes",
+                                reason="collateral.too_large",
+                            )
+                    status = resp.status_code
+        except httpx.HTTPError as exc:
+            raise DependencyError(
+                f"OCSP request {url} failed: {exc}", reason="collateral.ocsp"
+            ) from exc
+        if status != 200:
+            raise DependencyError(f"OCSP responder {url}: HTTP {status}", reason="collateral.ocsp")
+        return bytes(data)
+
+
+def ocsp_checker(settings: VerifierSettings, port: OcspPort | None = None) -> OcspChecker | None:
+    """An ``OcspChecker`` when ``[trustpod.verifier_options.nvidia] ocsp_url`` is set."""
+    url = settings.extra.get("nvidia", {}).get("ocsp_url")
+    if not url:
+        return None
+    from trustpod.verifiers.nvidia_ocsp import OcspChecker
+
+    _log.info("nvidia: OCSP for device chains via %s", url)
+    return OcspChecker(port or HttpxPost(timeout_s=settings.fetch_timeout_s), str(url))

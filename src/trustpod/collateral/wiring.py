@@ -69,9 +69,9 @@ def create_tdx(settings: VerifierSettings) -> tdx.TdxVerifier:
 
 
 def create_nvidia(settings: VerifierSettings) -> nvidia.NvidiaVerifier:
-    from trustpod.collateral.nvidia import rim_checker
+    from trustpod.collateral.nvidia import ocsp_checker, rim_checker
 
-    return nvidia.create(settings, rim_checker(settings))
+    return nvidia.create(settings, rim_checker(settings), ocsp_checker(settings))
 
 
 def create_az_tdx_vtpm(settings: VerifierSettings) -> az_tdx_vtpm.AzTdxVtpmVerifier:

@@ -18,8 +18,10 @@ Upstream: ``deps/verifier/src/nvidia/{mod,report,cert_chain}.rs`` (local verifie
   (6) Optional, beyond upstream's local verifier: with a RIM checker configured (offline RIM
       store + RIM roots, ``trustpod.verifiers.nvidia_rim``) the driver and VBIOS RIMs are
       verified and compared, adding NRAS-named RIM claims (``measres``, ...).
+  (7) Optional OCSP of the device chain (``nvidia_ocsp``, ``ocsp_url``): every certificate
+      ``good``, then NRAS' chain claims are added so upstream's default GPU policy scores them.
 
-Init-data is not bindable into GPU evidence (upstream ignores it too). No OCSP.
+Init-data is not bindable into GPU evidence (upstream ignores it too).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from trustpod.verifiers.nvidia_chain import (
 )
 
 if TYPE_CHECKING:
+    from trustpod.verifiers.nvidia_ocsp import OcspChecker
     from trustpod.verifiers.nvidia_rim import RimChecker
 
 __all__ = [
@@ -59,6 +62,7 @@ __all__ = [
     "ArchProfile",
     "NvidiaVerifier",
     "create",
+    "nras_chain_claims",
     "regularize_nonce",
     "verify_device",
     "verify_report_signature",
@@ -66,7 +70,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 #: ``[trustpod.verifier_options.nvidia]`` keys (``rim_service_url``: see collateral.nvidia).
-OPTIONS = ("max_devices", "max_chain_len", "rim_service_url")
+OPTIONS = ("max_devices", "max_chain_len", "rim_service_url", "ocsp_url")
 #: ``TeeClaims.insecure`` marker of a GPU accepted through an emulated device root.
 INSECURE_EMULATED_ROOT = "nvidia.emulated_root"
 
@@ -111,8 +115,8 @@ def verify_device(
     device: NvidiaDeviceEvidence,
     expected_nonce: bytes,
     verify_chain: Callable[[bytes], Any],
-) -> tuple[NvidiaReport, bool]:
-    """Steps (1)-(4) for one device; returns the report and whether its root is emulated.
+) -> tuple[NvidiaReport, Any]:
+    """Steps (1)-(4) for one device; returns the report and its verified ``DeviceChain``.
 
     ``verify_chain(pem) -> DeviceChain`` is ``DeviceChainCache.verify`` bound to roots and now.
     """
@@ -144,7 +148,7 @@ def verify_device(
             reason="nvidia.nonce",
             fix="the GPU evidence must be taken with this attestation's runtime-data digest",
         )
-    return report, bool(chain.emulated)
+    return report, chain
 
 
 class NvidiaVerifier:
@@ -161,8 +165,10 @@ class NvidiaVerifier:
         max_chain_len: int = DEFAULT_MAX_CHAIN_LEN,
         cache: DeviceChainCache | None = None,
         rims: RimChecker | None = None,
+        ocsp: OcspChecker | None = None,
     ) -> None:
         self._rims = rims
+        self._ocsp = ocsp
         self._roots = roots or DeviceRoots.default()
         self._max_bytes = max_evidence_bytes
         self._max_devices = max_devices
@@ -180,7 +186,7 @@ class NvidiaVerifier:
 
         out: list[TeeClaims] = []
         for device in devices:
-            report, emulated = verify_device(device, nonce, chain_of)
+            report, chain = verify_device(device, nonce, chain_of)
             # (5)
             measurements, config = report.measurements(), report.config()
             claims: dict[str, Any] = {
@@ -192,12 +198,37 @@ class NvidiaVerifier:
             # (6)
             if self._rims is not None:
                 claims.update(self._rims.claims(measurements, config, expected.now))
-            insecure = (INSECURE_EMULATED_ROOT,) if emulated else ()
+            # (7) Optional OCSP of the device chain: NRAS-named chain claims (upstream's
+            # default GPU policy scores them for `hardware`).
+            if self._ocsp is not None:
+                self._ocsp.check(chain.certs_der, expected.now)
+                claims.update(nras_chain_claims())
+            insecure = (INSECURE_EMULATED_ROOT,) if chain.emulated else ()
             out.append(TeeClaims(claims=claims, tee_class=device.tee_class, insecure=insecure))
         return out
 
 
-def create(settings: VerifierSettings, rims: RimChecker | None = None) -> NvidiaVerifier:
+def nras_chain_claims() -> dict[str, Any]:
+    """What NRAS reports for a chain that verified with OCSP ``good``, a matching FWID, a parsed
+    report with a verified signature and a supported architecture (all checked above)."""
+    return {
+        "x-nvidia-gpu-attestation-report-cert-chain": {
+            "x-nvidia-cert-status": "valid",
+            "x-nvidia-cert-ocsp-status": "good",
+        },
+        "x-nvidia-gpu-attestation-report-cert-chain-fwid-match": True,
+        "x-nvidia-gpu-attestation-report-parsed": True,
+        "x-nvidia-gpu-attestation-report-signature-verified": True,
+        "x-nvidia-gpu-attestation-report-nonce-match": True,
+        "x-nvidia-gpu-arch-check": True,
+    }
+
+
+def create(
+    settings: VerifierSettings,
+    rims: RimChecker | None = None,
+    ocsp: OcspChecker | None = None,
+) -> NvidiaVerifier:
     """Factory: NVIDIA's pinned root plus any emulated device roots (warned); ``rims`` from
     the collateral wiring (``collateral.nvidia.rim_checker``) or ``None``."""
     roots = DeviceRoots.default(settings.insecure_emulated_roots)
@@ -222,6 +253,7 @@ def create(settings: VerifierSettings, rims: RimChecker | None = None) -> Nvidia
         max_devices=_positive(opts, "max_devices", DEFAULT_MAX_DEVICES),
         max_chain_len=_positive(opts, "max_chain_len", DEFAULT_MAX_CHAIN_LEN),
         rims=rims,
+        ocsp=ocsp,
     )
 
 

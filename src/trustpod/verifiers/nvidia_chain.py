@@ -99,6 +99,7 @@ class DeviceChain:
     emulated: bool
     not_before: _dt.datetime
     not_after: _dt.datetime
+    certs_der: tuple[bytes, ...] = ()
 
 
 def load_chain(pem: bytes, max_len: int) -> list[x509.Certificate]:
@@ -177,6 +178,7 @@ def verify_device_chain(
         emulated=root_fp in roots.emulated,
         not_before=max(c.not_valid_before_utc for c in certs),
         not_after=min(c.not_valid_after_utc for c in certs),
+        certs_der=tuple(c.public_bytes(Encoding.DER) for c in certs),
     )
 
 

@@ -127,6 +127,8 @@ class EmulatedGpu:
     uuid: str = "GPU-00000000-trustpod-emulated"
     driver_version: str = EMULATED_DRIVER
     measurements: dict[int, bytes] = field(default_factory=dict)
+    #: the emulated root's key (in memory only; tests sign OCSP responses with it)
+    root_key: ec.EllipticCurvePrivateKey | None = None
 
     @classmethod
     def create(cls, measurements: dict[int, bytes] | None = None) -> EmulatedGpu:
@@ -157,6 +159,7 @@ class EmulatedGpu:
             leaf.public_bytes(pem) + root.public_bytes(pem),
             fwid,
             measurements=measurements,
+            root_key=root_key,
         )
 
     @property

@@ -20,7 +20,7 @@ from kbs_support import builtin_kbs, serve
 from trustpod._internal.clock import FixedClock
 from trustpod._internal.jcs import jcs_digest
 from trustpod.attestation.composite import parse_additional_evidence
-from trustpod.errors import EvidenceError
+from trustpod.errors import EvidenceError, PolicyDenied
 from trustpod.guest.attesters.base import UnsupportedAttesterFeature
 from trustpod.guest.attesters.nvidia import EmulatedSource, NvidiaAttester, detect_gpu
 from trustpod.guest.attesters.sample import SampleAttester
@@ -276,3 +276,51 @@ def test_emulated_azure_cvm_plus_emulated_gpu(
     cpu0 = result.claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
     assert "az-snp-vtpm" in cpu0 and cpu0["runtime_data_claims"]["additional-evidence"]
     assert set(result.insecure) == {"snp.emulated_root", "nvidia.emulated_root"}
+
+
+def test_guest_runtime_attests_with_the_emulated_gpu(
+    kbs: tuple[str, KbsCore], gpu: tuple[EmulatedGpu, Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """``trustpod guest run`` wiring: with TRUSTPOD_EMULATED_GPU the CDH's attestation carries
+    the GPU; a resource policy naming both devices releases the resource only then."""
+    from trustpod.cli.initdata import build_initdata
+    from trustpod.guest.run import GuestRuntime
+
+    url, core = kbs
+    _references(core, gpu[0])
+    core.set_resource("default/gpu/key", b"model-key")
+    d = tmp_path / "guest"
+    d.mkdir()
+    (d / "initdata.toml").write_text(build_initdata(url, kbs_cert=None, policy=None))
+    (d / "guest.toml").write_text(f'attester = "sample"\nkey_dir = "{tmp_path / "keys"}"\n')
+    core.set_resource_policy({"policy": _b64url(BOTH_DEVICES)})
+    monkeypatch.delenv("TRUSTPOD_EMULATED_GPU", raising=False)
+    runtime = GuestRuntime.from_dir(d)  # no GPU in the environment: CPU evidence only
+    try:
+        with pytest.raises(PolicyDenied):
+            runtime.cdh.get_resource("kbs:///default/gpu/key")
+    finally:
+        runtime.close()
+    monkeypatch.setenv("TRUSTPOD_EMULATED_GPU", str(gpu[1].parent))
+    runtime = GuestRuntime.from_dir(d)
+    try:
+        assert runtime.cdh.get_resource("kbs:///default/gpu/key") == b"model-key"
+    finally:
+        runtime.close()
+
+
+#: A resource policy that names both devices (the default one accepts any set of affirming
+#: submods, so a CPU-only attestation would pass it).
+BOTH_DEVICES = """package policy
+import rego.v1
+default allow := false
+allow if {
+  input.submods.cpu0["ear.status"] == "affirming"
+  input.submods.gpu0["ear.status"] == "affirming"
+}
+"""
+
+
+def _b64url(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()

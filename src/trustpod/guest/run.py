@@ -37,6 +37,7 @@ from trustpod.errors import ConfigError, DependencyError
 from trustpod.guest.aa import AttestationAgent
 from trustpod.guest.api import create_app
 from trustpod.guest.attesters.base import Attester
+from trustpod.guest.attesters.nvidia import NvidiaAttester, detect_gpu
 from trustpod.guest.cdh import ConfidentialDataHub
 from trustpod.guest.config import (
     AaConfig,
@@ -228,6 +229,11 @@ class GuestRuntime:
             "max_retries": config.settings.kbs_max_retries,
             "retry_delay_s": config.settings.kbs_retry_delay_ms / 1000,
         }
+        # GPUs (NVML, or TRUSTPOD_EMULATED_GPU): their evidence rides as additional_evidence
+        gpu = NvidiaAttester.from_environment()
+        retry["device_attesters"] = [gpu] if gpu is not None else []
+        if gpu is None:
+            log.info("GPU attestation: %s", detect_gpu().reason)
 
         def aa_client(cfg: AaConfig, att: Attester, init_toml: str | None) -> KbsClient:
             if cfg.kbs is None:

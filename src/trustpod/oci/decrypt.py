@@ -77,8 +77,8 @@ class LayerKeys:
     #: PEM private keys loaded on the first JWE layer (``kbs://`` through ``load``).
     jwe_key_uris: Sequence[str] = ()
     load: Callable[[str], bytes] | None = None
-    _keks: dict[str, bytes] = field(default_factory=dict)
-    _loaded: list[rsa.RSAPrivateKey] | None = None
+    _keks: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _loaded: list[rsa.RSAPrivateKey] | None = field(default=None, init=False, repr=False)
 
     def _jwe(self, layer: str) -> list[rsa.RSAPrivateKey]:
         if self._loaded is None:

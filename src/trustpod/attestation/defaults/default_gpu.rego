@@ -3,8 +3,9 @@ package policy
 import rego.v1
 
 # trustpod default attestation policy for the `gpu` tee class (policy id "default_gpu").
-# Minimal: trustpod ships no GPU verifier yet. Rules read NVIDIA NRAS-style claims under
-# input.nvidia; without them every GPU appraisal is "contraindicated".
+# Rules read NVIDIA NRAS-style claims under input.nvidia, as upstream's default GPU policy. The
+# local nvidia verifier adds the cert-chain ones only when OCSP is configured (ADR 1100); without
+# them every GPU appraisal is "contraindicated" (install a policy over the local claims).
 
 default executables := 33
 

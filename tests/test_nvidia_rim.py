@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("signxml")
 
@@ -290,3 +292,12 @@ def test_rim_service_fetcher_writes_the_store(
     assert missing.rim("NV_GPU_DRIVER_GH100_0.0") is None
     assert load_rim_roots(tmp_path) == authority.roots.roots
     assert rim_checker(VerifierSettings()) is None  # no collateral dir: no RIM checks
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=400) | st.text(max_size=400).map(lambda t: f"<a>{t}</a>".encode()))
+def test_rim_verification_raises_only_trustpod_errors(data: bytes) -> None:
+    try:
+        verify_rim(data, RimRoots(()), NOW)
+    except (EvidenceError, VerificationError):
+        pass

@@ -342,3 +342,40 @@ def test_cli_verify_nvidia(
     assert out["config"]["driver_version"] == "580.95.05"
     assert main([*args, "00" * 48]) != 0
     assert "[nvidia.nonce]" in capsys.readouterr().err
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(
+        _JSON,
+        st.fixed_dictionaries({"device_evidence_list": st.lists(_JSON, max_size=3)}),
+        st.fixed_dictionaries(
+            {
+                "device_evidence_list": st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "arch": st.sampled_from(["HOPPER", "hopper", "x"]),
+                            "evidence": st.text(max_size=40),
+                            "certificate": st.text(max_size=40),
+                        }
+                    ),
+                    max_size=2,
+                )
+            }
+        ),
+    )
+)
+def test_evidence_json_raises_only_trustpod_errors(evidence: Any) -> None:
+    try:
+        NvidiaVerifier().verify(evidence, VerifyInput(bytes(48), None, NOW))
+    except (EvidenceError, VerificationError):
+        pass

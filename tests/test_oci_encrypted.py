@@ -187,6 +187,14 @@ def test_our_encryption_decrypts_with_skopeo(world: World) -> None:
     )  # fmt: skip
     dec = world.tmp / "dec-layout"
     skopeo_copy(f"oci:{out}:x", f"oci:{dec}:x", "--decryption-key", str(PRIV))
+    # and through the registry: ours pushed by trustpod, pulled and decrypted by skopeo
+    world.encrypt(
+        f"oci:{world.layout}:plain", f"docker://{world.host}/jwe/ours:1",
+        "--jwe-recipient", str(PUB),
+    )  # fmt: skip
+    skopeo_copy(
+        f"docker://{world.host}/jwe/ours:1", f"oci:{dec}:reg", "--decryption-key", str(PRIV)
+    )
 
     def layer_digests(layout: Path, tag: str) -> list[str]:
         index = json.loads((layout / "index.json").read_text())
@@ -199,6 +207,7 @@ def test_our_encryption_decrypts_with_skopeo(world: World) -> None:
         return [x["digest"] for x in json.loads(raw)["layers"]]
 
     assert layer_digests(dec, "x") == layer_digests(world.layout, "plain")
+    assert layer_digests(dec, "reg") == layer_digests(world.layout, "plain")
     assert layer_digests(out, "x") != layer_digests(world.layout, "plain")
 
 

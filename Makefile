@@ -13,7 +13,7 @@ APT_PKGS := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config cryptsetup-bin s
 EXTRAS := server,verifiers,guest,backends,pods,dev
 export TRUSTPOD_VECTORS ?= $(abspath ../shared/vectors)
 
-.PHONY: all venv protos sysdeps lint typecheck test demo bench bench-replicas image-test clean
+.PHONY: all venv protos sysdeps lint typecheck test demo demo-encrypted bench bench-replicas image-test clean
 
 all: test
 
@@ -49,6 +49,9 @@ test: venv lint typecheck
 
 demo: venv
 	$(BIN)/python -m trustpod.demo
+
+demo-encrypted: venv
+	$(BIN)/python -m trustpod.demo_encrypted
 
 bench: venv
 	$(BIN)/python -m benchmarks.run

@@ -410,3 +410,34 @@ def test_hypothesis_keyprovider_fields(field: str, value: object) -> None:
         handle_request(json.dumps(req).encode(), _Store(Path(".")))
     except TrustpodError:
         pass
+
+
+def test_keyprovider_ttrpc_transport(tmp_path: Path) -> None:
+    """The same service over ttRPC on a unix socket (``{"ttrpc": "unix:///…"}``)."""
+    from trustpod.agent.rpc import Code, RpcError
+    from trustpod.oci.keyprovider_ttrpc import call_ttrpc, start_ttrpc
+
+    sock = f"unix://{tmp_path / 'kp.sock'}"
+    server = start_ttrpc(sock, _Store(tmp_path))
+    try:
+        opts = new_private_options("sha256:" + "a" * 64)
+        req = _go_wrap_request("keyid=kbs:///default/image-key/app", opts.to_json())
+        packet = bytes(json.loads(call_ttrpc(sock, "WrapKey", req))["keywrapresults"]["annotation"])
+        res = json.loads(
+            call_ttrpc(sock, "UnWrapKey", _unwrap_request(base64.b64encode(packet).decode()))
+        )
+        assert parse_private_options(bytes(res["keyunwrapresults"]["optsdata"])) == opts
+        with pytest.raises(RpcError) as info:
+            call_ttrpc(sock, "UnWrapKey", req)  # a wrap request on the unwrap method
+        assert info.value.code == Code.INVALID_ARGUMENT
+        other = json.loads(packet)
+        other["kid"] = "kbs:///default/image-key/other"
+        with pytest.raises(RpcError) as info:
+            call_ttrpc(
+                sock,
+                "UnWrapKey",
+                _unwrap_request(base64.b64encode(json.dumps(other).encode()).decode()),
+            )
+        assert info.value.code == Code.NOT_FOUND
+    finally:
+        server.stop()

@@ -23,6 +23,7 @@ from trustpod.oci.ocicrypt import parse_private_options as _parse_private
 
 __all__ = [
     "MAX_REQUEST_BYTES",
+    "METHOD_OPS",
     "PROVIDER",
     "KekStore",
     "WrapParams",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 PROVIDER = "attestation-agent"
+#: keyprovider.KeyProviderService methods → the request op they carry.
+METHOD_OPS = {"WrapKey": "keywrap", "UnWrapKey": "keyunwrap"}
 MAX_REQUEST_BYTES = 1024 * 1024
 
 
@@ -122,8 +125,9 @@ def _unwrap(req: dict[str, Any], store: KekStore) -> dict[str, Any]:
     return {"keyunwrapresults": {"optsdata": list(opts.to_json())}}
 
 
-def handle_request(raw: bytes, store: KekStore) -> bytes:
-    """One request JSON → the response JSON (raises on a malformed or refused request)."""
+def handle_request(raw: bytes, store: KekStore, *, expect_op: str | None = None) -> bytes:
+    """One request JSON → the response JSON (raises on a malformed or refused request).
+    ``expect_op``: the op the RPC method implies (``WrapKey`` = keywrap); another is refused."""
     if len(raw) > MAX_REQUEST_BYTES:
         raise _bad(f"larger than {MAX_REQUEST_BYTES} bytes")
     try:
@@ -133,6 +137,8 @@ def handle_request(raw: bytes, store: KekStore) -> bytes:
     if not isinstance(req, dict):
         raise _bad("not a JSON object")
     op = req.get("op")
+    if expect_op is not None and op != expect_op:
+        raise _bad(f"op {op!r} on the {expect_op} method")
     if op == "keywrap":
         out = _wrap(req, store)
     elif op == "keyunwrap":

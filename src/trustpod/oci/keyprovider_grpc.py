@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from trustpod.errors import EvidenceError, TrustpodError
-from trustpod.oci.keyprovider import KekStore, handle_request
+from trustpod.oci.keyprovider import METHOD_OPS, KekStore, handle_request
 
 __all__ = ["SERVICE", "call", "messages", "serve", "start_server"]
 
@@ -65,10 +65,7 @@ def start_server(address: str, store: KekStore, *, workers: int = 4) -> tuple[An
         def run(request: Any, context: Any) -> Any:
             raw = getattr(request, _IN)
             try:
-                op = _op(raw)
-                if op != expect:
-                    raise EvidenceError(f"{expect} called with op {op!r}", reason="keyprovider.op")
-                out = handle_request(raw, store)
+                out = handle_request(raw, store, expect_op=expect)
             except EvidenceError as exc:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except TrustpodError as exc:
@@ -86,25 +83,13 @@ def start_server(address: str, store: KekStore, *, workers: int = 4) -> tuple[An
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
-                SERVICE, {"WrapKey": handler("keywrap"), "UnWrapKey": handler("keyunwrap")}
+                SERVICE, {m: handler(op) for m, op in METHOD_OPS.items()}
             ),
         )
     )
     port = server.add_insecure_port(address)
     server.start()
     return server, port
-
-
-def _op(raw: bytes) -> str:
-    import json
-
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise EvidenceError(
-            f"keyprovider request is not JSON ({exc})", reason="keyprovider.request"
-        ) from exc
-    return str(doc.get("op")) if isinstance(doc, dict) else ""
 
 
 def serve(address: str, store: KekStore) -> None:

@@ -78,12 +78,27 @@ def pod_env(tmp: Path) -> Iterator[PodEnv]:
         f'[pod]\nstore = "{store}"\n[sandbox]\nlocal_images = "{images}"\nemulator_dir = "{emu}"\n'
     )
     with serve(create_app(core, admin), cert=ca.issue_cert("127.0.0.1")) as url:
-        yield PodEnv(
-            tmp,
-            url,
-            tmp / "ca.pem",
-            config,
-            core,
-            seal(VaultSecret(name="kbs:///default/key/1"), signer, kid),
-            seal(VaultSecret(name="kbs:///default/key/2"), signer, kid),
-        )
+        try:
+            yield PodEnv(
+                tmp,
+                url,
+                tmp / "ca.pem",
+                config,
+                core,
+                seal(VaultSecret(name="kbs:///default/key/1"), signer, kid),
+                seal(VaultSecret(name="kbs:///default/key/2"), signer, kid),
+            )
+        finally:
+            delete_all(config)
+
+
+def delete_all(config: Path) -> None:
+    """Delete every pod of the store (a failed test must not leave pod VMs running)."""
+    from trustpod.pod.runner import delete_pod
+    from trustpod.pod.wiring import load_config, make_provider, make_store
+
+    cfg = load_config(config)
+    store = make_store(cfg)
+    for record in list(store.list()):
+        if record.provider == "sandbox":
+            delete_pod(store, make_provider("sandbox", cfg, store), record.name)

@@ -233,6 +233,14 @@ def main() -> int:
 
         name = "emulated Azure CVM (swtpm): initdata, attestation, sealed secrets"
         scenarios.append(GuestScenario(name, emulated_cvm_scenario))
+        import os
+        import shutil
+
+        if shutil.which("runc") and os.geteuid() == 0:  # a whole confidential pod
+            from trustpod.pod.demo import pod_scenario
+
+            name = "confidential pod: trustpod pod run (sandbox pod VM), attest, pull, unseal"
+            scenarios.append(GuestScenario(name, pod_scenario))
     return Demo(emulated_cvm=len(scenarios) > 1).run(scenarios)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from trustpod.errors import NotFoundError, PolicyDenied, TrustpodError
 from trustpod.pod.requests import exec_request
 from trustpod.pod.store import PodRecord
 
-__all__ = ["exec_in_pod"]
+__all__ = ["STREAM_TIMEOUT_S", "exec_in_pod"]
+
+#: Deadline of one blocking stream read / wait (the agent answers when data or exit arrives).
+STREAM_TIMEOUT_S = 24 * 3600.0
 
 
 def exec_in_pod(
@@ -40,12 +43,20 @@ def exec_in_pod(
         lock = threading.Lock()
 
         def read(method: str) -> None:
+            try:
+                conn = AgentClient(record.agent_address)  # one connection per stream
+            except (OSError, TrustpodError):
+                return
+            with conn:
+                pump(conn, method)
+
+        def pump(conn: Any, method: str) -> None:
             while True:
                 try:
-                    data = agent.call(
+                    data = conn.call(
                         method,
                         pb.grpc.ReadStreamRequest(container_id=cid, exec_id=exec_id, len=32768),
-                        timeout_s=None,
+                        timeout_s=STREAM_TIMEOUT_S,
                     ).data
                 except TrustpodError:
                     return
@@ -61,11 +72,11 @@ def exec_in_pod(
         ]
         for t in threads:
             t.start()
+        for t in threads:  # EOF on both streams first: the agent drops them once waited
+            t.join()
         status: int = agent.call(
             "WaitProcess",
             pb.grpc.WaitProcessRequest(container_id=cid, exec_id=exec_id),
-            timeout_s=None,
+            timeout_s=STREAM_TIMEOUT_S,
         ).status
-        for t in threads:
-            t.join(10)
         return status

@@ -4,8 +4,9 @@
 ``/media/cidata/user-data`` (the config-drive channel of CAA's docker/byom/libvirt providers),
 provisions ``R/run/peerpod/*`` (``trustpod.pod.userdata``), assembles the agent's config
 directory ``R/run/peerpod/agent`` from the initdata plus the pod VM image ``I``
-(``I/guest.toml``: the attester; ``I/pause/rootfs``; optional ``I/images``), and replaces itself
-with ``trustpod agent serve`` listening where ``apf.json`` says. Imports no host-side code.
+(``I/guest.toml``: the attester; ``I/pause/rootfs``; optional ``I/images``), and becomes
+``trustpod agent serve`` (in this process) listening where ``apf.json`` says. Imports no
+host-side code.
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, TrustpodError) as exc:
         print(f"pod VM boot failed: {exc}", file=sys.stderr, flush=True)
         return 1
-    sys.stdout.flush()
-    os.execv(agent[0], agent)  # noqa: S606 - the pod VM's agent, fixed argv
+    # become the agent in this process (as exec would, without a second interpreter start)
+    from trustpod.cli.main import main as trustpod_main
+
+    return trustpod_main(agent[3:])
 
 
 if __name__ == "__main__":

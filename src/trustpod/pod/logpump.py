@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trustpod.errors import TrustpodError
+from trustpod.pod.exec import STREAM_TIMEOUT_S
 from trustpod.pod.store import PodStore
 
 __all__ = ["main", "pump"]
@@ -48,7 +49,9 @@ def _copy(agent: Any, method: str, cid: str, write: Any) -> None:
     while True:
         try:
             data = agent.call(
-                method, pb.grpc.ReadStreamRequest(container_id=cid, len=_CHUNK), timeout_s=None
+                method,
+                pb.grpc.ReadStreamRequest(container_id=cid, len=_CHUNK),
+                timeout_s=STREAM_TIMEOUT_S,
             ).data
         except (OSError, TrustpodError):
             return
@@ -82,14 +85,16 @@ def pump(store: PodStore, name: str) -> None:
 
 
 def _wait(agent: Any, cid: str, path: Path, readers: list[threading.Thread]) -> None:
+    for t in readers:  # EOF on both streams first: the agent drops them once waited
+        t.join()
     try:
         status = agent.call(
-            "WaitProcess", agent.pb.grpc.WaitProcessRequest(container_id=cid), timeout_s=None
+            "WaitProcess",
+            agent.pb.grpc.WaitProcessRequest(container_id=cid),
+            timeout_s=STREAM_TIMEOUT_S,
         ).status
     except (OSError, TrustpodError):
         return
-    for t in readers:  # the output is complete before the exit status appears
-        t.join(10)
     exit_path = path.with_suffix(".exit")
     tmp = path.with_suffix(".exit.tmp")
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -55,6 +55,7 @@ def build_pause_rootfs(path: Path) -> Path:
         raise DependencyError(
             "no /bin/busybox for the pause container", fix="apt install busybox-static"
         )
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for d in ("bin", "proc", "sys", "dev", "tmp", "etc"):

@@ -1,0 +1,238 @@
+"""``qemu``: the pod VM is a real VM, the bootable image of ``trustpod image build --bootable``
+under qemu-system-x86_64 (TCG; KVM only where ``/dev/kvm`` really works).
+
+Per instance (``VM_ROOT/<name>``, mode 0700): ``cidata.iso`` (the userdata, ISO 9660 label
+``cidata``, as CAA's libvirt provider), a swtpm vTPM (``tpm-crb`` over a unix control socket,
+state in ``tpm/``), ``console.log`` (serial console), and qemu with user-mode networking
+``restrict=on``: the agent's forwarder port is reachable only as ``hostfwd`` on 127.0.0.1, and
+the guest reaches exactly the host ports listed in ``forward`` (KBS, registry) at
+``10.0.2.100:PORT`` through ``guestfwd`` to 127.0.0.1. The image's root is opened as dm-verity
+by its initramfs; a mismatch ends the VM and ``instance_error`` reports the console's verity
+line. Processes are stopped by their PIDs only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trustpod.errors import ConfigError, DependencyError
+from trustpod.image.cidata import write_cidata
+from trustpod.image.qemu import QemuConfig, kvm_usable, qemu_argv
+from trustpod.pod.provider import Instance, InstanceTypeSpec, instance_name
+
+__all__ = [
+    "AGENT_SOCKET",
+    "APF_PORT",
+    "GUEST_HOST_IP",
+    "SERVING_MARKER",
+    "QemuProvider",
+    "QemuSettings",
+]
+
+#: where the agent listens inside the VM (apf.json) and the forwarder's port on the NIC
+AGENT_SOCKET = "/run/peerpod/agent.sock"
+APF_PORT = 15150
+GUEST_IP = "10.0.2.15"
+#: the address at which the guest reaches the forwarded host ports
+GUEST_HOST_IP = "10.0.2.100"
+_SWTPM_START_S = 10.0
+#: ``trustpod agent serve`` prints this JSON line once its sockets are bound
+SERVING_MARKER = '{"agent": '
+
+
+@dataclass(frozen=True, slots=True)
+class QemuSettings:
+    """``[qemu]`` of the pod config."""
+
+    image_dir: Path  # vmlinuz, initrd.img, disk.raw, vm.json
+    vm_root: Path
+    memory_mib: int = 1024
+    smp: int = 2
+    vtpm: bool = True
+    #: host ports on 127.0.0.1 the guest may reach at GUEST_HOST_IP:PORT (KBS, registry)
+    forward: tuple[int, ...] = field(default=())
+    stop_timeout_s: float = 10.0
+    #: longest from qemu start to the agent's "serving" line on the console (TCG: ~1 min)
+    boot_timeout_s: float = 240.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _cmdline(image_dir: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((image_dir / "vm.json").read_text())["cmdline"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            f"{image_dir} is not a pod VM image: {exc}",
+            reason="pod.qemu_image",
+            fix="trustpod image build --bootable --out DIR",
+        ) from exc
+
+
+class QemuProvider:
+    name = "qemu"
+
+    def __init__(self, settings: QemuSettings) -> None:
+        if shutil.which("qemu-system-x86_64") is None:
+            raise DependencyError(
+                "qemu-system-x86_64 not found", fix="apt-get install qemu-system-x86"
+            )
+        if settings.vtpm and shutil.which("swtpm") is None:
+            raise DependencyError("swtpm not found", fix="apt-get install swtpm")
+        self.settings = settings
+        self.cmdline = _cmdline(settings.image_dir)
+        self.accel = "kvm" if kvm_usable() else "tcg"
+        self._procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        old = os.umask(0o077)
+        try:
+            settings.vm_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        finally:
+            os.umask(old)
+
+    def _vm(self, instance_id: str) -> Path:
+        if "/" in instance_id or instance_id.startswith("."):
+            raise ConfigError(f"bad qemu instance id {instance_id!r}", reason="pod.instance")
+        return self.settings.vm_root / instance_id
+
+    def agent_listen_for(self, instance_id: str) -> str:
+        del instance_id
+        return f"unix:{AGENT_SOCKET}"
+
+    def create_instance(
+        self, pod_name: str, sandbox_id: str, userdata: str, spec: InstanceTypeSpec
+    ) -> Instance:
+        name = instance_name(pod_name, sandbox_id)
+        vm = self._vm(name)
+        old = os.umask(0o077)
+        try:
+            vm.mkdir(mode=0o700)
+            (vm / "tpm").mkdir(mode=0o700)
+        finally:
+            os.umask(old)
+        try:
+            return self._boot(name, vm, userdata, spec)
+        except BaseException:
+            self.delete_instance(name)
+            raise
+
+    def _swtpm(self, vm: Path) -> tuple[subprocess.Popen[bytes], list[str]]:
+        sock = vm / "tpm" / "ctrl.sock"
+        argv = ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={vm / 'tpm'}"]
+        argv += ["--ctrl", f"type=unixio,path={sock}", "--flags", "startup-clear"]
+        argv += ["--log", f"file={vm / 'tpm' / 'swtpm.log'}"]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + _SWTPM_START_S
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise DependencyError("swtpm did not start", reason="pod.qemu_vtpm")
+            time.sleep(0.02)
+        extra = ["-chardev", f"socket,id=chrtpm,path={sock}", "-tpmdev"]
+        extra += ["emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"]
+        return proc, extra
+
+    def _boot(self, name: str, vm: Path, userdata: str, spec: InstanceTypeSpec) -> Instance:
+        s = self.settings
+        write_cidata(vm / "cidata.iso", userdata.encode(), name)
+        procs: list[subprocess.Popen[bytes]] = []
+        self._procs[name] = procs
+        extra: list[str] = []
+        if s.vtpm:
+            tpm, extra = self._swtpm(vm)
+            procs.append(tpm)
+        host_port = _free_port()
+        net = f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-{GUEST_IP}:{APF_PORT}"
+        for port in s.forward:
+            net += f",guestfwd=tcp:{GUEST_HOST_IP}:{port}-tcp:127.0.0.1:{port}"
+        extra += ["-netdev", net, "-device", "virtio-net-pci,netdev=n0"]
+        extra += ["-drive", f"file={vm / 'cidata.iso'},if=virtio,format=raw,readonly=on"]
+        cfg = QemuConfig(
+            kernel=s.image_dir / "vmlinuz",
+            initrd=s.image_dir / "initrd.img",
+            disk=s.image_dir / "disk.raw",
+            cmdline=self.cmdline,
+            console=vm / "console.log",
+            memory_mib=spec.memory_mib or s.memory_mib,
+            smp=spec.vcpus or s.smp,
+            accel=self.accel,
+            extra=tuple(extra),
+        )
+        qemu = subprocess.Popen(
+            qemu_argv(cfg),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(vm / "qemu.log").open("wb"),
+            start_new_session=True,
+        )
+        procs.append(qemu)
+        (vm / "pids").write_text("".join(f"{p.pid}\n" for p in procs))
+        self._wait_serving(name)
+        return Instance(id=name, name=name, agent_address=f"tcp:127.0.0.1:{host_port}")
+
+    def _wait_serving(self, name: str) -> None:
+        """Until the agent prints its serving line: user-mode networking accepts the hostfwd
+        connection before anything listens in the guest, so a connect proves nothing."""
+        deadline = time.monotonic() + self.settings.boot_timeout_s
+        console = self._vm(name) / "console.log"
+        while True:
+            text = console.read_text(errors="replace") if console.exists() else ""
+            if SERVING_MARKER in text:
+                return
+            why = self.instance_error(name)
+            if why is not None:
+                raise DependencyError(why, reason="pod.vm_boot")
+            if time.monotonic() > deadline:
+                raise DependencyError(
+                    f"the pod VM's agent did not serve in {self.settings.boot_timeout_s:.0f} s",
+                    reason="pod.vm_boot",
+                    fix=f"see {console}",
+                )
+            time.sleep(0.1)
+
+    def console(self, instance_id: str) -> str:
+        try:
+            return (self._vm(instance_id) / "console.log").read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def instance_error(self, instance_id: str) -> str | None:
+        """``None`` while the VM runs; else why it stopped (the dm-verity line if any)."""
+        procs = self._procs.get(instance_id)
+        if not procs or procs[-1].poll() is None:
+            return None
+        text = self.console(instance_id)
+        for line in text.splitlines():
+            if ("verity" in line and "corrupted" in line) or "BOOT STOPPED" in line:
+                return f"pod VM boot stopped: {line.strip()}"
+        return f"qemu exit {procs[-1].returncode}: {text[-1500:]}"
+
+    def delete_instance(self, instance_id: str) -> None:
+        vm = self._vm(instance_id)
+        for proc in reversed(self._procs.pop(instance_id, [])):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=self.settings.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        shutil.rmtree(vm, ignore_errors=True)
+
+    def teardown(self) -> None:
+        for instance_id in list(self._procs):
+            self.delete_instance(instance_id)

@@ -10,7 +10,7 @@ APT_PKGS := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config cryptsetup-bin s
             e2fsprogs redis-server postgresql wrk busybox-static cpio time prometheus runc \
             docker-registry skopeo gnupg gpgv curl \
             qemu-system-x86 qemu-utils mmdebstrap fdisk
-EXTRAS := server,verifiers,guest,backends,pods,dev
+EXTRAS := server,verifiers,guest,backends,pods,dev,podvm
 export TRUSTPOD_VECTORS ?= $(abspath ../shared/vectors)
 
 .PHONY: all venv protos sysdeps lint typecheck test demo demo-encrypted bench bench-replicas image-test clean

@@ -20,7 +20,12 @@ def register(subparsers: Any) -> None:
     sub.required = True
 
     b = sub.add_parser("build", help="read-only root image + verity hash device + boot manifest")
-    b.add_argument("--rootfs", type=Path, required=True, help="directory with the root tree")
+    b.add_argument(
+        "--rootfs",
+        type=Path,
+        default=None,
+        help="directory with the root tree (with --bootable default: Debian + trustpod)",
+    )
     b.add_argument("--out", type=Path, required=True, help="output directory")
     b.add_argument("--fs", choices=("squashfs", "ext4"), default="squashfs")
     b.add_argument("--hash", dest="algorithm", default="sha256")
@@ -30,6 +35,15 @@ def register(subparsers: Any) -> None:
     b.add_argument("--osrel", type=Path, default=None, help="os-release file (measured .osrel)")
     b.add_argument("--data-device", default=None, help="systemd.verity_root_data= value")
     b.add_argument("--hash-device", default=None, help="systemd.verity_root_hash= value")
+    b.add_argument(
+        "--bootable",
+        action="store_true",
+        help="the whole pod VM: kernel, verity initramfs, GPT disk.raw, disk.vhd, vm.json",
+    )
+    b.add_argument("--dry-run", action="store_true", help="print what would be built")
+    b.add_argument("--cache-dir", type=Path, default=None, help="default: $XDG_CACHE_HOME/...")
+    b.add_argument("--no-vhd", action="store_true", help="skip disk.vhd (Azure)")
+    b.add_argument("--checkout", type=Path, default=Path("."), help="trustpod source tree")
     b.set_defaults(func=_build)
 
     r = sub.add_parser("reference-values", help="expected PCR 11 as an RVPS sample message")
@@ -104,6 +118,12 @@ def _load(path: Path) -> Any:
 
 
 def _build(args: argparse.Namespace) -> int:
+    if args.bootable or args.dry_run:
+        from trustpod.cli.image_vm import build_bootable
+
+        return build_bootable(args)
+    if args.rootfs is None:
+        raise ConfigError("--rootfs is required without --bootable", reason="image.rootfs")
     from trustpod.image.build import DEFAULT_CMDLINE_EXTRA, MANIFEST_NAME, BuildOptions, build_image
     from trustpod.image.fsmakers import maker_for
     from trustpod.verity.core import check_algorithm, parse_salt, parse_uuid

@@ -4,22 +4,25 @@
 the KEK is the KBS resource named by its ``kid``, fetched through the ``KeySource`` port (the
 guest: the attested CDH; the host: a key directory); then ``jwe`` recipients with the
 configured RSA private keys (in the guest also KBS resources). A denial by the KBS resource
-policy is a ``PolicyDenied`` naming the key. ``decrypt_blob`` streams the ciphertext into a
-0600 file next to the cache and checks the HMAC at the end; the caller unpacks only after it
-returned, so not one byte of a tampered or wrongly keyed layer is unpacked.
+policy is a ``PolicyDenied`` naming the key. The puller reads each cached ciphertext twice
+through one open file: ``verify_layer_hmac`` first (the whole HMAC, compared in constant time),
+then ``DecryptingReader`` streams the plaintext into the unpacker — so not one byte of a tampered
+or wrongly keyed layer is unpacked, and no plaintext copy is kept in memory or on disk.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from trustpod.errors import (
     ConfigError,
@@ -45,7 +48,14 @@ from trustpod.oci.ocicrypt import (
 )
 from trustpod.oci.ocicrypt_jwe import jwe_decrypt
 
-__all__ = ["KeySource", "LayerKeys", "decrypt_blob", "decrypt_to_memory", "load_rsa_private_key"]
+__all__ = [
+    "DecryptingReader",
+    "KeySource",
+    "LayerKeys",
+    "decrypt_blob",
+    "load_rsa_private_key",
+    "verify_layer_hmac",
+]
 
 log = logging.getLogger(__name__)
 
@@ -157,41 +167,38 @@ class LayerKeys:
         raise (denied or errors)[0]
 
 
-class _BufferReader:
-    """``read(n)`` over a verified plaintext buffer (no second copy of the whole layer)."""
+class DecryptingReader:
+    """``read(n)``: AES-256-CTR plaintext of an already HMAC-verified ciphertext stream."""
 
-    def __init__(self, view: memoryview) -> None:
-        self._view, self._pos = view, 0
+    def __init__(self, f: IO[bytes], opts: PrivateOptions) -> None:
+        self._f = f
+        self._ctx = Cipher(algorithms.AES(opts.symkey), modes.CTR(opts.nonce)).decryptor()
 
     def read(self, n: int = -1) -> bytes:
-        end = len(self._view) if n < 0 else min(len(self._view), self._pos + n)
-        data = bytes(self._view[self._pos : end])
-        self._pos = end
-        return data
+        return self._ctx.update(self._f.read(n))
 
 
-def decrypt_to_memory(
-    src: Path, opts: PrivateOptions, pub: PublicOptions, chunk: int = 1 << 20
-) -> _BufferReader:
-    """Decrypt ``src`` into memory; returns a reader only once the HMAC matched."""
-    size = src.stat().st_size
-    buf = bytearray(size + 16)
-    view = memoryview(buf)
-    dec = LayerDecrypter(opts, pub)
-    off = 0
-    with src.open("rb") as f:
-        while data := f.read(chunk):
-            off += dec.update_into(data, view[off : off + len(data) + 15])
-    tail = dec.finish()  # raises on an HMAC mismatch: the buffer is never handed out
-    view[off : off + len(tail)] = tail
-    return _BufferReader(view[: off + len(tail)])
+def verify_layer_hmac(
+    f: IO[bytes], opts: PrivateOptions, pub: PublicOptions, chunk: int = 1 << 20
+) -> None:
+    """Pass 1 over the ciphertext: HMAC-SHA256 with the layer key must equal ``pubopts.hmac``
+    (``VerificationError`` ``image.decrypt_hmac`` otherwise). Then rewind ``f``."""
+    mac = hmac.new(opts.symkey, digestmod="sha256")
+    while data := f.read(chunk):
+        mac.update(data)
+    if not hmac.compare_digest(mac.digest(), pub.hmac):
+        raise VerificationError(
+            "encrypted layer HMAC mismatch (tampered ciphertext or wrong layer key)",
+            reason="image.decrypt_hmac",
+        )
+    f.seek(0)
 
 
 def decrypt_blob(
     src: Path, dest: Path, opts: PrivateOptions, pub: PublicOptions, chunk: int = 1 << 20
 ) -> Path:
-    """Decrypt ``src`` into ``dest`` (0600); HMAC checked at the end, ``dest`` removed on
-    failure. Nothing may read ``dest`` before this returns."""
+    """Decrypt ``src`` into ``dest`` (0600) for tools; HMAC checked at the end, ``dest``
+    removed on failure. Nothing may read ``dest`` before this returns."""
     dec = LayerDecrypter(opts, pub)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -290,11 +290,6 @@ class LayerDecrypter:
         self._mac.update(chunk)
         return self._ctx.update(chunk)
 
-    def update_into(self, chunk: bytes, out: memoryview) -> int:
-        """Decrypt into ``out`` (at least ``len(chunk) + 15`` bytes); the count written."""
-        self._mac.update(chunk)
-        return self._ctx.update_into(chunk, out)
-
     def finish(self) -> bytes:
         tail = self._ctx.finalize()
         if not hmac.compare_digest(self._mac.digest(), self._want):

@@ -12,8 +12,8 @@
 
 Encrypted layers (``+encrypted``, ``trustpod.oci.decrypt``): every layer key is unwrapped after
 step 2 and before any layer is fetched (a denied or missing key refuses the image with nothing
-fetched or unpacked); each layer is decrypted into a 0600 file whose HMAC is checked before its
-first byte is unpacked.
+fetched or unpacked); each cached ciphertext is read twice through one open file — its whole
+HMAC checked first, then AES-CTR plaintext streamed into the unpacker (no plaintext copy kept).
 
 Without a policy every image is accepted, as image-rs does when no ``image_security_policy`` is
 set; that is logged as a warning at construction.
@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 from trustpod.errors import ConfigError, EvidenceError, NotFoundError
 from trustpod.oci.decide import Decision, KeyLoader, OpenPgpVerifier, evaluate
-from trustpod.oci.decrypt import LayerKeys, decrypt_blob, decrypt_to_memory
+from trustpod.oci.decrypt import DecryptingReader, LayerKeys, verify_layer_hmac
 from trustpod.oci.lookaside import RegistrySignatureSource
 from trustpod.oci.manifest import (
     CONFIG_TYPES,
@@ -237,19 +237,12 @@ class ImagePuller:
                 if key is None:
                     unpack_layer(blob, comp, diff_id, partial, budget)
                     continue
-                # decrypt_* return only once the HMAC matched: nothing unverified is unpacked
-                if blob.stat().st_size <= s.max_in_memory_decrypt_bytes:
-                    buffer = decrypt_to_memory(blob, *key)
-                    # the reader has read(n) only, which is all tarfile and the gzip reader use
-                    stream = cast(IO[bytes], buffer)
+                # one open file: the whole HMAC first, then the plaintext streams into unpack
+                with blob.open("rb") as f:
+                    verify_layer_hmac(f, *key)
+                    # the reader has read(n) only, which is all tarfile and the decompressors use
+                    stream = cast(IO[bytes], DecryptingReader(f, key[0]))
                     unpack_layer(stream, comp, diff_id, partial, budget, name=blob.name)
-                    del buffer, stream
-                    continue
-                plain = decrypt_blob(blob, blob.with_name(blob.name + ".plain"), *key)
-                try:
-                    unpack_layer(plain, comp, diff_id, partial, budget)
-                finally:
-                    plain.unlink(missing_ok=True)
             if rootfs.exists():
                 rootfs.rmdir()
             os.replace(partial, rootfs)

@@ -54,9 +54,6 @@ class OciSettings:
     max_redirects: int = 5
     max_token_bytes: int = 1024 * 1024
     chunk_bytes: int = 1024 * 1024
-    #: Encrypted layers up to this size are decrypted into memory (HMAC checked, then
-    #: unpacked); larger ones into a 0600 file next to the blob cache.
-    max_in_memory_decrypt_bytes: int = 256 * 1024 * 1024
     #: Registries spoken to over plain http (named insecure: warned at start).
     insecure_http_registries: frozenset[str] = frozenset()
     #: Extra PEM root certificates for registry TLS (``[image] extra_root_certificates``).

@@ -23,7 +23,10 @@ from trustpod.errors import VerificationError
 from trustpod.guest.emulator.gpu import EmulatedGpu
 from trustpod.verifiers.base import VerifierSettings, VerifyInput
 
-NOW = dt.datetime.now(dt.UTC)
+
+def _now() -> dt.datetime:
+    """The wall clock at use (the fake responder answers for the present)."""
+    return dt.datetime.now(dt.UTC)
 
 
 def _self_signed(name: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
@@ -58,8 +61,8 @@ class Responder(BaseHTTPRequestHandler):
             signer = _self_signed(root.subject, key)
         assert req.serial_number == leaf.serial_number
         status = ocsp.OCSPCertStatus.REVOKED if self.mode == "revoked" else ocsp.OCSPCertStatus.GOOD
-        this = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-        nxt = this + (dt.timedelta(seconds=1) if self.mode == "stale" else dt.timedelta(hours=1))
+        this = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+        nxt = this + dt.timedelta(hours=2)
         if self.mode == "stale":
             this, nxt = this - dt.timedelta(days=2), this - dt.timedelta(days=1)
         builder = (
@@ -119,11 +122,11 @@ def test_good_adds_nras_chain_claims_and_default_policy_scores_them(
 ) -> None:
     verifier = create_nvidia(_settings(gpu, responder))
     rd = bytes(48)
-    claims = verifier.verify(gpu.evidence(rd), VerifyInput(rd, None, NOW))[0].claims
+    claims = verifier.verify(gpu.evidence(rd), VerifyInput(rd, None, _now()))[0].claims
     chain = claims["x-nvidia-gpu-attestation-report-cert-chain"]
     assert chain == {"x-nvidia-cert-status": "valid", "x-nvidia-cert-ocsp-status": "good"}
     assert claims["x-nvidia-gpu-attestation-report-signature-verified"] is True
-    verifier.verify(gpu.evidence(rd), VerifyInput(rd, None, NOW))
+    verifier.verify(gpu.evidence(rd), VerifyInput(rd, None, _now()))
     assert Responder.requests == 1  # cached until next_update
     from trustpod.attestation.defaults import default_policy
     from trustpod.rego import PolicyEngine
@@ -149,7 +152,7 @@ def test_bad_responses_refused(gpu: EmulatedGpu, responder: str, mode: str, reas
     rd = bytes(48)
     with pytest.raises(VerificationError) as exc:
         create_nvidia(_settings(gpu, responder)).verify(
-            gpu.evidence(rd), VerifyInput(rd, None, NOW)
+            gpu.evidence(rd), VerifyInput(rd, None, _now())
         )
     assert exc.value.reason == reason
 

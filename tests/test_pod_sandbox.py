@@ -191,3 +191,35 @@ def test_wrong_kbs_certificate_fails_attestation(env: PodEnv) -> None:
     assert "certificate" in r.stderr.lower() or "tls" in r.stderr.lower(), r.stderr
     assert not list((e.tmp / "store" / ".vms").glob("podvm-*"))
     assert "wrongca" not in e.cli("list", "--config", str(e.config)).stdout
+
+
+def test_foreground_run_follows_logs_and_ctrl_c_deletes(env: PodEnv) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    e = env
+    path = e.tmp / "fg.yaml"
+    path.write_text(
+        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: fg}}\nspec:\n  containers:\n"
+        f"  - {{name: app, image: {IMAGE}, command: [sh, -c, 'echo started; sleep 60']}}\n"
+    )
+    argv = [sys.executable, "-m", "trustpod.cli", "pod", "run", str(path)]
+    argv += ["--config", str(e.config), "--kbs-url", e.url, "--kbs-cert", str(e.ca_pem)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == "[app] started\n", line
+        (vm,) = list((e.tmp / "store" / ".vms").glob("podvm-fg-*"))
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        assert proc.stderr is not None
+        assert "interrupted: deleting pod fg" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "fg" not in e.cli("list", "--config", str(e.config)).stdout
+    assert not vm.exists()
+    assert _leftovers(str(vm)) == []

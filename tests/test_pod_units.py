@@ -4,6 +4,7 @@ process-user-data), the kata requests, the store's modes and the pod config."""
 from __future__ import annotations
 
 import base64
+import re
 import stat
 from pathlib import Path
 
@@ -212,12 +213,17 @@ def test_requests_shaped_like_the_kata_shim() -> None:
     drivers = [s.driver for s in req.storages]
     assert drivers == ["local", "image_guest_pull"]
     mounts = {m.destination: m for m in req.OCI.Mounts}
-    assert mounts["/secret"].source.endswith(f"{cid}-creds") and "ro" in mounts["/secret"].options
+    src = mounts["/secret"].source
+    assert re.fullmatch(rf"/run/kata-containers/shared/containers/{cid}-[0-9a-f]{{16}}-creds", src)
+    assert "ro" in mounts["/secret"].options
+    assert req.OCI.Root.Path == f"/run/kata-containers/{cid}/rootfs"
+    assert [n.Type for n in req.OCI.Linux.Namespaces] == ["ipc", "uts", "mount"]
     ops = copy_file_ops(pod, sid, pod.containers[0])
     assert [o.data for o in ops] == [None, b"sealed.x.y.z"]
     pause = create_container(pb, pod, sid, None)
     assert pause.container_id == sid and list(pause.OCI.Process.Args) == ["/pause"]
     assert pause.OCI.Annotations["io.kubernetes.cri.container-type"] == "sandbox"
+    assert pause.OCI.Process.User.UID == 65535 and pause.OCI.Root.Readonly
 
 
 def test_instance_name_is_caas() -> None:

@@ -69,7 +69,8 @@ def _run(args: argparse.Namespace) -> int:
 
     config, store = _ctx(args)
     secrets = args.secrets.read_text() if args.secrets else None
-    pod = parse_pod(Path(args.pod).read_text(), secrets)
+    pod_text = Path(args.pod).read_text()
+    pod = parse_pod(pod_text, secrets)
     local = sum(1 for r in store.list() if r.provider != "azure")
     name = choose_provider(config, args.provider or pod.runtime_class_provider(), local)
     provider = make_provider(name, config, store)
@@ -78,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         kbs_url=args.kbs_url,
         kbs_cert=args.kbs_cert.read_text() if args.kbs_cert else None,
         policy=policy,
+        pod_yaml=pod_text,
     )
     print(f"pod {pod.name}: provider {name}", file=sys.stderr, flush=True)
     record = run_pod(pod, provider, store, options, _step)
@@ -97,6 +99,8 @@ def _policy(value: str | None) -> str | None:
         return None
     from trustpod.agent import policy_defaults
 
+    if value == "generate":
+        return value
     named = {
         "allow-all": policy_defaults.ALLOW_ALL,
         "allow-all-except-exec": policy_defaults.ALLOW_ALL_EXCEPT_EXEC_PROCESS,
@@ -161,12 +165,13 @@ def register(subparsers: Any) -> None:
 
     run = sub.add_parser("run", help="create the pod VM and run the pod's containers")
     run.add_argument("pod", help="Pod (or Deployment) YAML")
-    run.add_argument("--provider", choices=("sandbox", "azure"))
+    run.add_argument("--provider", choices=("sandbox", "azure", "qemu"))
     run.add_argument("--kbs-url", help="the KBS the pod attests to (when no initdata annotation)")
     run.add_argument("--kbs-cert", type=Path, help="the KBS's TLS certificate (PEM)")
     run.add_argument("--secrets", type=Path, help="Secret/ConfigMap manifests (sealed values)")
     run.add_argument(
-        "--policy", help="agent policy: allow-all, allow-all-except-exec or a .rego file"
+        "--policy",
+        help="agent policy: generate (from the pod), allow-all, allow-all-except-exec, FILE.rego",
     )
     run.add_argument("-d", "--detach", action="store_true", help="return once running")
     common(run)

@@ -21,6 +21,9 @@ __all__ = [
     "DEFAULT_PATH",
     "LOCAL_STORAGE_DIR",
     "PAUSE_ID_NAME",
+    "PAUSE_UID",
+    "POD_NETNS",
+    "ROOTFS_DIR",
     "SHARED_DIR",
     "CopyFileOp",
     "container_id",
@@ -30,8 +33,12 @@ __all__ = [
 ]
 
 SHARED_DIR = "/run/kata-containers/shared/containers"
+POD_NETNS = "/run/netns/podns"
+ROOTFS_DIR = "/run/kata-containers"
 LOCAL_STORAGE_DIR = "/run/kata-containers/sandbox/local"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: The pause container's user (containerd's default, genpolicy's expectation).
+PAUSE_UID = 65535
 #: Name used to derive the sandbox (pause) container's id.
 PAUSE_ID_NAME = "pause"
 _DEFAULT_MOUNTS = (
@@ -58,7 +65,9 @@ def container_id(sandbox_id: str, name: str) -> str:
 
 
 def _volume_dir(cid: str, volume: str) -> str:
-    return f"{SHARED_DIR}/{cid}-{volume}"
+    """kata's ``<cid>-<16 hex>-<volume>`` name for a file shared with CopyFile."""
+    tag = hashlib.sha256(f"{cid}/{volume}".encode()).hexdigest()[:16]
+    return f"{SHARED_DIR}/{cid}-{tag}-{volume}"
 
 
 def copy_file_ops(pod: PodSpec, sandbox_id: str, c: ContainerSpec) -> list[CopyFileOp]:
@@ -92,11 +101,11 @@ def _base(pb: Any, cid: str, annotations: dict[str, str]) -> Any:
     req = pb.grpc.CreateContainerRequest(container_id=cid, exec_id=cid)
     spec = req.OCI
     spec.Version = "1.1.0"
-    spec.Root.Path = f"{SHARED_DIR}/{cid}/rootfs"
+    spec.Root.Path = f"{ROOTFS_DIR}/{cid}/rootfs"
     for dest, src, typ, opts in _DEFAULT_MOUNTS:
         m = spec.Mounts.add(destination=dest, source=src, type=typ)
         m.options.extend(opts)
-    for ns in ("pid", "ipc", "uts", "mount"):
+    for ns in ("ipc", "uts", "mount"):  # no pid entry: the agent gives each container one
         spec.Linux.Namespaces.add(Type=ns, Path="")
     spec.Linux.Resources.Devices.add(Allow=False, Access="rwm")
     spec.Linux.MaskedPaths.extend(["/proc/kcore", "/sys/firmware"])
@@ -114,7 +123,13 @@ def create_container(pb: Any, pod: PodSpec, sandbox_id: str, c: ContainerSpec | 
         req.OCI.Process.Env.append(DEFAULT_PATH)
         req.OCI.Process.Cwd = "/"
         req.OCI.Process.NoNewPrivileges = True
+        req.OCI.Process.User.UID = PAUSE_UID
+        req.OCI.Process.User.GID = PAUSE_UID
+        req.OCI.Root.Readonly = True
         req.OCI.Hostname = pod.name
+        # the pod's network namespace (CAA's forwarder sets /run/netns/podns); the agent keeps
+        # containers in its own, which is the pod VM's
+        req.OCI.Linux.Namespaces.add(Type="network", Path=POD_NETNS)
         return req
     cid = container_id(sandbox_id, c.name)
     req = _base(pb, cid, _annotations(pod, sandbox_id, "container", c.name))

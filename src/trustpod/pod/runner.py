@@ -33,17 +33,21 @@ from trustpod.pod.store import PodRecord, PodStore
 from trustpod.pod.userdata import DaemonConfig, build_cloud_config, decode_initdata
 
 __all__ = [
+    "GENERATE",
     "IMAGE_ANNOTATION",
     "MACHINE_TYPE_ANNOTATION",
     "RunOptions",
     "Step",
     "agent_client",
     "delete_pod",
+    "generated_policy",
     "pod_initdata",
     "run_pod",
 ]
 
 Step = Callable[[str, float], None]
+#: ``RunOptions.policy`` value: generate the agent policy from the pod (F2's generator).
+GENERATE = "generate"
 #: Kata's pod annotations CAA sizes the VM by.
 MACHINE_TYPE_ANNOTATION = "io.katacontainers.config.hypervisor.machine_type"
 IMAGE_ANNOTATION = "io.katacontainers.config.hypervisor.image"
@@ -54,6 +58,8 @@ class RunOptions:
     kbs_url: str | None = None
     kbs_cert: str | None = None
     policy: str | None = None
+    #: the Pod YAML as given (``policy = GENERATE`` derives the agent policy from it)
+    pod_yaml: str | None = None
     agent_timeout_s: float = 60.0
     pull_timeout_s: float = 120.0
 
@@ -75,7 +81,19 @@ def pod_initdata(pod: PodSpec, options: RunOptions) -> str:
         )
     from trustpod.cli.initdata import build_initdata
 
-    return build_initdata(options.kbs_url, kbs_cert=options.kbs_cert, policy=options.policy)
+    policy = options.policy
+    if policy == GENERATE:
+        policy = generated_policy(options.pod_yaml or "")
+    return build_initdata(options.kbs_url, kbs_cert=options.kbs_cert, policy=policy)
+
+
+def generated_policy(pod_yaml: str) -> str:
+    """``trustpod policy generate`` for this pod: exactly its containers (images pinned to
+    digests), container logs allowed (the log pump reads them), no exec."""
+    from trustpod.agent.policy_gen import GeneratorSettings, generate_policy
+    from trustpod.agent.policy_gen import parse_pod as parse_for_policy
+
+    return generate_policy(parse_for_policy(pod_yaml), GeneratorSettings(allow_logs=True))
 
 
 def agent_client(address: str, timeout_s: float = 10.0) -> Any:

@@ -136,10 +136,8 @@ class _Registry:
         self._log.close()
 
 
-def _initdata(kbs: Any, image: dict[str, Any] | None) -> str:
+def _initdata(kbs: Any, image: dict[str, Any] | None, policy: str) -> str:
     import tomli_w
-
-    from trustpod.agent.policy_defaults import ALLOW_ALL_EXCEPT_EXEC_PROCESS
 
     cert = Path(kbs.cafile).read_text()
     kbc = {"name": "cc_kbc", "url": kbs.url, "kbs_cert": cert}
@@ -150,7 +148,7 @@ def _initdata(kbs: Any, image: dict[str, Any] | None) -> str:
     data = {
         "aa.toml": tomli_w.dumps({"token_configs": {"kbs": {"url": kbs.url, "cert": cert}}}),
         "cdh.toml": tomli_w.dumps(cdh),
-        "policy.rego": ALLOW_ALL_EXCEPT_EXEC_PROCESS,
+        "policy.rego": policy,
     }
     return tomli_w.dumps({"algorithm": "sha256", "version": "0.1.0", "data": data})
 
@@ -208,7 +206,8 @@ def pod_scenario(kbs: Any, demo: Any) -> None:
                 digest = index["manifests"][0]["digest"]
                 cosign = ec.generate_private_key(ec.SECP256R1())
                 registry.cosign_sign(digest, cosign)
-            demo.out(f"    image {ref} ({digest[:19]}…), signature {digest[:15]}….sig")
+            demo.out(f"    image {ref}, signature {digest.replace(':', '-')[:20]}….sig")
+            ref = f"{registry.host}/{_REPO}@{digest}"  # pinned: the policy names the digest
             image_policy = {
                 "default": [{"type": "reject"}],
                 "transports": {
@@ -228,12 +227,24 @@ def pod_scenario(kbs: Any, demo: Any) -> None:
                 "work_dir": str(work / "image-work"),
             }
         else:
-            ref = "registry.local/demo/app:1"
+            ref = "registry.local/demo/app@sha256:" + "0" * 64
             local_images = work / "images"
-            _rootfs(local_images / "registry.local_demo_app_1")
+            from trustpod.agent.images import local_name
+
+            _rootfs(local_images / local_name(ref))
             demo.out("    (docker-registry/skopeo absent: the image ships in the pod VM image)")
             image, image_policy, cosign_pub = None, None, b""
-        initdata = _initdata(kbs, image)
+        spec = (
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: demo-pod\n  annotations:\n"
+            "    io.katacontainers.config.hypervisor.cc_init_data: {note}\nspec:\n"
+            f"  containers:\n  - name: app\n    image: {ref}\n"
+            "    command: [sh, -c, 'echo \"db password: $DB_PASSWORD\"; sleep 300']\n"
+            f"    env: [{{{{name: DB_PASSWORD, value: '{sealed}'}}}}]\n"
+        )
+        from trustpod.pod.runner import generated_policy
+
+        agent_policy = generated_policy(spec.format(note="''"))  # exactly this pod, no exec
+        initdata = _initdata(kbs, image, agent_policy)
         digest_hex = InitData.parse(initdata.encode()).digest.hex()
         with (
             kbs.admin() as admin,
@@ -257,22 +268,18 @@ def pod_scenario(kbs: Any, demo: Any) -> None:
                 "policy": base64.urlsafe_b64encode(policy.encode()).rstrip(b"=").decode(),
             }
             _ok(admin.post("/kbs/v0/attestation-policy", json=body))
-        note = encode_annotation(initdata.encode())
         pod_yaml = work / "pod.yaml"
-        pod_yaml.write_text(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: demo-pod\n  annotations:\n"
-            f"    io.katacontainers.config.hypervisor.cc_init_data: {note}\nspec:\n"
-            f"  containers:\n  - name: app\n    image: {ref}\n"
-            "    command: [sh, -c, 'echo \"db password: $DB_PASSWORD\"; sleep 300']\n"
-            f"    env: [{{name: DB_PASSWORD, value: '{sealed}'}}]\n"
-        )
+        pod_yaml.write_text(spec.format(note=encode_annotation(initdata.encode())))
         config = work / "pod.toml"
         lines = [f'[pod]\nstore = "{work / "store"}"', "[sandbox]"]
         lines.append(f'emulator_dir = "{Path(kbs.directory) / "cvm"}"')
         if local_images is not None:
             lines.append(f'local_images = "{local_images}"')
         config.write_text("\n".join(lines) + "\n")
-        demo.out(f"    initdata sha256:{digest_hex} (agent policy: exec denied)")
+        demo.out(
+            f"    initdata sha256:{digest_hex} (agent policy generated from the pod: "
+            "this container only, exec denied)"
+        )
         with demo.step("trustpod pod run pod.yaml (sandbox pod VM, emulated Azure CVM)"):
             r = _cli("run", str(pod_yaml), "--config", str(config), "-d")
             for line in r.stderr.splitlines():

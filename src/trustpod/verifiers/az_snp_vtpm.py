@@ -83,7 +83,7 @@ class AzSnpVtpmVerifier:
 
     def verify(self, evidence: Any, expected: VerifyInput) -> list[TeeClaims]:
         ev = AzEvidence.from_json(evidence, tee=self.tee)
-        if ev.vcek is None:
+        if not ev.vcek:  # absent or empty: malformed evidence, not missing collateral
             raise EvidenceError("az-snp-vtpm evidence has no VCEK", reason="az.json")
         hcl = HclReport.from_bytes(ev.hcl_report)
         quote = ev.tpm_quote

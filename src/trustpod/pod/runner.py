@@ -126,6 +126,14 @@ def _call(agent: Any, method: str, req: Any, timeout_s: float | None = None) -> 
     except RpcError as exc:
         if exc.code == Code.PERMISSION_DENIED:
             raise PolicyDenied(exc.status_message, reason="pod.policy_denied") from exc
+        if "KBS" in exc.status_message:
+            raise DependencyError(
+                f"{method}: {exc.status_message}",
+                reason="pod.attestation",
+                fix="the pod VM attests to the KBS its initdata names: check the URL and the KBS "
+                "certificate (--kbs-url/--kbs-cert or the cc_init_data annotation) and the "
+                "KBS's attestation/resource policy for this initdata digest",
+            ) from exc
         raise
 
 

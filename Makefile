@@ -59,6 +59,13 @@ bench: venv
 bench-replicas: venv
 	$(BIN)/python -m benchmarks.bench_replicas
 
+# the full Debian pod VM under QEMU TCG (cold image build: minutes; cached by input digest)
+test-vm: venv
+	TRUSTPOD_VM_FULL=1 $(BIN)/pytest -q -p no:cacheprovider -s tests/test_pod_qemu.py tests/test_image_vm_boot.py
+
+bench-vm: venv
+	$(BIN)/python benchmarks/bench_pod_vm.py --cold
+
 # builds the Containerfile with podman and runs it read-only (needs the base image locally)
 image-test: venv
 	TRUSTPOD_IMAGE_BUILD=1 $(BIN)/pytest -q tests/test_deploy.py -k image

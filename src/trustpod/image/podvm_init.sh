@@ -4,6 +4,10 @@
 # becomes `trustpod agent serve`.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 say() { echo "trustpod-init: $*" > /dev/console; }
+# --variant=apt has no mount/ip/poweroff binaries: Debian's busybox provides the applets
+for applet in mount ip poweroff hostname; do
+    eval "$applet() { busybox $applet \"\$@\"; }"
+done
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null

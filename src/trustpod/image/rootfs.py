@@ -49,7 +49,7 @@ DEBIAN_PACKAGES: tuple[str, ...] = (
 #: the guest's Python distributions (pinned to the versions of this venv when installed)
 AGENT_REQUIREMENTS: tuple[str, ...] = (
     "cryptography", "rfc8785", "httpx", "tomli-w", "tpm2-pytss", "protobuf", "zstandard",
-    "pyyaml", "gordon-to-regorus", "jsonpatch",
+    "pyyaml", "gordon-to-regorus", "jsonpatch", "starlette", "uvicorn",
 )  # fmt: skip
 _STATIC_BUSYBOX = Path("/bin/busybox")
 #: the pod VM image directory ``trustpod.pod.guest_boot --image`` reads

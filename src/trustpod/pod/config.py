@@ -42,6 +42,7 @@ class PodConfig:
     store: Path | None = None
     sandbox: Mapping[str, Any] = field(default_factory=dict)
     azure: Mapping[str, Any] = field(default_factory=dict)
+    qemu: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _bad(key: str, problem: str, source: str) -> ConfigError:
@@ -50,8 +51,8 @@ def _bad(key: str, problem: str, source: str) -> ConfigError:
 
 def parse_pod_config(raw: Mapping[str, Any], source: str = "pod config") -> PodConfig:
     for top in raw:
-        if top not in ("pod", "sandbox", "azure"):
-            raise _bad(f"[{top}]", "is not a section (pod, sandbox, azure)", source)
+        if top not in ("pod", "sandbox", "azure", "qemu"):
+            raise _bad(f"[{top}]", "is not a section (pod, sandbox, azure, qemu)", source)
     pod = raw.get("pod", {})
     for key in pod:
         if key not in _POD_KEYS:
@@ -67,8 +68,8 @@ def parse_pod_config(raw: Mapping[str, Any], source: str = "pod config") -> PodC
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
         raise _bad("pod.local_capacity", "must be an integer >= 0", source)
     provider = pod.get("provider", "sandbox")
-    if provider not in ("sandbox", "azure"):
-        raise _bad("pod.provider", "must be sandbox or azure", source)
+    if provider not in ("sandbox", "azure", "qemu"):
+        raise _bad("pod.provider", "must be sandbox, azure or qemu", source)
     store = pod.get("store")
     return PodConfig(
         provider=provider,
@@ -77,6 +78,7 @@ def parse_pod_config(raw: Mapping[str, Any], source: str = "pod config") -> PodC
         store=None if store is None else Path(store),
         sandbox=dict(sandbox),
         azure=dict(raw.get("azure", {})),
+        qemu=dict(raw.get("qemu", {})),
     )
 
 

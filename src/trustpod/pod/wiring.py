@@ -52,4 +52,10 @@ def make_provider(name: str, config: PodConfig, store: PodStore) -> Provider:
                 fix="pip install 'trustpod[azure]'",
             ) from exc
         return AzureProvider(AzureSettings.from_config(config.azure))
-    raise ConfigError(f"unknown provider {name!r}", reason="pod.provider", fix="sandbox or azure")
+    if name == "qemu":
+        from trustpod.pod.providers.qemu import qemu_provider
+
+        return qemu_provider(config.qemu, store.root / ".vms-qemu")
+    raise ConfigError(
+        f"unknown provider {name!r}", reason="pod.provider", fix="sandbox, azure or qemu"
+    )

@@ -20,8 +20,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from trustpod.errors import ConfigError, DependencyError
 from trustpod.image.cidata import write_cidata
@@ -35,6 +37,7 @@ __all__ = [
     "SERVING_MARKER",
     "QemuProvider",
     "QemuSettings",
+    "qemu_provider",
 ]
 
 #: where the agent listens inside the VM (apf.json) and the forwarder's port on the NIC
@@ -44,6 +47,7 @@ GUEST_IP = "10.0.2.15"
 #: the address at which the guest reaches the forwarded host ports
 GUEST_HOST_IP = "10.0.2.100"
 _SWTPM_START_S = 10.0
+_BUSYBOX = "/bin/busybox"
 #: ``trustpod agent serve`` prints this JSON line once its sockets are bound
 SERVING_MARKER = '{"agent": '
 
@@ -156,8 +160,8 @@ class QemuProvider:
             procs.append(tpm)
         host_port = _free_port()
         net = f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-{GUEST_IP}:{APF_PORT}"
-        for port in s.forward:
-            net += f",guestfwd=tcp:{GUEST_HOST_IP}:{port}-tcp:127.0.0.1:{port}"
+        for port in s.forward:  # cmd: runs once per guest connection (tcp: would be one)
+            net += f",guestfwd=tcp:{GUEST_HOST_IP}:{port}-cmd:{_BUSYBOX} nc 127.0.0.1 {port}"
         extra += ["-netdev", net, "-device", "virtio-net-pci,netdev=n0"]
         extra += ["-drive", f"file={vm / 'cidata.iso'},if=virtio,format=raw,readonly=on"]
         cfg = QemuConfig(
@@ -236,3 +240,36 @@ class QemuProvider:
     def teardown(self) -> None:
         for instance_id in list(self._procs):
             self.delete_instance(instance_id)
+
+
+_KEYS = {"image_dir", "vm_root", "memory_mib", "smp", "vtpm", "forward", "boot_timeout_s"}
+
+
+def qemu_provider(raw: Mapping[str, Any], default_root: Path) -> QemuProvider:
+    """``[qemu]`` of the pod config -> the provider. ``image_dir`` defaults to
+    ``$TRUSTPOD_POD_VM_IMAGE``; build one with ``trustpod image build --bootable``."""
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise ConfigError(f"qemu.{sorted(unknown)[0]} is not a setting", reason="pod.config")
+    image = raw.get("image_dir") or os.environ.get("TRUSTPOD_POD_VM_IMAGE")
+    if not image:
+        raise ConfigError(
+            "the qemu provider needs qemu.image_dir (or $TRUSTPOD_POD_VM_IMAGE)",
+            reason="pod.config",
+            fix="trustpod image build --bootable --out DIR, then image_dir = DIR",
+        )
+    try:
+        forward = tuple(int(p) for p in raw.get("forward", ()))
+        return QemuProvider(
+            QemuSettings(
+                image_dir=Path(str(image)),
+                vm_root=Path(str(raw.get("vm_root", default_root))),
+                memory_mib=int(raw.get("memory_mib", 1024)),
+                smp=int(raw.get("smp", 2)),
+                vtpm=bool(raw.get("vtpm", True)),
+                forward=forward,
+                boot_timeout_s=float(raw.get("boot_timeout_s", 240.0)),
+            )
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[qemu]: {exc}", reason="pod.config") from exc

@@ -253,3 +253,43 @@ def test_pod_config_names() -> None:
         parse_pod_config({"pod": {"burst": "sometimes"}})
     with pytest.raises(ConfigError, match=r"sandbox\.nope"):
         parse_pod_config({"sandbox": {"nope": 1}})
+
+
+def test_userdata_from_config_drive_or_imds(tmp_path: Path) -> None:
+    """process-user-data's channels: the cidata file wins; else Azure IMDS (``Metadata: true``,
+    base64 text), retried until the fetch timeout."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from trustpod.errors import DependencyError
+    from trustpod.pod.guest_boot import fetch_userdata
+
+    doc = b"#cloud-config\nwrite_files: []\n"
+    seen: list[str | None] = []
+
+    class Imds(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Metadata"))
+            body = base64.b64encode(doc) if self.headers.get("Metadata") == "true" else b""
+            self.send_response(200 if body else 400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Imds)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metadata/instance/compute/userData"
+    try:
+        drive = tmp_path / "user-data"
+        assert fetch_userdata(drive, url, timeout_s=2, retry_s=0.05) == doc
+        assert seen == ["true"]
+        drive.write_bytes(b"from the drive")
+        assert fetch_userdata(drive, url, timeout_s=2) == b"from the drive"
+        with pytest.raises(DependencyError, match="no userdata"):
+            fetch_userdata(tmp_path / "absent", None, timeout_s=0.2, retry_s=0.05)
+    finally:
+        server.shutdown()
+        server.server_close()

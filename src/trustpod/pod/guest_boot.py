@@ -16,12 +16,23 @@ import os
 import sys
 from pathlib import Path
 
-from trustpod.errors import ConfigError, TrustpodError
+from trustpod.errors import ConfigError, DependencyError, TrustpodError
 from trustpod.pod.userdata import PEERPOD_DIR, provision_files, write_provisioned
 
-__all__ = ["USER_DATA_PATH", "VM_IP_ENV", "boot_argv", "main"]
+__all__ = [
+    "IMDS_USERDATA_URL",
+    "USER_DATA_PATH",
+    "VM_IP_ENV",
+    "boot_argv",
+    "fetch_userdata",
+    "main",
+]
 
 USER_DATA_PATH = Path("/media/cidata/user-data")
+#: Azure IMDS userData (CAA's process-user-data: ``Metadata: true``, base64 text).
+IMDS_USERDATA_URL = (
+    "http://169.254.169.254/metadata/instance/compute/userData?api-version=2021-01-01&format=text"
+)
 #: The pod VM's own address (its NIC's IP; set by the sandbox "hypervisor"): an apf.json
 #: listen address on every interface (``tcp:0.0.0.0:PORT``) binds this address instead.
 VM_IP_ENV = "TRUSTPOD_POD_VM_IP"
@@ -57,14 +68,56 @@ def boot_argv(root: Path, image: Path, userdata: bytes) -> list[str]:
     return argv
 
 
+def fetch_userdata(
+    path: Path,
+    imds_url: str | None,
+    *,
+    timeout_s: float = 180.0,
+    retry_s: float = 5.0,
+) -> bytes:
+    """CAA's provider choice: the config-drive file when present, else Azure IMDS (when
+    ``imds_url``); retried every ``retry_s`` up to ``timeout_s`` (``--user-data-fetch-timeout``)."""
+    import base64
+    import binascii
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last = "no user-data file and no IMDS configured"
+    while True:
+        if path.is_file():
+            return path.read_bytes()
+        if imds_url:
+            try:
+                r = httpx.get(imds_url, headers={"Metadata": "true"}, timeout=min(5.0, timeout_s))
+                if r.status_code == 200:
+                    return base64.b64decode(r.text.strip(), validate=True)
+                last = f"IMDS answered {r.status_code}"
+            except httpx.HTTPError as exc:
+                last = f"IMDS unreachable: {exc}"
+            except binascii.Error as exc:
+                raise ConfigError(
+                    f"IMDS userData is not base64: {exc}", reason="pod.userdata"
+                ) from exc
+        if time.monotonic() + retry_s > deadline:
+            raise DependencyError(f"no userdata at {path} within {timeout_s:.0f} s ({last})")
+        time.sleep(retry_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trustpod-pod-vm-boot")
     parser.add_argument("--root", type=Path, default=Path("/"))
     parser.add_argument("--image", type=Path, required=True)
     parser.add_argument("--user-data", type=Path, default=USER_DATA_PATH)
+    parser.add_argument("--imds-url", default=None, help=f"e.g. {IMDS_USERDATA_URL}")
+    parser.add_argument("--user-data-fetch-timeout", type=float, default=180.0)
     args = parser.parse_args(argv)
     try:
-        agent = boot_argv(args.root, args.image, args.user_data.read_bytes())
+        userdata = fetch_userdata(
+            args.user_data, args.imds_url, timeout_s=args.user_data_fetch_timeout
+        )
+        agent = boot_argv(args.root, args.image, userdata)
     except (OSError, TrustpodError) as exc:
         print(f"pod VM boot failed: {exc}", file=sys.stderr, flush=True)
         return 1

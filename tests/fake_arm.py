@@ -54,6 +54,7 @@ class FakeArm:
     boot: Callable[[str, bytes, str], None] | None = None
     stop: Callable[[str], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tokens: int = 0
     _next_ip: int = 2
 
     def puts(self) -> list[dict[str, Any]]:
@@ -82,7 +83,10 @@ def _handler(arm: FakeArm) -> type[BaseHTTPRequestHandler]:
         def _record(self) -> tuple[str, Any]:
             n = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(n) if n else b""
-            body = json.loads(raw) if raw else None
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode(errors="replace")  # the token endpoint's form body
             path = self.path.partition("?")[0]
             with arm.lock:
                 arm.requests.append(
@@ -102,8 +106,30 @@ def _handler(arm: FakeArm) -> type[BaseHTTPRequestHandler]:
                 return False
             return True
 
+        def do_POST(self) -> None:
+            path, _ = self._record()
+            if path.endswith("/oauth2/v2.0/token"):  # Entra ID client-credentials grant
+                arm.tokens += 1
+                token = {"token_type": "Bearer", "expires_in": 3600, "access_token": "fake-token"}
+                self._send(200, token)
+            else:
+                self._send(404, {"error": {"code": "NotFound", "message": path}})
+
         def do_GET(self) -> None:
             path, _ = self._record()
+            if path.endswith("/v2.0/.well-known/openid-configuration"):
+                tenant = path.strip("/").split("/")[0]
+                base = f"{arm.url}/{tenant}"
+                self._send(
+                    200,
+                    {
+                        "token_endpoint": f"{base}/oauth2/v2.0/token",
+                        "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                        "issuer": f"{base}/v2.0",
+                        "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                    },
+                )
+                return
             if not self._auth_ok():
                 return
             if m := _SIZES.match(path):

@@ -314,3 +314,57 @@ def test_bursted_pod_naming_another_kbs_fails_attestation(onprem: PodEnv, arm: F
     assert "KBS https://127.0.0.1:9 unreachable" in str(err.value), str(err.value)
     assert arm.vms == {} and arm.nics == {}
     assert not store.root.joinpath("other.json").exists()
+
+
+def test_cli_bursts_by_config_rule_with_client_secret_auth(onprem: PodEnv, arm: FakeArm) -> None:
+    """``trustpod pod run`` with ``burst = "always"``: the CLI authenticates with a client
+    secret (azure-identity/MSAL against the fake authority), creates the Confidential VM, the
+    bursted pod VM attests to the on-prem KBS; logs and delete through the CLI."""
+    e = onprem
+    _, sandbox, store = _burst(e, arm)
+    config = e.tmp / "burst.toml"
+    config.write_text(
+        f'[pod]\nstore = "{store.root}"\nburst = "always"\n'
+        f'[azure]\nAZURE_SUBSCRIPTION_ID = "{SUB}"\nAZURE_REGION = "eastus"\n'
+        f'AZURE_RESOURCE_GROUP = "{RG}"\nAZURE_SUBNET_ID = "{SUBNET}"\n'
+        f'AZURE_IMAGE_ID = "{IMAGE_ID}"\nSSH_PUBLIC_KEY = "{SSH}"\n'
+        f'AZURE_ARM_ENDPOINT = "{arm.url}"\nAZURE_CA_BUNDLE = "{arm_ca(arm)}"\n'
+        f'AZURE_AUTHORITY_HOST = "{arm.url}"\nAZURE_TENANT_ID = "tenant1"\n'
+        'AZURE_CLIENT_ID = "app1"\nAZURE_CLIENT_SECRET = "s3cret"\nPOLLING_INTERVAL_S = 0.05\n'
+    )
+    pod = e.tmp / "cli-burst.yaml"
+    pod.write_text(
+        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: cloud}}\nspec:\n  containers:\n"
+        f"  - name: app\n    image: {IMAGE}\n    command: [sh, -c, 'echo cloud=$S; sleep 30']\n"
+        f"    env: [{{name: S, value: '{e.sealed_env}'}}]\n"
+    )
+    r = e.cli(
+        "run",
+        str(pod),
+        "--config",
+        str(config),
+        "--kbs-url",
+        e.url,
+        "--kbs-cert",
+        str(e.ca_pem),
+        "-d",
+    )
+    try:
+        assert r.returncode == 0, r.stderr
+        assert "provider azure" in r.stderr and "create pod VM (azure)" in r.stderr
+        assert arm.tokens >= 1
+        assert all(req["auth"] == "Bearer fake-token" for req in arm.puts())
+        ls = e.cli("list", "--config", str(config)).stdout
+        assert "cloud" in ls and "azure" in ls
+        out = ""
+        deadline = time.monotonic() + 20
+        while "cloud=" not in out and time.monotonic() < deadline:
+            out = e.cli("logs", "cloud", "--config", str(config)).stdout
+            time.sleep(0.1)
+        assert f"cloud={SECRET.decode()}" in out
+    finally:
+        rm = e.cli("delete", "cloud", "--config", str(config))
+    assert rm.returncode == 0, rm.stderr
+    assert arm.vms == {} and arm.nics == {} and arm.disks == {}
+    assert not list((store.root / ".vms").glob("podvm-*"))
+    del sandbox

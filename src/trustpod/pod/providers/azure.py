@@ -14,8 +14,9 @@ CAA ``src/cloud-providers/azure/provider.go`` (guest-and-control-plane.md §8.3,
 4. ``begin_delete``: the NIC and OS disk go with the VM (``deleteOption = Delete``).
 
 Divergence (docs/compat.md): no agent-protocol-forwarder (CAA's mTLS ttRPC proxy in the VM); the
-agent listens on the forwarder port itself. ``AZURE_ARM_ENDPOINT``/``AZURE_CA_BUNDLE`` point the
-SDK at another ARM (the tests' fake ARM on 127.0.0.1).
+agent listens on the forwarder port itself. ``AZURE_ARM_ENDPOINT``/``AZURE_CA_BUNDLE``/
+``AZURE_AUTHORITY_HOST`` point the SDK and azure-identity at another ARM and Entra ID authority
+(the tests' fake ARM on 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ _KEYS = {
     "FORWARDER_PORT",
     "AZURE_ARM_ENDPOINT",
     "AZURE_CA_BUNDLE",
+    "AZURE_AUTHORITY_HOST",
     "CREATE_TIMEOUT_S",
     "POLLING_INTERVAL_S",
 }
@@ -84,6 +86,7 @@ class AzureSettings:
     forwarder_port: int = 15150
     arm_endpoint: str = ""
     ca_bundle: str = ""
+    authority_host: str = ""
     create_timeout_s: float = 600.0
     polling_interval_s: float = 5.0
 
@@ -128,6 +131,7 @@ class AzureSettings:
             forwarder_port=int(raw.get("FORWARDER_PORT", 15150)),
             arm_endpoint=str(raw.get("AZURE_ARM_ENDPOINT", "")),
             ca_bundle=str(raw.get("AZURE_CA_BUNDLE", "")),
+            authority_host=str(raw.get("AZURE_AUTHORITY_HOST", "")),
             create_timeout_s=float(raw.get("CREATE_TIMEOUT_S", 600.0)),
             polling_interval_s=float(raw.get("POLLING_INTERVAL_S", 5.0)),
         )
@@ -243,9 +247,16 @@ def _ssh_public_key() -> str:
 def _credential(s: AzureSettings) -> Any:
     from azure.identity import ClientSecretCredential, WorkloadIdentityCredential
 
+    kwargs: dict[str, Any] = {}
+    if s.authority_host:  # another cloud / a test authority (MSAL skips instance discovery)
+        kwargs |= {"authority": s.authority_host, "disable_instance_discovery": True}
+    if s.ca_bundle:
+        kwargs["connection_verify"] = s.ca_bundle
     if s.client_secret:
-        return ClientSecretCredential(s.tenant_id, s.client_id, s.client_secret)
-    return WorkloadIdentityCredential(tenant_id=s.tenant_id or None, client_id=s.client_id or None)
+        return ClientSecretCredential(s.tenant_id, s.client_id, s.client_secret, **kwargs)
+    return WorkloadIdentityCredential(
+        tenant_id=s.tenant_id or None, client_id=s.client_id or None, **kwargs
+    )
 
 
 def _azure_error(action: str, exc: Exception) -> DependencyError:

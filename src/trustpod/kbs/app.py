@@ -16,7 +16,6 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,8 +24,8 @@ from starlette.routing import Route
 from trustpod._internal.json_limits import loads as limited_loads
 from trustpod.errors import AuthenticationError, EvidenceError, NotFoundError, TrustpodError
 from trustpod.kbs.admin_auth import AdminAuthorizer
-from trustpod.kbs.body_timeout import BodyTimeoutMiddleware
 from trustpod.kbs.core import KbsCore, parse_resource_path
+from trustpod.kbs.dispatch import KbsAsgiApp
 from trustpod.kbs.http_errors import (
     ERROR_TYPE_PREFIX,
     BodyTooLarge,
@@ -34,7 +33,7 @@ from trustpod.kbs.http_errors import (
     MalformedBody,
     error_reply,
 )
-from trustpod.kbs.logsetup import RequestIdMiddleware, current_request_id
+from trustpod.kbs.logsetup import current_request_id
 from trustpod.protocol import SESSION_COOKIE
 
 __all__ = ["create_app"]
@@ -250,18 +249,17 @@ def _type(variant: str) -> str:
     return ERROR_TYPE_PREFIX + variant
 
 
-def create_app(core: KbsCore, admin: AdminAuthorizer) -> Starlette:
+def create_app(core: KbsCore, admin: AdminAuthorizer) -> KbsAsgiApp:
     """The ASGI app for ``core``; one ``KbsMetrics`` registry per app."""
     h = KbsHttp(core, admin)
     w = h.wrap
+    auth = w(h.auth, "AttestationError")
+    attest = w(h.attest, "AttestationError")
+    resource = w(h.resource, "PluginInternalError")
     routes = [
-        Route("/kbs/v0/auth", w(h.auth, "AttestationError"), methods=["POST"]),
-        Route("/kbs/v0/attest", w(h.attest, "AttestationError"), methods=["POST"]),
-        Route(
-            "/kbs/v0/resource/{path:path}",
-            w(h.resource, "PluginInternalError"),
-            methods=["GET", "POST", "DELETE"],
-        ),
+        Route("/kbs/v0/auth", auth, methods=["POST"]),
+        Route("/kbs/v0/attest", attest, methods=["POST"]),
+        Route("/kbs/v0/resource/{path:path}", resource, methods=["GET", "POST", "DELETE"]),
         Route(
             "/kbs/v0/attestation-policy",
             w(h.attestation_policy, "AdminAuthAccess"),
@@ -287,7 +285,13 @@ def create_app(core: KbsCore, admin: AdminAuthorizer) -> Starlette:
         Route("/metrics", h.metrics, methods=["GET"]),
         Route("/healthz", h.healthz, methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
-    app.add_middleware(BodyTimeoutMiddleware, timeout_s=core.config.trustpod.request_body_timeout_s)
-    app.add_middleware(RequestIdMiddleware)
-    return app
+    # the three RCAR routes by exact path, the rest through the router (trustpod.kbs.dispatch)
+    return KbsAsgiApp(
+        routes,
+        hot={
+            ("POST", "/kbs/v0/auth"): auth,
+            ("POST", "/kbs/v0/attest"): attest,
+        },
+        resource_get=resource,
+        body_timeout_s=core.config.trustpod.request_body_timeout_s,
+    )

@@ -1,0 +1,158 @@
+"""The exact-path dispatch of the hot KBS routes answers exactly as Starlette's router does.
+
+Each request goes once through ``KbsAsgiApp`` (dispatch for auth/attest/resource GET) and once
+through plain ``Starlette.__call__`` on the same app (router + middlewares); status, body and
+header names must be equal (the request id differs per request, but must be there on errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
+
+from kbs_support import builtin_kbs
+from trustpod.kbs.config import parse_config
+from trustpod.storage.memory import MemoryStore
+
+CONFIG = (
+    "[http_server]\ninsecure_http = true\n[admin]\nauthorization_mode = "
+    '"InsecureAllowAll"\n[trustpod]\nrequest_body_timeout_s = 1\n'
+)
+_VOLATILE = {"x-request-id", "set-cookie", "date"}
+
+#: (method, path, body): hot routes with good and bad input, and what must fall back.
+CASES: list[tuple[str, str, bytes | None]] = [
+    ("POST", "/kbs/v0/auth", b"not json"),
+    ("POST", "/kbs/v0/auth", b'{"version": "0.4.0", "tee": "se", "extra-params": ""}'),
+    ("POST", "/kbs/v0/auth", b"[" * 200 + b"]" * 200),
+    ("POST", "/kbs/v0/attest", b"{}"),
+    ("GET", "/kbs/v0/auth", None),
+    ("PUT", "/kbs/v0/attest", b"{}"),
+    ("GET", "/kbs/v0/resource/default/key/one", None),
+    ("GET", "/kbs/v0/resource/default/key", None),
+    ("GET", "/kbs/v0/resource/default/key/one%0A", None),
+    ("GET", "/kbs/v0/resource/", None),
+    ("HEAD", "/kbs/v0/resource/default/key/one", None),
+    ("GET", "/kbs/v0/resource/default/key/one?x=1", None),
+    ("GET", "/kbs/v0/authx", None),
+    ("GET", "/kbs/v0/auth/", None),
+]
+
+
+def _app(tmp_path: Path) -> Any:
+    app, core = builtin_kbs(
+        parse_config(tomllib.loads(CONFIG), tmp_path / "k.toml"), store=MemoryStore()
+    )
+    core.set_resource("default/key/one", b"s3cret")
+    return app
+
+
+def _body(r: httpx.Response) -> bytes:
+    rid = r.headers.get("x-request-id")  # error bodies name the request id
+    return r.content.replace(rid.encode(), b"<rid>") if rid else r.content
+
+
+async def _both(tmp_path: Path, method: str, path: str, body: bytes | None) -> list[httpx.Response]:
+    """The request through the dispatch of one app and the router of another (same state)."""
+    other = _app(tmp_path / "router")
+
+    async def router_only(scope: Scope, receive: Receive, send: Send) -> None:
+        await Starlette.__call__(other, scope, receive, send)
+
+    out = []
+    for target in (_app(tmp_path), router_only):
+        transport = httpx.ASGITransport(app=target)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kbs") as c:
+            out.append(await c.request(method, path, content=body))
+    return out
+
+
+@pytest.mark.parametrize(("method", "path", "body"), CASES)
+def test_dispatch_equals_router(tmp_path: Path, method: str, path: str, body: bytes | None) -> None:
+    fast, slow = asyncio.run(_both(tmp_path, method, path, body))
+    assert fast.status_code == slow.status_code
+    assert _body(fast) == _body(slow)
+    assert {k for k in fast.headers if k not in _VOLATILE} == {
+        k for k in slow.headers if k not in _VOLATILE
+    }
+    if fast.status_code >= 400 and fast.headers.get("content-type") == "application/json":
+        assert fast.headers.get("x-request-id") and slow.headers.get("x-request-id")
+
+
+def test_full_flow_through_dispatch(tmp_path: Path) -> None:
+    import base64
+
+    from test_kbs_app import runtime_data_digest
+    from trustpod.guest.tee_key import TeeKeyPair
+
+    app = _app(tmp_path)
+    jwk = TeeKeyPair.generate_ec().public_jwk()
+
+    async def go() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kbs") as c:
+            auth = {"version": "0.4.0", "tee": "sample", "extra-params": ""}
+            r = await c.post("/kbs/v0/auth", json=auth)
+            assert r.status_code == 200 and "kbs-session-id=" in r.headers["set-cookie"]
+            nonce = r.json()["nonce"]
+            digest = base64.b64encode(runtime_data_digest(nonce, jwk, "")).decode()
+            body = {
+                "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+                "tee-evidence": {
+                    "primary_evidence": {"svn": "1", "report_data": digest},
+                    "additional_evidence": "",
+                },
+            }
+            r = await c.post("/kbs/v0/attest", json=body)
+            assert r.status_code == 200, r.text
+            assert "kbs-session-id=" in r.headers["set-cookie"]
+            r = await c.get("/kbs/v0/resource/default/key/one")
+            assert r.status_code == 200 and "ciphertext" in r.json()
+
+    asyncio.run(go())
+
+
+def test_stalled_body_times_out_on_the_dispatched_route(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    sent: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        first = True
+
+        async def receive() -> dict[str, Any]:
+            nonlocal first
+            if first:
+                first = False
+                return {"type": "http.request", "body": b'{"ver', "more_body": True}
+            await asyncio.sleep(5)  # the rest never comes
+            return {"type": "http.disconnect"}
+
+        async def send(msg: dict[str, Any]) -> None:
+            sent.append(msg)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/kbs/v0/auth",
+            "raw_path": b"/kbs/v0/auth",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        await asyncio.wait_for(app(scope, receive, send), 3)
+
+    asyncio.run(go())
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 408
+    assert any(k == b"x-request-id" for k, _ in sent[0]["headers"])

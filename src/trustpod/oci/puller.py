@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import IO, cast
 from urllib.parse import unquote, urlsplit
 
-from trustpod.errors import ConfigError, EvidenceError, NotFoundError
+from trustpod.errors import (
+    ConfigError,
+    EvidenceError,
+    NotFoundError,
+    TrustpodError,
+    VerificationError,
+)
 from trustpod.oci.decide import Decision, KeyLoader, OpenPgpVerifier, evaluate
 from trustpod.oci.decrypt import DecryptingReader, LayerKeys, verify_layer_hmac
 from trustpod.oci.lookaside import RegistrySignatureSource
@@ -98,12 +104,18 @@ class BlobCache:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         return d / hexpart
 
-    def ensure(self, registry: RegistryClient, image: ImageReference, desc: Descriptor) -> Path:
+    def cached(self, desc: Descriptor) -> Path | None:
         path = self.path(desc.digest)
         if path.is_file() and path.stat().st_size == desc.size:
             log.debug("blob %s from cache", desc.digest)
             return path
-        registry.fetch_blob(image, desc, path)
+        return None
+
+    def ensure(self, registry: RegistryClient, image: ImageReference, desc: Descriptor) -> Path:
+        path = self.cached(desc)
+        if path is None:
+            path = self.path(desc.digest)
+            registry.fetch_blob(image, desc, path)
         return path
 
 
@@ -189,6 +201,45 @@ class ImagePuller:
             keys.append(self.layer_keys.unwrap(layer))
         return comps, keys
 
+    def _streamed_layer(
+        self,
+        layers: tuple[Descriptor, ...],
+        keys: list[tuple[PrivateOptions, PublicOptions] | None],
+    ) -> int | None:
+        """Index of the layer to unpack straight from the registry: the first one not in the
+        cache, when it is plain (an encrypted layer needs its whole HMAC first) and listed once."""
+        for i, (layer, key) in enumerate(zip(layers, keys, strict=True)):
+            if self.cache.cached(layer) is not None:
+                continue
+            if key is None and sum(x.digest == layer.digest for x in layers) == 1:
+                return i
+            return None
+        return None
+
+    def _unpack_streamed(
+        self,
+        image: ImageReference,
+        layer: Descriptor,
+        comp: str,
+        diff_id: str,
+        partial: Path,
+        budget: UnpackBudget,
+    ) -> None:
+        """Unpack ``layer`` while it downloads. Its entries land in ``rootfs.partial`` only, which
+        is removed on any failure; a blob that fails its digest is reported as such, not by the
+        symptom (bad gzip, wrong diff_id) it caused."""
+        with self.registry.stream_blob(image, layer, self.cache.path(layer.digest)) as blob:
+            try:
+                unpack_layer(blob, comp, diff_id, partial, budget, name=layer.digest)
+            except TrustpodError as exc:
+                try:
+                    blob.finish()
+                except VerificationError as mismatch:
+                    raise mismatch from exc
+                except TrustpodError:
+                    pass
+                raise
+
     def pull(self, ref: str, bundle_dir: Path) -> PulledImage:
         image = parse_reference(ref)
         rootfs = bundle_dir / "rootfs"
@@ -219,21 +270,26 @@ class ImagePuller:
         if partial.exists():
             remove_tree(partial)
         os.mkdir(partial, 0o755)
-        # layers download concurrently; each is unpacked (in order) once it is complete and verified
+        # The first plain layer not in the cache is unpacked from the registry stream itself
+        # (tee'd to the cache, its digest checked before anything is committed: ADR 1000) while
+        # the others download concurrently into the cache; those unpack, in order, once verified.
+        streamed = self._streamed_layer(manifest.layers, keys)
         pool = ThreadPoolExecutor(max_workers=s.max_concurrent_layer_downloads)
         by_digest: dict[str, Future[Path]] = {}
         try:
-            for layer in manifest.layers:
-                if layer.digest not in by_digest:
+            for i, layer in enumerate(manifest.layers):
+                if layer.digest not in by_digest and i != streamed:
                     by_digest[layer.digest] = pool.submit(
                         self.cache.ensure, self.registry, image, layer
                     )
-            futures = [by_digest[layer.digest] for layer in manifest.layers]
             budget = UnpackBudget(s)
-            for fut, comp, key, diff_id in zip(
-                futures, compressions, keys, config.diff_ids, strict=True
+            for i, (layer, comp, key, diff_id) in enumerate(
+                zip(manifest.layers, compressions, keys, config.diff_ids, strict=True)
             ):
-                blob = fut.result()
+                if i == streamed:
+                    self._unpack_streamed(image, layer, comp, diff_id, partial, budget)
+                    continue
+                blob = by_digest[layer.digest].result()
                 if key is None:
                     unpack_layer(blob, comp, diff_id, partial, budget)
                     continue

@@ -3,8 +3,10 @@
 * ``GET /v2/<repo>/manifests/<ref>`` with every manifest/index media type in ``Accept``; the body
   is size-limited while streaming and its digest is computed from the bytes; a pinned digest must
   match (``image.digest_mismatch``). The ``Docker-Content-Digest`` header is never trusted.
-* ``GET /v2/<repo>/blobs/<digest>`` streamed to a file, hashed while streaming, size and digest
-  checked before the file is renamed into place: an unverified blob never exists under its name.
+* ``GET /v2/<repo>/blobs/<digest>`` streamed (``BlobStream``: the received chunks as a reader,
+  hashed and size-checked as they pass, optionally tee'd to a cache file), size and digest checked
+  at the end before the cache file is renamed into place: an unverified blob never exists under
+  its name. ``fetch_blob`` only stores; the puller also unpacks from the stream (ADR 1000).
 * 401 → ``WWW-Authenticate``: ``Bearer`` gets a token from the realm
   (``scope=repository:<repo>:pull``, Basic credentials from auth.json when known), ``Basic``
   sends the credentials; tokens are cached per repository. httpx drops ``Authorization`` on
@@ -22,7 +24,7 @@ import os
 import ssl
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +50,7 @@ from trustpod.oci.manifest import (
 from trustpod.oci.reference import DEFAULT_REGISTRY, ImageReference, parse_reference
 from trustpod.oci.settings import OciSettings
 
-__all__ = ["RegistryClient", "ResolvedImage", "resolve_digest"]
+__all__ = ["BlobStream", "RegistryClient", "ResolvedImage", "resolve_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -267,45 +269,117 @@ class RegistryClient:
         return data
 
     def fetch_blob(self, image: ImageReference, desc: Descriptor, dest: Path) -> None:
-        """Stream a blob into ``dest`` (via ``dest.partial``), verified before the rename."""
+        """Stream a blob into ``dest`` (via a partial file), verified before the rename."""
+        with self.stream_blob(image, desc, dest) as blob:
+            while blob.read(_READ):
+                pass
+
+    def stream_blob(
+        self, image: ImageReference, desc: Descriptor, dest: Path | None = None
+    ) -> AbstractContextManager[BlobStream]:
+        """The blob as a ``BlobStream``; on a clean exit the rest is read and size and digest are
+        checked (``image.digest_mismatch``), then the tee'd copy (when ``dest``) gets its name."""
         if desc.size > self.settings.max_layer_bytes:
             raise EvidenceError(
                 f"layer {desc.digest} is {desc.size} bytes (limit {self.settings.max_layer_bytes})",
                 reason="image.too_large",
             )
-        algorithm = desc.digest.split(":", 1)[0]
-        h = hashlib.new(algorithm)
-        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.partial")
-        size = 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        return self._stream_blob(image, desc, dest)
+
+    @contextmanager
+    def _stream_blob(
+        self, image: ImageReference, desc: Descriptor, dest: Path | None
+    ) -> Iterator[BlobStream]:
+        tmp = None
+        fd = -1
+        if dest is not None:
+            tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.partial")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
-            with (
-                os.fdopen(fd, "wb") as out,
-                self._get(image, f"{self._base(image)}/blobs/{desc.digest}") as r,
-            ):
-                try:
-                    for chunk in r.iter_raw(self.settings.chunk_bytes):
-                        size += len(chunk)
-                        if size > desc.size:
-                            raise VerificationError(
-                                f"blob {desc.digest} exceeds its descriptor ({desc.size} bytes)",
-                                reason="image.digest_mismatch",
-                            )
-                        h.update(chunk)
-                        out.write(chunk)
-                except httpx.HTTPError as exc:
-                    raise DependencyError(
-                        f"reading blob {desc.digest}: {exc}", reason="image.registry"
-                    ) from exc
-            if size != desc.size or f"{algorithm}:{h.hexdigest()}" != desc.digest:
-                raise VerificationError(
-                    f"blob {desc.digest} of {image} does not match its digest",
-                    reason="image.digest_mismatch",
-                )
-            os.replace(tmp, dest)
+            with self._get(image, f"{self._base(image)}/blobs/{desc.digest}") as r:
+                # iter_raw() without a chunk size: httpx's re-chunking copy costs more than it saves
+                blob = BlobStream(r.iter_raw(), image, desc, fd)
+                yield blob
+                blob.finish()
+            if tmp is not None and dest is not None:
+                os.close(fd)
+                fd = -1
+                os.replace(tmp, dest)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+
+_READ = 1 << 20
+
+
+class BlobStream:
+    """A blob response as a reader: ``read(n)`` gives at most ``n`` received bytes (b"" at the
+    end), each hashed, counted against the descriptor's size and written to the tee file.
+    ``finish()`` reads what is left and raises ``image.digest_mismatch`` unless the bytes are
+    exactly the descriptor's; until then nothing read may be trusted."""
+
+    def __init__(
+        self, chunks: Iterator[bytes], image: ImageReference, desc: Descriptor, tee_fd: int
+    ) -> None:
+        self._chunks, self._image, self._desc, self._fd = chunks, image, desc, tee_fd
+        self.algorithm = desc.digest.split(":", 1)[0]
+        self._hash = hashlib.new(self.algorithm)
+        self._left = memoryview(b"")
+        self._size = 0
+        self._verified = False
+
+    def _next(self) -> bytes:
+        try:
+            chunk = next(self._chunks, b"")
+        except httpx.HTTPError as exc:
+            raise DependencyError(
+                f"reading blob {self._desc.digest}: {exc}", reason="image.registry"
+            ) from exc
+        self._size += len(chunk)
+        if self._size > self._desc.size:
+            raise VerificationError(
+                f"blob {self._desc.digest} exceeds its descriptor ({self._desc.size} bytes)",
+                reason="image.digest_mismatch",
+            )
+        self._hash.update(chunk)
+        if self._fd >= 0:
+            view = memoryview(chunk)
+            done = 0
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
+        return chunk
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._left:
+            chunk = self._next()
+            if n < 0 or len(chunk) <= n:
+                return chunk
+            self._left = memoryview(chunk)
+        take = self._left if n < 0 else self._left[:n]
+        self._left = self._left[len(take) :]
+        return bytes(take)
+
+    def finish(self) -> None:
+        """Read the rest; raise unless size and digest are the descriptor's (idempotent)."""
+        if self._verified:
+            return
+        self._left = memoryview(b"")
+        while self._next():
+            pass
+        if (
+            self._size != self._desc.size
+            or f"{self.algorithm}:{self._hash.hexdigest()}" != self._desc.digest
+        ):
+            raise VerificationError(
+                f"blob {self._desc.digest} of {self._image} does not match its digest",
+                reason="image.digest_mismatch",
+            )
+        self._verified = True
 
 
 def _basic(user: str, password: str) -> str:

@@ -74,14 +74,21 @@ class RegistrySignatureSource:
 
     def __init__(self, registry: RegistryClient, lookaside: SigstoreConfig | None) -> None:
         self._registry, self._lookaside = registry, lookaside
-        self._http = httpx.Client(
-            timeout=registry.settings.http_timeout_s,
-            follow_redirects=True,
-            max_redirects=registry.settings.max_redirects,
-        )
+        self._client: httpx.Client | None = None  # made on first use (loading CAs costs ~20 ms)
+
+    @property
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                timeout=self._registry.settings.http_timeout_s,
+                follow_redirects=True,
+                max_redirects=self._registry.settings.max_redirects,
+            )
+        return self._client
 
     def close(self) -> None:
-        self._http.close()
+        if self._client is not None:
+            self._client.close()
 
     def simple_signatures(self, image: ImageReference, digest: str) -> Sequence[bytes]:
         base = self._lookaside.base_for(image) if self._lookaside else None

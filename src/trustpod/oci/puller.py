@@ -28,7 +28,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 from urllib.parse import unquote, urlsplit
 
 from trustpod.errors import (
@@ -39,7 +39,6 @@ from trustpod.errors import (
     VerificationError,
 )
 from trustpod.oci.decide import Decision, KeyLoader, OpenPgpVerifier, evaluate
-from trustpod.oci.decrypt import DecryptingReader, LayerKeys, verify_layer_hmac
 from trustpod.oci.lookaside import RegistrySignatureSource
 from trustpod.oci.manifest import (
     CONFIG_TYPES,
@@ -48,12 +47,15 @@ from trustpod.oci.manifest import (
     compression_of,
     parse_config,
 )
-from trustpod.oci.ocicrypt import PrivateOptions, PublicOptions, base_media_type, is_encrypted
 from trustpod.oci.policy import Policy
 from trustpod.oci.reference import ImageReference, parse_reference
 from trustpod.oci.registry import RegistryClient, ResolvedImage
 from trustpod.oci.sigstore_config import SigstoreConfig
 from trustpod.oci.unpack import UnpackBudget, remove_tree, unpack_layer
+
+if TYPE_CHECKING:  # cryptography is imported only for encrypted images (start-up time)
+    from trustpod.oci.decrypt import LayerKeys
+    from trustpod.oci.ocicrypt import PrivateOptions, PublicOptions
 
 __all__ = ["BlobCache", "FileKeyLoader", "ImagePuller", "PulledImage"]
 
@@ -191,8 +193,12 @@ class ImagePuller:
         """Compression per layer and, for encrypted layers, the unwrapped key (or raises)."""
         comps: list[str] = []
         keys: list[tuple[PrivateOptions, PublicOptions] | None] = []
+        if self.layer_keys is None:
+            return [compression_of(layer) for layer in layers], [None] * len(layers)
+        from trustpod.oci.ocicrypt import base_media_type, is_encrypted
+
         for layer in layers:
-            if not is_encrypted(layer.media_type) or self.layer_keys is None:
+            if not is_encrypted(layer.media_type):
                 comps.append(compression_of(layer))
                 keys.append(None)
                 continue
@@ -293,6 +299,8 @@ class ImagePuller:
                 if key is None:
                     unpack_layer(blob, comp, diff_id, partial, budget)
                     continue
+                from trustpod.oci.decrypt import DecryptingReader, verify_layer_hmac
+
                 # one open file: the whole HMAC first, then the plaintext streams into unpack
                 with blob.open("rb") as f:
                     verify_layer_hmac(f, *key)

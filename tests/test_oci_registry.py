@@ -331,6 +331,8 @@ def test_tampered_blob_never_unpacked(world: World) -> None:
             puller.pull(f"{world.host}/open/tamper:1", world.tmp / "t1")
         assert info.value.reason == "image.digest_mismatch"
         assert not (world.tmp / "t1" / "rootfs").exists()
+        # the layer was unpacked from the stream into rootfs.partial, which is gone with it
+        assert not (world.tmp / "t1" / "rootfs.partial").exists()
         assert not list((world.tmp / "tcache" / "blobs" / "sha256").iterdir())
     finally:
         puller.close()

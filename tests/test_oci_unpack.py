@@ -208,3 +208,100 @@ def test_random_trees_never_escape(entries: list[tuple[str, str, bytes | str]]) 
         outside = {p.name for p in base.iterdir()}
         assert outside <= {"rootfs"} | {p.name for p in base.glob("blob-*")}, outside
         assert not Path("/a").exists() and not Path("/b").exists()  # via a symlink to /
+
+
+class _Chunked:
+    """A reader returning at most the next of ``sizes`` bytes per call, as a network stream does."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self._data, self._sizes, self._pos, self._i = data, sizes, 0, 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        size = self._sizes[self._i % len(self._sizes)]
+        self._i += 1
+        out = self._data[self._pos : self._pos + min(size, n if n >= 0 else size)]
+        self._pos += len(out)
+        return out
+
+
+_SIZES = [0, 1, 511, 512, 513, 4096, 100_000]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.sampled_from(_SIZES), min_size=1, max_size=5),
+    st.lists(st.integers(1, 70_000), min_size=1, max_size=6),
+    st.sampled_from(["", "gzip", "zstd"]),
+)
+def test_stream_in_any_chunks_gives_the_same_tree(
+    files: list[int], chunks: list[int], compression: str
+) -> None:
+    import tempfile
+
+    entries: list[Entry] = [(f"d/f{i}", "file", os.urandom(n)) for i, n in enumerate(files)]
+    raw = _tar(entries)
+    blob = {"gzip": gzip.compress, "zstd": zstandard.ZstdCompressor().compress, "": bytes}[
+        compression
+    ](raw)
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        unpack_layer(
+            _Chunked(blob, chunks),
+            compression,
+            "sha256:" + hashlib.sha256(raw).hexdigest(),
+            root,
+            UnpackBudget(OciSettings()),
+        )
+        for name, _, data in entries:
+            assert (root / name).read_bytes() == data
+
+
+def test_large_file_zlib_fallback_and_truncation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zlib
+
+    from trustpod.oci import unpack
+
+    big = os.urandom(3 << 20) + b"text " * (2 << 20)  # > one 4 MiB decompressed chunk
+    for inflate in (unpack._inflate, zlib):
+        monkeypatch.setattr(unpack, "_inflate", inflate)
+        root = tmp_path / f"rootfs-{inflate.__name__}"
+        root.mkdir()
+        _apply(tmp_path, root, [("big", "file", big), ("after", "file", b"x")], "gzip")
+        assert (root / "big").read_bytes() == big and (root / "after").read_bytes() == b"x"
+    # a tar whose last member's data is cut short is a format error, not a short file
+    raw = _tar([("f", "file", b"y" * 5000)])[:3000]
+    cut = tmp_path / "cut"
+    cut.write_bytes(raw)
+    root = tmp_path / "rootfs-cut"
+    root.mkdir()
+    with pytest.raises(EvidenceError) as info:
+        unpack_layer(cut, "", "sha256:" + "0" * 64, root, UnpackBudget(OciSettings()))
+    assert info.value.reason == "image.layer_format"
+
+
+def test_gnu_sparse_file(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("tar") is None:
+        pytest.skip("GNU tar not installed (apt: tar)")
+    src = tmp_path / "src"
+    src.mkdir()
+    with (src / "sparse").open("wb") as f:
+        f.write(b"head")
+        f.seek(1 << 20)
+        f.write(b"tail")
+    layer = tmp_path / "layer.tar"
+    subprocess.run(
+        ["tar", "--sparse", "--format=gnu", "-C", str(src), "-cf", str(layer), "sparse"],
+        check=True,
+    )
+    raw = layer.read_bytes()
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    unpack_layer(
+        layer, "", "sha256:" + hashlib.sha256(raw).hexdigest(), root, UnpackBudget(OciSettings())
+    )
+    assert (root / "sparse").read_bytes() == (src / "sparse").read_bytes()

@@ -54,6 +54,9 @@ class OciSettings:
     max_redirects: int = 5
     max_token_bytes: int = 1024 * 1024
     chunk_bytes: int = 1024 * 1024
+    #: Decompressed chunks (<= 4 MiB each) a helper thread may run ahead of the tar walk
+    #: (decompress + diff_id hash on one core, tar + file writes on another); 0 = no thread.
+    decompress_ahead_chunks: int = 4
     #: Registries spoken to over plain http (named insecure: warned at start).
     insecure_http_registries: frozenset[str] = frozenset()
     #: Extra PEM root certificates for registry TLS (``[image] extra_root_certificates``).

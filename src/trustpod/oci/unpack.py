@@ -22,8 +22,10 @@ import contextlib
 import hashlib
 import logging
 import os
+import queue
 import stat
 import tarfile
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,13 +84,12 @@ _READ = 1 << 20
 
 
 class _TarStream:
-    """The decompressed tar as a forward-only file for ``tarfile`` (``read``/``tell``/``seek``
-    ahead), hashing every byte once for the diff_id and counting it against the budget;
-    ``copy_to`` writes a member's contents from the decompressed chunks without copies."""
+    """The decompressed tar (chunks already hashed and counted by ``_Hashed``) as a forward-only
+    file for ``tarfile`` (``read``/``tell``/``seek`` ahead); ``copy_to`` writes a member's
+    contents from the decompressed chunks without copies."""
 
-    def __init__(self, chunks: Callable[[], bytes], budget: UnpackBudget, algorithm: str) -> None:
+    def __init__(self, chunks: Callable[[], bytes], budget: UnpackBudget) -> None:
         self._next, self._budget = chunks, budget
-        self.hash = hashlib.new(algorithm)
         self._buf = memoryview(b"")
         self._pos = 0  # stream offset of self._buf[0:]
 
@@ -96,14 +97,6 @@ class _TarStream:
         data = self._next()
         if not data:
             return False
-        self.hash.update(data)
-        b = self._budget
-        b.bytes += len(data)
-        if b.bytes > b.settings.max_unpacked_bytes:
-            raise EvidenceError(
-                f"image unpacks to more than {b.settings.max_unpacked_bytes} bytes",
-                reason="image.too_large",
-            )
         self._buf = memoryview(data)
         return True
 
@@ -318,6 +311,65 @@ def _entry(layer: _Layer, src: _TarStream, m: tarfile.TarInfo) -> None:
         raise _unsafe(f"{m.name!r} has unsupported tar type {m.type!r}")
 
 
+class _Hashed:
+    """Decompressed chunks, each hashed once for the diff_id and counted against the budget."""
+
+    def __init__(self, chunks: Callable[[], bytes], budget: UnpackBudget, algorithm: str) -> None:
+        self._chunks, self._budget = chunks, budget
+        self.hash = hashlib.new(algorithm)
+
+    def __call__(self) -> bytes:
+        data = self._chunks()
+        self.hash.update(data)
+        b = self._budget
+        b.bytes += len(data)
+        if b.bytes > b.settings.max_unpacked_bytes:
+            raise EvidenceError(
+                f"image unpacks to more than {b.settings.max_unpacked_bytes} bytes",
+                reason="image.too_large",
+            )
+        return data
+
+
+class _Ahead:
+    """Run ``chunks`` (read, decompress, hash: C code that releases the GIL) in a helper thread,
+    at most ``depth`` chunks ahead of the tar walk; its exceptions surface in the caller."""
+
+    def __init__(self, chunks: Callable[[], bytes], depth: int) -> None:
+        self._q: queue.Queue[tuple[bytes, BaseException | None]] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(chunks,), daemon=True)
+        self._thread.start()
+
+    def _run(self, chunks: Callable[[], bytes]) -> None:
+        try:
+            while not self._stop.is_set():
+                data = chunks()
+                self._q.put((data, None))
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._q.put((b"", exc))
+
+    def __call__(self) -> bytes:
+        if self._done:
+            return b""
+        data, exc = self._q.get()
+        if exc is not None:
+            self._done = True
+            raise exc
+        self._done = not data
+        return data
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a put() on a full queue
+            with contextlib.suppress(queue.Empty):
+                self._q.get(timeout=0.01)
+        self._thread.join()
+
+
 class _Gunzip:
     """gzip members (ISA-L or zlib), each call one bounded output chunk. Zero padding after the
     last member is ignored, as ``gzip`` does; anything else after it is another member."""
@@ -376,7 +428,10 @@ def unpack_layer(
     label = name or (blob.name if isinstance(blob, Path) else "stream")
     with blob.open("rb") if isinstance(blob, Path) else contextlib.nullcontext(blob) as f:
         algorithm = diff_id.split(":", 1)[0]
-        src = _TarStream(_chunks(f, compression), budget, algorithm)
+        hashed = _Hashed(_chunks(f, compression), budget, algorithm)
+        depth = budget.settings.decompress_ahead_chunks
+        ahead = _Ahead(hashed, depth) if depth > 0 else None
+        src = _TarStream(ahead or hashed, budget)
         try:
             # "r:" over the forward-only stream: tarfile parses headers, _entry copies contents
             with tarfile.open(fileobj=src, mode="r:") as tar:  # type: ignore[call-overload]
@@ -394,7 +449,10 @@ def unpack_layer(
             if isinstance(exc, FileExistsError | PermissionError | IsADirectoryError):
                 raise _unsafe(str(exc)) from exc
             raise EvidenceError(f"layer {label}: {exc}", reason="image.layer_format") from exc
-    got = f"{algorithm}:{src.hash.hexdigest()}"
+        finally:
+            if ahead is not None:
+                ahead.close()  # before the source is closed or handed back
+    got = f"{algorithm}:{hashed.hash.hexdigest()}"
     if got != diff_id:
         raise VerificationError(
             f"layer {label} unpacks to {got}, the config says {diff_id}",

@@ -6,7 +6,8 @@ The image is built by ``trustpod.oci.layout`` (gzip layers; half of each file ra
 repetitive text, so compression matters as in real images) and pushed with ``skopeo copy``.
 Each run starts from an empty destination and an empty blob cache. Figures are per whole
 command-line process (interpreter start included for trustpod): wall, and CPU = user + system
-of that child from ``wait4``. Runs alternate skopeo / trustpod; the median is reported.
+of that child from ``wait4``; the in-process line times ``ImagePuller.pull`` inside its process
+(wall, ``process_time``), as the agent pulls. Runs alternate skopeo / trustpod; medians reported.
 Goal (issue 9): trustpod >= 0.8x skopeo's throughput (MiB of image per wall second).
 """
 
@@ -129,7 +130,22 @@ def main() -> int:
                 "    m = c.resolve(img).manifest\n"
                 "    for d in m.layers: c.fetch_blob(img, d, out / d.digest[7:])\n"
             )
-            sk, tp, fo = [], [], []
+            # the agent pulls inside its long-running process: time the pull alone (no start-up)
+            in_process = (
+                "import json, sys, time; from pathlib import Path\n"
+                "from trustpod.oci.policy import parse_policy\n"
+                "from trustpod.oci.puller import FileKeyLoader, ImagePuller\n"
+                "from trustpod.oci.registry import RegistryClient\n"
+                "from trustpod.oci.settings import OciSettings\n"
+                "ref, pol, dest = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])\n"
+                "s = OciSettings(insecure_http_registries=frozenset({ref.split('/')[0]}))\n"
+                "p = ImagePuller(RegistryClient(s), dest / '.blobs', keys=FileKeyLoader(),\n"
+                "    policy=parse_policy(pol.read_bytes(), str(pol)), pgp=None)\n"
+                "t, c = time.perf_counter(), time.process_time()\n"
+                "p.pull(ref, dest)\n"
+                "print(json.dumps([time.perf_counter() - t, time.process_time() - c]))\n"
+            )
+            sk, tp, fo, ip = [], [], [], []
             for i in range(args.repeat):
                 out = tmp / f"sk{i}"
                 sk.append(
@@ -170,6 +186,22 @@ def main() -> int:
                     _run([sys.executable, "-c", fetch_only, f"{host}/bench/img:1", str(tmp / "fo")])
                 )
                 shutil.rmtree(tmp / "fo")
+                out_ip = subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        in_process,
+                        f"{host}/bench/img:1",
+                        str(policy),
+                        str(dest),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                wall_ip, cpu_ip = json.loads(out_ip)
+                ip.append((float(wall_ip), float(cpu_ip)))
+                shutil.rmtree(dest)
         finally:
             os.kill(reg.pid, signal.SIGTERM)
             reg.wait(10)
@@ -193,9 +225,14 @@ def main() -> int:
         f"trustpod fetch+verify:   {fo_wall:6.2f} s wall ({mib / fo_wall:6.1f} MiB/s), "
         f"{fo_cpu:5.2f} s CPU  (no unpack: like for like with skopeo)"
     )
+    ip_wall, ip_cpu = statistics.median(w for w, _ in ip), statistics.median(c for _, c in ip)
+    print(
+        f"trustpod pull in-process:{ip_wall:6.2f} s wall ({mib / ip_wall:6.1f} MiB/s), "
+        f"{ip_cpu:5.2f} s CPU  (the agent's case: no interpreter start or imports)"
+    )
     print(
         f"throughput ratio trustpod/skopeo: {sk_wall / tp_wall:.2f}x pull+unpack (goal >= 0.8x), "
-        f"{sk_wall / fo_wall:.2f}x fetch+verify only"
+        f"{sk_wall / fo_wall:.2f}x fetch+verify only, {sk_wall / ip_wall:.2f}x in-process pull"
     )
     return 0
 

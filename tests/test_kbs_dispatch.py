@@ -156,3 +156,55 @@ def test_stalled_body_times_out_on_the_dispatched_route(tmp_path: Path) -> None:
     asyncio.run(go())
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 408
     assert any(k == b"x-request-id" for k, _ in sent[0]["headers"])
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else None
+
+
+def test_coalescing_transport_one_write_per_loop_step() -> None:
+    from trustpod.kbs.http_protocol import CoalescingTransport
+
+    async def go() -> None:
+        raw = _FakeTransport()
+        t: Any = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        t.write(memoryview(b"ok"))
+        assert raw.writes == []
+        await asyncio.sleep(0)
+        assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+        assert t.get_extra_info("peername") == ("127.0.0.1", 1)  # the rest is passed through
+        t.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        t.close()  # what was written goes out before the close
+        assert raw.writes[-1] == b"HTTP/1.1 400 Bad Request\r\n\r\n" and raw.closed
+        await asyncio.sleep(0)  # the scheduled flush finds nothing left
+        assert len(raw.writes) == 2
+        t.write(b"late")
+        await asyncio.sleep(0)  # a closed transport is not written to
+        assert len(raw.writes) == 2
+
+    asyncio.run(go())
+
+
+def test_kbs_serve_uses_the_coalescing_protocol() -> None:
+    from trustpod.kbs.http_protocol import CoalescingHttpToolsProtocol
+    from trustpod.kbs.tls import KbsUvicornConfig
+
+    config = KbsUvicornConfig(lambda *a: None)
+    config.load()
+    assert config.http_protocol_class is CoalescingHttpToolsProtocol

@@ -152,6 +152,12 @@ class KbsUvicornConfig(uvicorn.Config):
     minimum/maximum version or group settings). Picklable: worker processes rebuild it."""
 
     def __init__(self, app: Any, *, http: HttpServerConfig | None = None, **kwargs: Any) -> None:
+        try:  # uvicorn[standard]: httptools, one send() per response (trustpod.kbs.http_protocol)
+            from trustpod.kbs.http_protocol import CoalescingHttpToolsProtocol
+
+            kwargs.setdefault("http", CoalescingHttpToolsProtocol)
+        except ImportError:  # pragma: no cover - uvicorn without httptools: its h11 protocol
+            pass
         super().__init__(app, **kwargs)
         self.trustpod_http = http
 

@@ -8,6 +8,7 @@ and anything else is logged and answered 500 with the error body (never a hang).
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import logging
 import time
@@ -152,7 +153,7 @@ class KbsHttp:
             return Response(body, 500, media_type=_JSON)
 
     def _cookie(self, sid: str, expires_at: float) -> str:
-        return f"{SESSION_COOKIE}={sid}; Expires={email.utils.formatdate(expires_at, usegmt=True)}"
+        return f"{SESSION_COOKIE}={sid}; Expires={_http_date(expires_at)}"
 
     # -- RCAR ------------------------------------------------------------------------------------
     async def auth(self, request: Request) -> Response:
@@ -243,6 +244,12 @@ class KbsHttp:
 
     async def healthz(self, request: Request) -> Response:
         return Response(b"", 200)
+
+
+@functools.lru_cache(maxsize=16)
+def _http_date(timestamp: float) -> str:
+    """RFC 7231 date of a session expiry (whole seconds: one format per second, not per reply)."""
+    return email.utils.formatdate(timestamp, usegmt=True)
 
 
 def _type(variant: str) -> str:

@@ -305,3 +305,22 @@ def test_gnu_sparse_file(tmp_path: Path) -> None:
         layer, "", "sha256:" + hashlib.sha256(raw).hexdigest(), root, UnpackBudget(OciSettings())
     )
     assert (root / "sparse").read_bytes() == (src / "sparse").read_bytes()
+
+
+def test_huge_pax_header_refused(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("f")
+        info.pax_headers = {"comment": "x" * (2 << 20)}
+        tar.addfile(info, io.BytesIO(b""))
+    raw = buf.getvalue()
+    blob = tmp_path / "pax"
+    blob.write_bytes(raw)
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    with pytest.raises(EvidenceError) as info:
+        unpack_layer(blob, "", digest, root, UnpackBudget(OciSettings()))
+    assert info.value.reason == "image.too_large"
+    unpack_layer(blob, "", digest, root, UnpackBudget(OciSettings(max_tar_header_bytes=4 << 20)))
+    assert (root / "f").read_bytes() == b""

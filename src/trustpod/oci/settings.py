@@ -44,6 +44,9 @@ class OciSettings:
     #: Layers downloaded at once (``[image] max_concurrent_layer_downloads_per_image``, 3).
     max_concurrent_layer_downloads: int = 3
     max_path_bytes: int = 4096
+    #: One tar header record (pax extended header, GNU long name, sparse map); Go's archive/tar,
+    #: which containerd and image-rs' peers use, caps these at 1 MiB (``maxSpecialFileSize``).
+    max_tar_header_bytes: int = 1024 * 1024
     #: Signatures read per image, and the size of each (simple signing / cosign layer).
     max_signatures: int = 64
     max_signature_bytes: int = 4 * 1024 * 1024

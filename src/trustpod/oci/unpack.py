@@ -101,8 +101,13 @@ class _TarStream:
         return True
 
     def read(self, n: int = -1) -> bytes:
-        if n < 0:
-            n = self._budget.settings.max_unpacked_bytes
+        # contents go through copy_to/skip: read() is only ever for headers (pax records, GNU
+        # long names, sparse maps), which must not make us buffer a huge "header" in memory
+        limit = self._budget.settings.max_tar_header_bytes
+        if n < 0 or n > limit:
+            raise EvidenceError(
+                f"tar header record of {n} bytes (limit {limit})", reason="image.too_large"
+            )
         if n <= len(self._buf):
             out = bytes(self._buf[:n])
             self._buf = self._buf[n:]

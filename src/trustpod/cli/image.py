@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
     b.add_argument("--cache-dir", type=Path, default=None, help="default: $XDG_CACHE_HOME/...")
     b.add_argument("--no-vhd", action="store_true", help="skip disk.vhd (Azure)")
     b.add_argument("--checkout", type=Path, default=Path("."), help="trustpod source tree")
+    b.add_argument(
+        "--local-images", type=Path, default=None, help="unpacked images baked into the VM"
+    )
     b.set_defaults(func=_build)
 
     r = sub.add_parser("reference-values", help="expected PCR 11 as an RVPS sample message")

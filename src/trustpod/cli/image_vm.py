@@ -56,7 +56,9 @@ def build_bootable(args: argparse.Namespace) -> int:
     if rootfs is None:
         say("trustpod wheel")
         wheel = build_wheel(args.checkout, cache / "wheel")
-        rootfs = build_rootfs(plan_rootfs(), wheel, cache, progress=say)
+        rootfs = build_rootfs(
+            plan_rootfs(), wheel, cache, progress=say, local_images=args.local_images
+        )
     image = build_vm_image(
         rootfs, args.out, maker_for(args.fs), kernel, cache=cache, vhd=not args.no_vhd, progress=say
     )

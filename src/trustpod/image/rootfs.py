@@ -187,11 +187,22 @@ def _debian_base(plan: RootfsPlan, cache: Path, env: dict[str, str], progress: P
 
 
 def build_rootfs(
-    plan: RootfsPlan, wheel: Path, cache: Path, progress: Progress = lambda _m: None
+    plan: RootfsPlan,
+    wheel: Path,
+    cache: Path,
+    progress: Progress = lambda _m: None,
+    local_images: Path | None = None,
 ) -> Path:
-    """The rootfs directory ``cache/rootfs/<digest>`` (built once per input digest)."""
+    """The rootfs directory ``cache/rootfs/<digest>`` (built once per input digest).
+
+    ``local_images`` (unpacked container roots named like the agent's ``--local-images``)
+    are copied to the pod VM image directory: pods then run without a registry."""
     wheel_sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
     digest = plan.digest(wheel_sha)
+    if local_images is not None:
+        from trustpod.image.vmimage import tree_digest
+
+        digest = hashlib.sha256(f"{digest}\0{tree_digest(local_images)}".encode()).hexdigest()
     dest = cache / "rootfs" / digest
     if (dest / ".trustpod-rootfs").is_file():
         progress(f"rootfs cached: {dest}")
@@ -215,6 +226,9 @@ def build_rootfs(
     _run(argv, env)
     _pause_rootfs(tmp / POD_VM_DIR / "pause" / "rootfs")
     (tmp / POD_VM_DIR / "guest.toml").write_text(GUEST_TOML)
+    if local_images is not None:
+        progress(f"local images from {local_images}")
+        _run(["cp", "-a", str(local_images), str(tmp / POD_VM_DIR / "images")])
     init = tmp / "sbin" / "trustpod-init"
     init.write_bytes(plan.init)
     init.chmod(0o755)

@@ -226,7 +226,10 @@ class QemuProvider:
 
     def delete_instance(self, instance_id: str) -> None:
         vm = self._vm(instance_id)
-        for proc in reversed(self._procs.pop(instance_id, [])):
+        procs = self._procs.pop(instance_id, None)
+        if procs is None:  # another process (``trustpod pod delete``) started it
+            self._stop_by_pidfile(vm)
+        for proc in reversed(procs or []):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
@@ -236,6 +239,32 @@ class QemuProvider:
                     proc.kill()
                     proc.wait()
         shutil.rmtree(vm, ignore_errors=True)
+
+    def _stop_by_pidfile(self, vm: Path) -> None:
+        """SIGTERM the qemu/swtpm PIDs recorded for ``vm``, only while their command line
+        still names this VM's directory (a reused PID is left alone)."""
+        try:
+            pids = [int(p) for p in (vm / "pids").read_text().split()]
+        except (OSError, ValueError):
+            return
+        for pid in reversed(pids):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(vm).encode() not in cmd:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + self.settings.stop_timeout_s
+            while time.monotonic() < deadline:
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                except OSError:
+                    break
+                if stat.rpartition(")")[2].split()[:1] == ["Z"]:
+                    break
+                time.sleep(0.05)
 
     def teardown(self) -> None:
         for instance_id in list(self._procs):

@@ -1,8 +1,10 @@
 """``trustpod pod run|list|logs|exec|delete``: Kubernetes Pods in their own pod VMs.
 
-Thin handlers over ``trustpod.pod``: the runner prints each step with its timing; state lives in
-the pod store (``--store``, ``$TRUSTPOD_POD_STORE``, ``[pod] store``) so a second shell sees the
-pods. ``pod run`` follows the containers' logs until they exit; Ctrl-C deletes the pod.
+Thin handlers over ``trustpod.pod``: the runner prints each step with its timing (on a terminal
+with a live line for the running step, ``trustpod.cli.progress``; ``--no-progress`` turns it
+off); state lives in the pod store (``--store``, ``$TRUSTPOD_POD_STORE``, ``[pod] store``) so a
+second shell sees the pods. ``pod run`` follows the containers' logs until they exit; Ctrl-C
+deletes the pod.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ def _ctx(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _step(label: str, seconds: float) -> None:
-    if seconds:
-        print(f"  {seconds * 1000:8.0f} ms  {label}", file=sys.stderr, flush=True)
-    else:
-        print(f"               {label}", file=sys.stderr, flush=True)
+    from trustpod.cli.progress import plain_line
+
+    sys.stderr.write(plain_line(label, seconds))
+    sys.stderr.flush()
 
 
 def _follow(store: Any, name: str, containers: list[str], *, follow: bool, prefix: bool) -> int:
@@ -62,6 +64,7 @@ def _follow(store: Any, name: str, containers: list[str], *, follow: bool, prefi
 
 
 def _run(args: argparse.Namespace) -> int:
+    from trustpod.cli.progress import StepProgress, Ticker
     from trustpod.pod.config import choose_provider
     from trustpod.pod.runner import RunOptions, delete_pod, run_pod
     from trustpod.pod.spec import parse_pod
@@ -82,7 +85,9 @@ def _run(args: argparse.Namespace) -> int:
         pod_yaml=pod_text,
     )
     print(f"pod {pod.name}: provider {name}", file=sys.stderr, flush=True)
-    record = run_pod(pod, provider, store, options, _step)
+    progress = StepProgress(sys.stderr, time.monotonic, live=False if args.no_progress else None)
+    with Ticker(progress):
+        record = run_pod(pod, provider, store, options, progress.done, begin=progress.begin)
     if args.detach:
         print(record.name)
         return 0
@@ -174,6 +179,11 @@ def register(subparsers: Any) -> None:
         help="agent policy: generate (from the pod), allow-all, allow-all-except-exec, FILE.rego",
     )
     run.add_argument("-d", "--detach", action="store_true", help="return once running")
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="plain step lines even on a terminal (no live line redrawn in place)",
+    )
     common(run)
     run.set_defaults(func=_run)
     ls = sub.add_parser("list", help="the pods in the store")

@@ -16,6 +16,7 @@ Any failure deletes the instance and the record: nothing is left behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import subprocess
@@ -36,6 +37,7 @@ __all__ = [
     "GENERATE",
     "IMAGE_ANNOTATION",
     "MACHINE_TYPE_ANNOTATION",
+    "Begin",
     "RunOptions",
     "Step",
     "agent_client",
@@ -46,6 +48,8 @@ __all__ = [
 ]
 
 Step = Callable[[str, float], None]
+#: Called with a step's label when it starts (a terminal's progress display shows it running).
+Begin = Callable[[str], None]
 #: ``RunOptions.policy`` value: generate the agent policy from the pod (F2's generator).
 GENERATE = "generate"
 #: Kata's pod annotations CAA sizes the VM by.
@@ -137,7 +141,9 @@ def _call(agent: Any, method: str, req: Any, timeout_s: float | None = None) -> 
         raise
 
 
-def _timed(step: Step, label: str, fn: Callable[[], Any]) -> Any:
+def _timed(step: Step, label: str, fn: Callable[[], Any], begin: Begin | None = None) -> Any:
+    if begin is not None:
+        begin(label)
     t = time.monotonic()
     out = fn()
     step(label, time.monotonic() - t)
@@ -163,13 +169,14 @@ def run_pod(
     step: Step,
     *,
     start_pump: bool = True,
+    begin: Begin | None = None,
 ) -> PodRecord:
     from trustpod.agent.pb import protos
     from trustpod.initdata import InitData
 
     pb = protos()
     t0 = time.monotonic()
-    initdata = _timed(step, "initdata", lambda: pod_initdata(pod, options))
+    initdata = _timed(step, "initdata", lambda: pod_initdata(pod, options), begin)
     digest = InitData.parse(initdata.encode()).digest.hex()
     step(f"initdata digest sha256:{digest}", 0.0)
     sandbox_id = secrets.token_hex(32)
@@ -188,6 +195,7 @@ def run_pod(
             step,
             f"create pod VM ({provider.name})",
             lambda: provider.create_instance(pod.name, sandbox_id, userdata, _size(pod)),
+            begin,
         )
         instance_id = inst.id
         record.instance_id, record.agent_address = inst.id, inst.agent_address
@@ -198,24 +206,38 @@ def run_pod(
             lambda: _wait_agent(
                 inst.agent_address, options.agent_timeout_s, _vm_died(provider, inst.id)
             ),
+            begin,
         )
         with agent:
             req = pb.grpc.CreateSandboxRequest(sandbox_id=sandbox_id, hostname=pod.name)
-            _timed(step, "CreateSandbox", lambda: _call(agent, "CreateSandbox", req))
+            _timed(step, "CreateSandbox", lambda: _call(agent, "CreateSandbox", req), begin)
             pause = create_container(pb, pod, sandbox_id, None)
-            _timed(step, "pause container", lambda: _start(pb, agent, pause, sandbox_id, 30))
+            _timed(
+                step,
+                "pause container",
+                lambda: _start(pb, agent, pause, sandbox_id, 30),
+                begin,
+            )
             for c in pod.containers:
                 cid = container_id(sandbox_id, c.name)
                 for op in copy_file_ops(pod, sandbox_id, c):
                     _copy(pb, agent, op)
                 creq = create_container(pb, pod, sandbox_id, c)
-                t = time.monotonic()
-                _call(agent, "CreateContainer", creq, options.pull_timeout_s)
-                step(f"{c.name}: pull {c.image} + CreateContainer", time.monotonic() - t)
-                t = time.monotonic()
+                _timed(
+                    step,
+                    f"{c.name}: pull {c.image} + CreateContainer",
+                    functools.partial(
+                        _call, agent, "CreateContainer", creq, options.pull_timeout_s
+                    ),
+                    begin,
+                )
                 sreq = pb.grpc.StartContainerRequest(container_id=cid)
-                _call(agent, "StartContainer", sreq)
-                step(f"{c.name}: StartContainer", time.monotonic() - t)
+                _timed(
+                    step,
+                    f"{c.name}: StartContainer",
+                    functools.partial(_call, agent, "StartContainer", sreq),
+                    begin,
+                )
                 record.containers[c.name] = cid
         record.state = "running"
         if start_pump:

@@ -261,11 +261,11 @@ def test_large_file_zlib_fallback_and_truncation(
 ) -> None:
     import zlib
 
-    from trustpod.oci import unpack
+    from trustpod.oci import layerstream
 
     big = os.urandom(3 << 20) + b"text " * (2 << 20)  # > one 4 MiB decompressed chunk
-    for inflate in (unpack._inflate, zlib):
-        monkeypatch.setattr(unpack, "_inflate", inflate)
+    for inflate in (layerstream._inflate, zlib):
+        monkeypatch.setattr(layerstream, "_inflate", inflate)
         root = tmp_path / f"rootfs-{inflate.__name__}"
         root.mkdir()
         _apply(tmp_path, root, [("big", "file", big), ("after", "file", b"x")], "gzip")

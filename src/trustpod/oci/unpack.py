@@ -19,150 +19,43 @@ and apply each entry:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import queue
 import stat
 import tarfile
-import threading
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import IO, Protocol, cast
+from typing import cast
 
 import zstandard
 
 from trustpod.errors import EvidenceError, VerificationError
+from trustpod.oci.layerstream import (
+    INFLATE_ERRORS,
+    ByteSource,
+    HashedChunks,
+    ReadAhead,
+    TarStream,
+    UnpackBudget,
+    decompressed_chunks,
+)
 from trustpod.oci.settings import OciSettings
 
-_inflate: ModuleType
-try:  # ISA-L inflate is ~4x zlib's on x86-64; same API, same format checks
-    from isal import isal_zlib as _inflate
-
-    _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate.error)
-except ImportError:  # pragma: no cover - isal is a dependency of the guest extra
-    _inflate = zlib
-    _INFLATE_ERRORS = (zlib.error,)
 _FORMAT_ERRORS: tuple[type[BaseException], ...] = (
     tarfile.TarError,
     OSError,
     EOFError,
     zstandard.ZstdError,
-    *_INFLATE_ERRORS,
+    *INFLATE_ERRORS,
 )
 
-__all__ = ["ByteSource", "UnpackBudget", "remove_tree", "unpack_layer"]
-
-
-class ByteSource(Protocol):
-    """What a layer is read from: a file, ``BlobStream``, a decrypting reader."""
-
-    def read(self, n: int = -1, /) -> bytes: ...
+__all__ = ["UnpackBudget", "remove_tree", "unpack_layer"]
 
 
 log = logging.getLogger(__name__)
 
 _OPAQUE = ".wh..wh..opq"
 _WH = ".wh."
-
-
-@dataclass
-class UnpackBudget:
-    """Counts shared by all layers of one image (``max_unpacked_bytes``, ``max_tar_entries``)."""
-
-    settings: OciSettings
-    bytes: int = 0
-    entries: int = 0
-
-
-#: Decompressed bytes handed over at once (bounds memory whatever the compression ratio).
-_CHUNK = 4 << 20
-_READ = 1 << 20
-
-
-class _TarStream:
-    """The decompressed tar (chunks already hashed and counted by ``_Hashed``) as a forward-only
-    file for ``tarfile`` (``read``/``tell``/``seek`` ahead); ``copy_to`` writes a member's
-    contents from the decompressed chunks without copies."""
-
-    def __init__(self, chunks: Callable[[], bytes], budget: UnpackBudget) -> None:
-        self._next, self._budget = chunks, budget
-        self._buf = memoryview(b"")
-        self._pos = 0  # stream offset of self._buf[0:]
-
-    def _fill(self) -> bool:
-        data = self._next()
-        if not data:
-            return False
-        self._buf = memoryview(data)
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        # contents go through copy_to/skip: read() is only ever for headers (pax records, GNU
-        # long names, sparse maps), which must not make us buffer a huge "header" in memory
-        limit = self._budget.settings.max_tar_header_bytes
-        if n < 0 or n > limit:
-            raise EvidenceError(
-                f"tar header record of {n} bytes (limit {limit})", reason="image.too_large"
-            )
-        if n <= len(self._buf):
-            out = bytes(self._buf[:n])
-            self._buf = self._buf[n:]
-            self._pos += n
-            return out
-        parts = [bytes(self._buf)]
-        got = len(self._buf)
-        self._pos += got
-        self._buf = memoryview(b"")
-        while got < n and self._fill():
-            take = self._buf[: n - got]
-            parts.append(bytes(take))
-            got += len(take)
-            self._pos += len(take)
-            self._buf = self._buf[len(take) :]
-        return b"".join(parts)
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence != 0 or pos < self._pos:
-            raise OSError("layer tar is read forward only")
-        self.skip(pos - self._pos)
-        return self._pos
-
-    def skip(self, n: int) -> None:
-        while n > 0:
-            if not self._buf and not self._fill():
-                raise EOFError("tar stream ends early")
-            take = min(n, len(self._buf))
-            self._buf = self._buf[take:]
-            self._pos += take
-            n -= take
-
-    def copy_to(self, fd: int, n: int) -> None:
-        """Write the next ``n`` bytes to ``fd``."""
-        while n > 0:
-            if not self._buf and not self._fill():
-                raise EOFError("tar stream ends early")
-            view = self._buf[:n]
-            done = 0
-            while done < len(view):
-                done += os.write(fd, view[done:])
-            self._buf = self._buf[done:]
-            self._pos += done
-            n -= done
-
-    def drain(self) -> None:
-        """Hash the rest (end-of-archive blocks, padding) so the diff_id covers every byte."""
-        self._pos += len(self._buf)
-        self._buf = memoryview(b"")
-        while self._fill():
-            self._pos += len(self._buf)
-            self._buf = memoryview(b"")
 
 
 def _unsafe(msg: str) -> EvidenceError:
@@ -239,7 +132,7 @@ def _apply_meta(path: Path, m: tarfile.TarInfo, *, is_link: bool) -> None:
             os.utime(path, (m.mtime, m.mtime))
 
 
-def _entry(layer: _Layer, src: _TarStream, m: tarfile.TarInfo) -> None:
+def _entry(layer: _Layer, src: TarStream, m: tarfile.TarInfo) -> None:
     parts = _parts(m.name, layer.settings)
     if not parts:
         return  # the root entry itself
@@ -316,107 +209,6 @@ def _entry(layer: _Layer, src: _TarStream, m: tarfile.TarInfo) -> None:
         raise _unsafe(f"{m.name!r} has unsupported tar type {m.type!r}")
 
 
-class _Hashed:
-    """Decompressed chunks, each hashed once for the diff_id and counted against the budget."""
-
-    def __init__(self, chunks: Callable[[], bytes], budget: UnpackBudget, algorithm: str) -> None:
-        self._chunks, self._budget = chunks, budget
-        self.hash = hashlib.new(algorithm)
-
-    def __call__(self) -> bytes:
-        data = self._chunks()
-        self.hash.update(data)
-        b = self._budget
-        b.bytes += len(data)
-        if b.bytes > b.settings.max_unpacked_bytes:
-            raise EvidenceError(
-                f"image unpacks to more than {b.settings.max_unpacked_bytes} bytes",
-                reason="image.too_large",
-            )
-        return data
-
-
-class _Ahead:
-    """Run ``chunks`` (read, decompress, hash: C code that releases the GIL) in a helper thread,
-    at most ``depth`` chunks ahead of the tar walk; its exceptions surface in the caller."""
-
-    def __init__(self, chunks: Callable[[], bytes], depth: int) -> None:
-        self._q: queue.Queue[tuple[bytes, BaseException | None]] = queue.Queue(depth)
-        self._stop = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(target=self._run, args=(chunks,), daemon=True)
-        self._thread.start()
-
-    def _run(self, chunks: Callable[[], bytes]) -> None:
-        try:
-            while not self._stop.is_set():
-                data = chunks()
-                self._q.put((data, None))
-                if not data:
-                    return
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._q.put((b"", exc))
-
-    def __call__(self) -> bytes:
-        if self._done:
-            return b""
-        data, exc = self._q.get()
-        if exc is not None:
-            self._done = True
-            raise exc
-        self._done = not data
-        return data
-
-    def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():  # unblock a put() on a full queue
-            with contextlib.suppress(queue.Empty):
-                self._q.get(timeout=0.01)
-        self._thread.join()
-
-
-class _Gunzip:
-    """gzip members (ISA-L or zlib), each call one bounded output chunk. Zero padding after the
-    last member is ignored, as ``gzip`` does; anything else after it is another member."""
-
-    def __init__(self, raw: ByteSource) -> None:
-        self._raw = raw
-        self._z = _inflate.decompressobj(wbits=31)
-
-    def __call__(self) -> bytes:
-        while True:
-            z = self._z
-            if z.eof:
-                rest = z.unused_data.lstrip(b"\0")
-                while not rest:
-                    more = self._raw.read(_READ)
-                    if not more:
-                        return b""
-                    rest = more.lstrip(b"\0")
-                self._z = z = _inflate.decompressobj(wbits=31)  # another gzip member
-                data = z.decompress(rest, _CHUNK)
-            elif z.unconsumed_tail:
-                data = z.decompress(z.unconsumed_tail, _CHUNK)
-            else:
-                chunk = self._raw.read(_READ)
-                if not chunk:
-                    raise EOFError("gzip stream ends early")
-                data = z.decompress(chunk, _CHUNK)
-            if data:
-                return bytes(data)
-
-
-def _chunks(f: ByteSource, compression: str) -> Callable[[], bytes]:
-    if compression == "gzip":
-        return _Gunzip(f)
-    if compression == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            cast("IO[bytes]", f), read_across_frames=True
-        )
-        return lambda: bytes(reader.read(_CHUNK))
-    return lambda: f.read(_READ)
-
-
 def unpack_layer(
     blob: Path | ByteSource,
     compression: str,
@@ -433,10 +225,10 @@ def unpack_layer(
     label = name or (blob.name if isinstance(blob, Path) else "stream")
     with blob.open("rb") if isinstance(blob, Path) else contextlib.nullcontext(blob) as f:
         algorithm = diff_id.split(":", 1)[0]
-        hashed = _Hashed(_chunks(f, compression), budget, algorithm)
+        hashed = HashedChunks(decompressed_chunks(f, compression), budget, algorithm)
         depth = budget.settings.decompress_ahead_chunks
-        ahead = _Ahead(hashed, depth) if depth > 0 else None
-        src = _TarStream(ahead or hashed, budget)
+        ahead = ReadAhead(hashed, depth) if depth > 0 else None
+        src = TarStream(ahead or hashed, budget)
         try:
             # "r:" over the forward-only stream: tarfile parses headers, _entry copies contents
             with tarfile.open(fileobj=src, mode="r:") as tar:  # type: ignore[call-overload]

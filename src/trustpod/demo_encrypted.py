@@ -3,10 +3,15 @@
 Steps (each printed with its timing, on ``trustpod.demo``'s KBS: ``kbs init``, TLS, SQLite):
 start a ``docker-registry``; build a small image and ``trustpod image encrypt`` it into the
 registry with a fresh KEK that is published to the KBS through the admin API (and kept nowhere
-else); show the layer annotations; show that the KEK is not released without attestation; then a
-sample-TEE guest (initdata with ``[image]``) attests, its image puller fetches the KEK through the
-attested CDH, checks the HMAC and unpacks the layer; a second image whose key the resource policy
-denies is refused before anything is unpacked, naming the key.
+else); show the layer annotations; show that the KEK is not released without attestation. Then,
+where pods run here (swtpm, runc, root, busybox), a confidential pod
+(``trustpod.pod.demo_encrypted``): ``trustpod pod run`` boots a sandbox pod VM (emulated Azure
+CVM), which attests, fetches the KEK through its attested CDH, checks the HMAC, decrypts and
+unpacks the image, and the container prints the encrypted layer's file; a pod whose image key
+the resource policy denies fails naming the key; delete leaves no pod, pod VM, process or
+mount; the KBS metrics show the one KEK read. Elsewhere a sample-TEE guest (initdata with
+``[image]``) does the pull itself: attest, KEK through the CDH, HMAC, unpack; the denied image is
+refused before anything is unpacked, naming the key.
 
 Needs ``docker-registry`` (Debian package ``docker-registry``); without it the demo says so.
 """
@@ -14,6 +19,7 @@ Needs ``docker-registry`` (Debian package ``docker-registry``); without it the d
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
@@ -28,7 +34,7 @@ from pathlib import Path
 
 from trustpod.demo import Demo, GuestScenario, RunningKbs, _ok
 
-__all__ = ["encrypted_image_scenario", "main"]
+__all__ = ["encrypted_image_scenario", "main", "pods_run_here"]
 
 #: Released to affirming attestations only, and never the "denied" image key.
 RESOURCE_POLICY = """package policy
@@ -81,18 +87,34 @@ def _layer() -> bytes:
     return buf.getvalue()
 
 
-def encrypted_image_scenario(kbs: RunningKbs, demo: Demo) -> None:
+def pods_run_here() -> bool:
+    """A sandbox pod VM needs swtpm (the vTPM), runc, root and a static busybox (its image)."""
+    from trustpod.guest.emulator.swtpm import swtpm_binary
+
+    tools = swtpm_binary() is not None and shutil.which("runc") is not None
+    return tools and os.geteuid() == 0 and Path("/bin/busybox").exists()
+
+
+def encrypted_image_scenario(kbs: RunningKbs, demo: Demo, *, pod: bool = False) -> None:
     from trustpod.cli.main import main as cli
     from trustpod.errors import PolicyDenied
-    from trustpod.oci.layout import write_layout
+    from trustpod.oci.layout import tar_tree, write_layout
 
     tmp = kbs.directory / "encrypted-demo"
     tmp.mkdir()
     with demo.step("start docker-registry on 127.0.0.1"):
         reg, host = _registry(tmp)
     try:
-        with demo.step("build a one-layer image (etc/secret-message) as an OCI layout"):
-            write_layout(tmp / "layout", [_layer()], tag="1", cmd=["cat", "/etc/secret-message"])
+        if pod:
+            from trustpod.pod.providers.sandbox import build_pause_rootfs
+
+            with demo.step("build an image (busybox + etc/secret-message) as an OCI layout"):
+                base = tar_tree(build_pause_rootfs(tmp / "rootfs"))
+                write_layout(tmp / "layout", [base, _layer()], tag="1", cmd=["sh"])
+        else:
+            with demo.step("build a one-layer image (etc/secret-message) as an OCI layout"):
+                cmd = ["cat", "/etc/secret-message"]
+                write_layout(tmp / "layout", [_layer()], tag="1", cmd=cmd)
         token = kbs.directory / "admin-token"
         token.write_text(kbs.admin_token)
         for name in ("app", "denied"):
@@ -119,7 +141,7 @@ def encrypted_image_scenario(kbs: RunningKbs, demo: Demo) -> None:
             f"http://{host}/v2/demo/app/manifests/1",
             headers={"accept": "application/vnd.oci.image.manifest.v1+json"},
         )
-        layer = r.json()["layers"][0]
+        layer = r.json()["layers"][-1]
         ann = layer["annotations"]
         packet = json.loads(
             base64.b64decode(ann["org.opencontainers.image.enc.keys.provider.attestation-agent"])
@@ -138,7 +160,12 @@ def encrypted_image_scenario(kbs: RunningKbs, demo: Demo) -> None:
             if r.status_code == 200:
                 raise RuntimeError("the KBS released the KEK without attestation")
         demo.out(f"    refused: HTTP {r.status_code}")
-        _guest_pull(kbs, demo, tmp, host, PolicyDenied)
+        if pod:
+            from trustpod.pod.demo_encrypted import encrypted_pod_scenario
+
+            encrypted_pod_scenario(kbs, demo, tmp, host, _ok)
+        else:
+            _guest_pull(kbs, demo, tmp, host, PolicyDenied)
     finally:
         os.kill(reg.pid, signal.SIGTERM)
         reg.wait(10)
@@ -190,6 +217,11 @@ def main() -> int:
     if shutil.which("docker-registry") is None:
         print("demo-encrypted: docker-registry not installed (apt package docker-registry)")
         return 0
+    if pods_run_here():
+        name = "encrypted image in a confidential pod (trustpod pod run, sandbox pod VM)"
+        scenario = functools.partial(encrypted_image_scenario, pod=True)
+        return Demo(emulated_cvm=True).run([GuestScenario(name, scenario)])
+    print("demo-encrypted: no sandbox pods here (swtpm, runc, root, busybox): a sample-TEE guest")
     return Demo().run([GuestScenario("encrypted image", encrypted_image_scenario)])
 
 

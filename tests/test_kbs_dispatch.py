@@ -8,6 +8,7 @@ header names must be equal (the request id differs per request, but must be ther
 from __future__ import annotations
 
 import asyncio
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from kbs_support import builtin_kbs
 from trustpod.kbs.config import parse_config
+from trustpod.kbs.logsetup import current_request_id
 from trustpod.storage.memory import MemoryStore
 
 CONFIG = (
@@ -94,6 +96,17 @@ def test_full_flow_through_dispatch(tmp_path: Path) -> None:
 
     app = _app(tmp_path)
     jwk = TeeKeyPair.generate_ec().public_jwk()
+    seen: list[str | None] = []  # request ids current when the attestation thread logs
+
+    class _Ids(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(current_request_id())
+
+    handler = _Ids(logging.INFO)
+    service_log = logging.getLogger("trustpod.attestation.service")
+    service_log.addHandler(handler)
+    level = service_log.level
+    service_log.setLevel(logging.INFO)
 
     async def go() -> None:
         transport = httpx.ASGITransport(app=app)
@@ -116,7 +129,13 @@ def test_full_flow_through_dispatch(tmp_path: Path) -> None:
             r = await c.get("/kbs/v0/resource/default/key/one")
             assert r.status_code == 200 and "ciphertext" in r.json()
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    finally:
+        service_log.removeHandler(handler)
+        service_log.setLevel(level)
+    # the appraisal runs on the executor, in the request's context (its log line has the id)
+    assert seen and all(rid is not None and len(rid) == 32 for rid in seen)
 
 
 def test_stalled_body_times_out_on_the_dispatched_route(tmp_path: Path) -> None:

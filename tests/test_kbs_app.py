@@ -337,3 +337,13 @@ def test_bad_input_never_500(kbs: Kbs) -> None:
         _, body = handshake(h, {"kty": "EC"})
         r = h.post("/kbs/v0/attest", json=body)
         assert r.status_code == 400
+
+
+def test_head_with_admin_credentials_never_deletes(kbs: Kbs) -> None:
+    """Regression: Starlette adds HEAD to GET routes; HEAD is a read, never a DELETE."""
+    with kbs.admin() as a:
+        assert a.post("/kbs/v0/resource/default/key/keep", content=b"kept").status_code == 200
+        r = a.head("/kbs/v0/resource/default/key/keep")
+        assert r.status_code in (401, 403) and r.content == b""  # no token: a refused read
+    with client(kbs) as c:
+        assert c.get_resource("default/key/keep") == b"kept"

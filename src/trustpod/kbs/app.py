@@ -200,7 +200,7 @@ class KbsHttp:
     async def resource(self, request: Request) -> Response:
         path = request.path_params["path"]
         parse_resource_path(path)  # (1) 404 InvalidRequestPath before anything else
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):  # Starlette adds HEAD to GET routes: a read
             token = self.core.token_from(
                 request.cookies.get(SESSION_COOKIE), request.headers.get("authorization")
             )
@@ -209,8 +209,12 @@ class KbsHttp:
         self.check_admin(request)
         if request.method == "POST":
             self.core.set_resource(path, await self.body(request))
-        else:
+        elif request.method == "DELETE":
             self.core.delete_resource(path)
+        else:  # never reached through the routes; fail closed rather than delete
+            raise EvidenceError(
+                f"method {request.method} not allowed on a resource", reason="kbs.method"
+            )
         return Response(b"", 200, media_type="text/xml")  # upstream's content type quirk
 
     # -- admin -------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ GUEST_IP = "10.0.2.15"
 GUEST_HOST_IP = "10.0.2.100"
 _SWTPM_START_S = 10.0
 _BUSYBOX = "/bin/busybox"
+_TPM_SOCK = "tpm/ctrl.sock"
 #: ``trustpod agent serve`` prints this JSON line once its sockets are bound
 SERVING_MARKER = '{"agent": '
 
@@ -135,17 +136,19 @@ class QemuProvider:
             raise
 
     def _swtpm(self, vm: Path) -> tuple[subprocess.Popen[bytes], list[str]]:
-        sock = vm / "tpm" / "ctrl.sock"
+        # relative to the VM directory (swtpm and qemu run there): a unix socket path must fit
+        # in 108 bytes, and VM directories under pytest's tmp do not
+        sock = vm / _TPM_SOCK
         argv = ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={vm / 'tpm'}"]
-        argv += ["--ctrl", f"type=unixio,path={sock}", "--flags", "startup-clear"]
+        argv += ["--ctrl", f"type=unixio,path={_TPM_SOCK}", "--flags", "startup-clear"]
         argv += ["--log", f"file={vm / 'tpm' / 'swtpm.log'}"]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, cwd=vm)
         deadline = time.monotonic() + _SWTPM_START_S
         while not sock.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise DependencyError("swtpm did not start", reason="pod.qemu_vtpm")
             time.sleep(0.02)
-        extra = ["-chardev", f"socket,id=chrtpm,path={sock}", "-tpmdev"]
+        extra = ["-chardev", f"socket,id=chrtpm,path={_TPM_SOCK}", "-tpmdev"]
         extra += ["emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"]
         return proc, extra
 
@@ -181,6 +184,7 @@ class QemuProvider:
             stdout=subprocess.DEVNULL,
             stderr=(vm / "qemu.log").open("wb"),
             start_new_session=True,
+            cwd=vm,
         )
         procs.append(qemu)
         (vm / "pids").write_text("".join(f"{p.pid}\n" for p in procs))

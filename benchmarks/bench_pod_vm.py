@@ -38,7 +38,6 @@ def _build(out: Path, env: dict[str, str]) -> float:
 
 
 _MARKERS = {
-    "kernel": "Linux version",
     "verified": "trustpod-initramfs: root verified",
     "init": "trustpod-init: up",
     "poweroff": "trustpod-init: powering off",

@@ -25,7 +25,6 @@ import ipaddress
 import logging
 import os
 import socket
-import stat
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from trustpod._internal.unix_socket import bind_unix_socket
 from trustpod.agent.framing import (
     HEADER_LEN,
     MAX_MESSAGE_BYTES,
@@ -78,19 +78,10 @@ class ServerSettings:
 
 
 def _bind_unix(path: str, mode: int) -> socket.socket:
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o777 & ~mode)
     try:
-        sock.bind(path)
+        return bind_unix_socket(path, mode)
     except OSError as exc:
-        sock.close()
         raise ConfigError(f"cannot bind unix socket {path}: {exc.strerror}") from exc
-    finally:
-        os.umask(old)
-    return sock
 
 
 def _is_loopback(host: str) -> bool:

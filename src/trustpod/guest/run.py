@@ -21,7 +21,6 @@ import os
 import signal
 import socket
 import ssl
-import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from trustpod._internal.unix_socket import bind_unix_socket as _bind_unix_socket
 from trustpod.errors import ConfigError, DependencyError
 from trustpod.guest.aa import AttestationAgent
 from trustpod.guest.api import create_app
@@ -73,22 +73,14 @@ API_SOCKET_MODE = 0o600
 def bind_unix_socket(path: str, *, mode: int = API_SOCKET_MODE) -> socket.socket:
     """A listening unix socket at ``path`` created with ``mode`` (bound under a umask, so it is
     never wider, not even briefly); a stale socket file left by a crash is replaced."""
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o777 & ~mode)
     try:
-        sock.bind(path)
+        sock = _bind_unix_socket(path, mode)
     except OSError as exc:
-        sock.close()
         raise ConfigError(
             f"cannot create the guest API socket {path}: {exc.strerror}",
             reason="guest.api_listen",
             fix="choose a writable path in api_listen = 'unix:<path>'",
         ) from exc
-    finally:
-        os.umask(old)
     sock.listen(128)
     return sock
 

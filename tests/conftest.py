@@ -31,6 +31,16 @@ def verifier_data(trustee_vectors: Path) -> Path:
     return trustee_vectors / "deps" / "verifier" / "test_data"
 
 
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The most permissive umask: whatever we create must be private by itself."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Any]:
     """A real PostgreSQL server (tests/storage_servers.py); skips when not installed."""

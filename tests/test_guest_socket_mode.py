@@ -3,30 +3,18 @@ token and the TEE key), whatever the process umask, and is removed at shutdown."
 
 from __future__ import annotations
 
-import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from trustpod.guest.run import API_SOCKET_MODE, _GuestServer, bind_unix_socket
-
-
-@pytest.fixture
-def open_umask() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def test_bind_unix_socket_is_private(tmp_path: Path, open_umask: None) -> None:

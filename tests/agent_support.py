@@ -108,6 +108,70 @@ def initdata_toml(
     return tomli_w.dumps({"algorithm": "sha256", "version": "0.1.0", "data": data})
 
 
+def need_registry_tools() -> None:
+    """Skip unless the image-pull tests' peers are installed: docker-registry and skopeo."""
+    for tool, pkg in (("docker-registry", "docker-registry"), ("skopeo", "skopeo")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed (apt package {pkg})")
+
+
+@contextmanager
+def pulling_agent(
+    tmp: Path, kbs_url: str, kbs_cert: str, image: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """``trustpod agent serve`` (sample TEE, ALLOW_ALL agent policy) pulling images through the
+    CDH: a guest config dir under ``tmp`` whose initdata names the KBS at ``kbs_url`` (TLS,
+    ``kbs_cert``) and ``image`` as cdh.toml's ``[image]``; listens on ``tmp/agent.sock``.
+    Yields the agent's ready line."""
+    from trustpod.agent.policy_defaults import ALLOW_ALL
+
+    d = tmp / "guest"
+    d.mkdir()
+    (tmp / "keys").mkdir()
+    (d / "initdata.toml").write_text(initdata_toml(kbs_url, kbs_cert, ALLOW_ALL, image))
+    (d / "guest.toml").write_text(
+        f'attester = "sample"\nkey_dir = "{tmp / "keys"}"\napi_listen = "127.0.0.1:{free_port()}"\n'
+    )
+    with agent_process(d, [f"unix:{tmp / 'agent.sock'}"], images=None) as ready:
+        yield ready
+
+
+def run_then_refuse(
+    address: str,
+    allowed: tuple[str, str, list[str], bytes],
+    refused: tuple[str, str, str],
+) -> None:
+    """Over the agent API at ``address``: the ``allowed`` container ``(id, image, argv, stdout)``
+    is created, runs, prints exactly ``stdout``, exits 0 and is removed; the ``refused`` one
+    ``(id, image, text)`` fails CreateContainer with PERMISSION_DENIED whose message contains
+    ``text``, and nothing of it exists afterwards (StartContainer: NOT_FOUND)."""
+    from trustpod.agent.client import AgentClient
+    from trustpod.agent.pb import protos
+    from trustpod.agent.rpc import Code, RpcError
+
+    pb = protos()
+    ok_id, ok_image, argv, stdout = allowed
+    with AgentClient(address) as agent:
+        ok = container_request(pb, ok_id, argv, image=ok_image)
+        agent.call("CreateContainer", ok)
+        agent.call("StartContainer", pb.grpc.StartContainerRequest(container_id=ok_id))
+        read = pb.grpc.ReadStreamRequest(container_id=ok_id, len=100)
+        assert agent.call("ReadStdout", read).data == stdout
+        wait = pb.grpc.WaitProcessRequest(container_id=ok_id)
+        assert agent.call("WaitProcess", wait).status == 0
+        agent.call("RemoveContainer", pb.grpc.RemoveContainerRequest(container_id=ok_id))
+
+        bad_id, bad_image, text = refused
+        bad = container_request(pb, bad_id, ["true"], image=bad_image)
+        with pytest.raises(RpcError) as denied:
+            agent.call("CreateContainer", bad)
+        assert denied.value.code == Code.PERMISSION_DENIED
+        assert text in denied.value.status_message
+        with pytest.raises(RpcError) as absent:
+            agent.call("StartContainer", pb.grpc.StartContainerRequest(container_id=bad_id))
+        assert absent.value.code == Code.NOT_FOUND
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,6 @@ PERMISSION_DENIED naming the key, and nothing of that image runs."""
 
 from __future__ import annotations
 
-import shutil
 import time
 import tomllib
 from collections.abc import Iterator
@@ -15,12 +14,8 @@ from typing import Any
 import pytest
 import trustme
 
-from agent_support import agent_process, container_request, free_port, initdata_toml, need_runc
+from agent_support import need_registry_tools, need_runc, pulling_agent, run_then_refuse
 from kbs_support import builtin_kbs, serve
-from trustpod.agent.client import AgentClient
-from trustpod.agent.pb import protos
-from trustpod.agent.policy_defaults import ALLOW_ALL
-from trustpod.agent.rpc import Code, RpcError
 from trustpod.cli.main import main
 
 DENY_POLICY = (
@@ -31,9 +26,7 @@ DENY_POLICY = (
 @pytest.fixture(scope="module")
 def encrypted_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     need_runc()
-    for tool, pkg in (("docker-registry", "docker-registry"), ("skopeo", "skopeo")):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (apt package {pkg})")
+    need_registry_tools()
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -89,40 +82,17 @@ def encrypted_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
                      "--key-out", str(tmp / f"kek-{name}"), *publish, *common]
                 )  # fmt: skip
                 assert rc == 0
-            d = tmp / "guest"
-            d.mkdir()
-            (tmp / "keys").mkdir()
             image = {"insecure_http_registries": [reg.host], "work_dir": str(tmp / "image-work")}
-            (d / "initdata.toml").write_text(
-                initdata_toml(url, ca.cert_pem.bytes().decode(), ALLOW_ALL, image)
-            )
-            (d / "guest.toml").write_text(
-                f'attester = "sample"\nkey_dir = "{tmp / "keys"}"\n'
-                f'api_listen = "127.0.0.1:{free_port()}"\n'
-            )
-            with agent_process(d, [f"unix:{tmp / 'agent.sock'}"], images=None) as ready:
+            with pulling_agent(tmp, url, ca.cert_pem.bytes().decode(), image) as ready:
                 yield {"ready": ready, "host": reg.host}
     finally:
         reg.close()
 
 
 def test_pod_runs_encrypted_image_and_denied_key_stops_it(encrypted_pod: dict[str, Any]) -> None:
-    pb = protos()
     host = encrypted_pod["host"]
-    with AgentClient(encrypted_pod["ready"]["agent"][0]) as agent:
-        ok = container_request(pb, "ok", ["cat", "/etc/secret-message"], image=f"{host}/enc/app:1")
-        agent.call("CreateContainer", ok)
-        agent.call("StartContainer", pb.grpc.StartContainerRequest(container_id="ok"))
-        out = agent.call("ReadStdout", pb.grpc.ReadStreamRequest(container_id="ok", len=100)).data
-        assert out == b"decrypted in the pod\n"
-        assert agent.call("WaitProcess", pb.grpc.WaitProcessRequest(container_id="ok")).status == 0
-        agent.call("RemoveContainer", pb.grpc.RemoveContainerRequest(container_id="ok"))
-
-        denied = container_request(pb, "denied", ["true"], image=f"{host}/enc/denied:1")
-        with pytest.raises(RpcError) as refused:
-            agent.call("CreateContainer", denied)
-        assert refused.value.code == Code.PERMISSION_DENIED
-        assert "kbs:///default/image-key/denied" in refused.value.status_message
-        with pytest.raises(RpcError) as absent:
-            agent.call("StartContainer", pb.grpc.StartContainerRequest(container_id="denied"))
-        assert absent.value.code == Code.NOT_FOUND
+    run_then_refuse(
+        encrypted_pod["ready"]["agent"][0],
+        ("ok", f"{host}/enc/app:1", ["cat", "/etc/secret-message"], b"decrypted in the pod\n"),
+        ("denied", f"{host}/enc/denied:1", "kbs:///default/image-key/denied"),
+    )

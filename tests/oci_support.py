@@ -11,7 +11,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -23,6 +26,7 @@ __all__ = [
     "build_image",
     "busybox_rootfs",
     "cosign_sign",
+    "guest_puller",
     "load_cosign_private_key",
     "push_blob",
     "push_manifest",
@@ -293,3 +297,34 @@ def load_cosign_private_key(path: Path, password: bytes = b"") -> object:
         base64.b64decode(doc["ciphertext"]), base64.b64decode(doc["cipher"]["nonce"])
     )
     return serialization.load_der_private_key(der, None)
+
+
+@contextmanager
+def guest_puller(tmp: Path, kbs_url: str, kbs_cert: str, image_toml: str) -> Iterator[Any]:
+    """A started ``GuestRuntime`` (sample TEE) whose initdata names the KBS at ``kbs_url`` (TLS,
+    ``kbs_cert``) with ``image_toml`` (an ``[image]`` table) in its cdh.toml; yields the
+    ``GuestImagePuller`` built from its CDH. Config under ``tmp/guest``, keys in ``tmp/keys``."""
+    from trustpod.cli.initdata import build_initdata
+    from trustpod.guest.run import GuestRuntime
+    from trustpod.oci.guest import GuestImagePuller
+
+    d = tmp / "guest"
+    d.mkdir()
+    (tmp / "keys").mkdir()
+    doc = build_initdata(kbs_url, kbs_cert=kbs_cert, policy=None)
+    assert "credentials = []\n" in doc
+    (d / "initdata.toml").write_text(
+        doc.replace("credentials = []\n", "credentials = []\n\n" + image_toml, 1)
+    )
+    (d / "guest.toml").write_text(f'attester = "sample"\nkey_dir = "{tmp / "keys"}"\n')
+    runtime = GuestRuntime.from_dir(d)
+    runtime.start()
+    try:
+        puller = GuestImagePuller.from_cdh(runtime.cdh, dict(runtime.config.cdh.image))
+        try:
+            yield puller
+        finally:
+            puller.close()
+    finally:
+        runtime.stop()
+        runtime.close()

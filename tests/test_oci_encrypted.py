@@ -19,7 +19,15 @@ import httpx
 import pytest
 
 from conftest import vectors_root
-from oci_support import Registry, build_image, busybox_rootfs, push_blob, push_manifest, skopeo_copy
+from oci_support import (
+    Registry,
+    build_image,
+    busybox_rootfs,
+    guest_puller,
+    push_blob,
+    push_manifest,
+    skopeo_copy,
+)
 from trustpod.cli.main import main
 from trustpod.errors import PolicyDenied, TrustpodError, VerificationError
 from trustpod.oci import puller as puller_mod
@@ -339,11 +347,8 @@ def test_guest_pull_through_attested_cdh(world: World, tmp_path: Path) -> None:
     from kbs_support import builtin_kbs, serve
     from trustpod._internal.b64 import b64url_encode
     from trustpod._internal.clock import FixedClock
-    from trustpod.cli.initdata import build_initdata
-    from trustpod.guest.run import GuestRuntime
     from trustpod.kbs.config import parse_config
     from trustpod.kbs.jwks import sign_jwt
-    from trustpod.oci.guest import GuestImagePuller
 
     admin_key = ed25519.Ed25519PrivateKey.generate()
     pub = tmp_path / "admin.pub"
@@ -390,24 +395,13 @@ acls = [{{role = "admin", allowed_endpoints = "^/kbs/.+$"}}]
             "kbs:///default/image-key/denied", "--key-file", str(tmp_path / "kek"),
         )  # fmt: skip
         world.encrypt(src, f"docker://{world.host}/guest/jwe:1", "--jwe-recipient", str(PUB))
-        d = tmp_path / "guest"
-        d.mkdir()
-        (tmp_path / "keys").mkdir()
         image = (
             "[image]\n"
             f'work_dir = "{tmp_path / "work"}"\n'
             f'insecure_http_registries = ["{world.host}"]\n'
             'jwe_private_key_uris = ["kbs:///default/image-key/jwe"]\n'
         )
-        doc = build_initdata(url, kbs_cert=ca.cert_pem.bytes().decode(), policy=None)
-        (d / "initdata.toml").write_text(
-            doc.replace("credentials = []\n", "credentials = []\n\n" + image, 1)
-        )
-        (d / "guest.toml").write_text(f'attester = "sample"\nkey_dir = "{tmp_path / "keys"}"\n')
-        runtime = GuestRuntime.from_dir(d)
-        runtime.start()
-        puller = GuestImagePuller.from_cdh(runtime.cdh, dict(runtime.config.cdh.image))
-        try:
+        with guest_puller(tmp_path, url, ca.cert_pem.bytes().decode(), image) as puller:
             _check_rootfs(puller.pull(f"{world.host}/guest/app:1", tmp_path / "b1"))
             with pytest.raises(PolicyDenied) as denied:
                 puller.pull(f"{world.host}/guest/denied:1", tmp_path / "b2")
@@ -416,10 +410,6 @@ acls = [{{role = "admin", allowed_endpoints = "^/kbs/.+$"}}]
             assert not (tmp_path / "b2" / "rootfs").exists()
             assert not (tmp_path / "b2" / "rootfs.partial").exists()
             _check_rootfs(puller.pull(f"{world.host}/guest/jwe:1", tmp_path / "b3"))
-        finally:
-            puller.close()
-            runtime.stop()
-            runtime.close()
 
 
 def test_host_pull_cli_decrypts(

@@ -25,6 +25,7 @@ from oci_support import (
     build_image,
     busybox_rootfs,
     cosign_sign,
+    guest_puller,
     load_cosign_private_key,
     push_manifest,
     skopeo_allows,
@@ -556,8 +557,6 @@ def test_guest_pull_with_policy_and_key_from_kbs(world: World, tmp_path: Path) -
 
     from kbs_support import builtin_kbs, serve
     from trustpod._internal.clock import FixedClock
-    from trustpod.cli.initdata import build_initdata
-    from trustpod.guest.run import GuestRuntime
     from trustpod.kbs.config import parse_config
 
     ca = trustme.CA()
@@ -575,9 +574,6 @@ def test_guest_pull_with_policy_and_key_from_kbs(world: World, tmp_path: Path) -
     core.set_resource("default/gpg-public-key/test", world.key.public)
     core.set_resource("default/credential/test", b'{"auths": {}}')
     with serve(app, cert=ca.issue_cert("127.0.0.1")) as url:
-        d = tmp_path / "guest"
-        d.mkdir()
-        (tmp_path / "keys").mkdir()
         image = (
             "[image]\n"
             f'work_dir = "{tmp_path / "work"}"\n'
@@ -586,16 +582,7 @@ def test_guest_pull_with_policy_and_key_from_kbs(world: World, tmp_path: Path) -
             f'insecure_http_registries = ["{world.host}"]\n'
             f"sigstore_config = \"docker: {{'{world.host}': {{sigstore: 'file://{world.sigs}'}}}}\"\n"
         )
-        doc = build_initdata(url, kbs_cert=ca.cert_pem.bytes().decode(), policy=None)
-        assert "credentials = []\n" in doc
-        (d / "initdata.toml").write_text(
-            doc.replace("credentials = []\n", "credentials = []\n\n" + image, 1)
-        )
-        (d / "guest.toml").write_text(f'attester = "sample"\nkey_dir = "{tmp_path / "keys"}"\n')
-        runtime = GuestRuntime.from_dir(d)
-        runtime.start()
-        puller = GuestImagePuller.from_cdh(runtime.cdh, dict(runtime.config.cdh.image))
-        try:
+        with guest_puller(tmp_path, url, ca.cert_pem.bytes().decode(), image) as puller:
             rootfs = puller.pull(f"{world.host}/gpg/app:signed", tmp_path / "b1")
             assert (rootfs / "bin" / "busybox").is_file()
             with pytest.raises(ImageRefused) as info:
@@ -603,10 +590,6 @@ def test_guest_pull_with_policy_and_key_from_kbs(world: World, tmp_path: Path) -
             assert info.value.scope == f"{world.host}/gpg"
             assert info.value.reason == "image.signature_missing"
             assert not (tmp_path / "b2" / "rootfs").exists()
-        finally:
-            puller.close()
-            runtime.stop()
-            runtime.close()
 
 
 def test_http_lookaside_store_through_cli(world: World) -> None:

@@ -13,12 +13,23 @@ import hashlib
 import json
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import rfc8785
 
-__all__ = ["Conn", "FlowStats", "run_flows"]
+__all__ = [
+    "TEE_PUBKEY",
+    "Conn",
+    "Evidence",
+    "FlowStats",
+    "attest_token",
+    "one_flow",
+    "run_flows",
+    "sample_evidence",
+]
 
 
 class Conn:
@@ -74,11 +85,21 @@ TEE_PUBKEY = {
     "x": "WKn-ZIGevcwGIyyrzFoZNBdaq9_TsqzGl96oc0CWuis",
     "y": "y77t-RvAHRKTsSGdIYUfweuOvwrvDD-Q3Hv5J0fSKbE",
 }
-_AUTH = json.dumps({"version": "0.4.0", "tee": "sample", "extra-params": ""}).encode()
+#: Evidence for one flow from (nonce, sha384 of the runtime data) -> the TEE's primary evidence.
+Evidence = Callable[[str, bytes], Any]
 
 
-async def _one_flow(conn: Conn, resource: str) -> None:
-    status, hdrs, data = await conn.request("POST", "/kbs/v0/auth", _AUTH)
+def sample_evidence(nonce: str, digest: bytes) -> Any:
+    """The sample TEE's evidence binding ``digest``."""
+    return {"svn": "1", "report_data": base64.b64encode(digest).decode()}
+
+
+async def attest_token(
+    conn: Conn, tee: str = "sample", evidence: Evidence = sample_evidence
+) -> str:
+    """auth -> attest over ``conn`` (RCAR, KBS protocol 0.4.0); the attestation token."""
+    auth = json.dumps({"version": "0.4.0", "tee": tee, "extra-params": ""}).encode()
+    status, hdrs, data = await conn.request("POST", "/kbs/v0/auth", auth)
     if status != 200:
         raise RuntimeError(f"auth {status} {data[:200]!r}")
     cookie = hdrs["set-cookie"].split(";", 1)[0]
@@ -89,15 +110,22 @@ async def _one_flow(conn: Conn, resource: str) -> None:
         {
             "runtime-data": {"nonce": nonce, "tee-pubkey": TEE_PUBKEY},
             "tee-evidence": {
-                "primary_evidence": {"svn": "1", "report_data": base64.b64encode(digest).decode()},
+                "primary_evidence": evidence(nonce, digest),
                 "additional_evidence": "",
             },
         }
     ).encode()
     status, _, data = await conn.request("POST", "/kbs/v0/attest", body, {"Cookie": cookie})
     if status != 200:
-        raise RuntimeError(f"attest {status} {data[:200]!r}")
-    token = json.loads(data)["token"]
+        raise RuntimeError(f"attest {status} {data[:300]!r}")
+    return str(json.loads(data)["token"])
+
+
+async def one_flow(
+    conn: Conn, resource: str, tee: str = "sample", evidence: Evidence = sample_evidence
+) -> None:
+    """One full flow: auth -> attest -> GET ``resource`` with the token."""
+    token = await attest_token(conn, tee, evidence)
     status, _, data = await conn.request(
         "GET", f"/kbs/v0/resource/{resource}", headers={"Authorization": f"Bearer {token}"}
     )
@@ -111,7 +139,7 @@ async def _client(url: str, ctx: ssl.SSLContext | None, resource: str, until: fl
         while time.perf_counter() < until:
             t0 = time.perf_counter()
             try:
-                await _one_flow(conn, resource)
+                await one_flow(conn, resource)
                 st.latencies.append(time.perf_counter() - t0)
             except (RuntimeError, OSError, asyncio.IncompleteReadError) as exc:
                 st.errors += 1

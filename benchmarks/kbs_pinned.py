@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import os
 import shutil
@@ -35,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import rfc8785
 
-from benchmarks.kbs_load import TEE_PUBKEY, Conn
+from benchmarks.kbs_load import Conn, Evidence, attest_token, one_flow, sample_evidence
 
 __all__ = ["CUSTOM_POLICY", "PinnedResult", "main", "run_pinned"]
 
@@ -60,7 +58,6 @@ allow if {
 	}
 }
 """
-Evidence = Callable[[str, bytes], Any]
 
 
 @dataclass
@@ -96,39 +93,6 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def sample_evidence(nonce: str, digest: bytes) -> Any:
-    return {"svn": "1", "report_data": base64.b64encode(digest).decode()}
-
-
-async def one_flow(conn: Conn, tee: str, evidence: Evidence) -> None:
-    auth = json.dumps({"version": "0.4.0", "tee": tee, "extra-params": ""}).encode()
-    status, hdrs, data = await conn.request("POST", "/kbs/v0/auth", auth)
-    if status != 200:
-        raise RuntimeError(f"auth {status} {data[:200]!r}")
-    cookie = hdrs["set-cookie"].split(";", 1)[0]
-    nonce = json.loads(data)["nonce"]
-    runtime = {"additional-evidence": "", "nonce": nonce, "tee-pubkey": TEE_PUBKEY}
-    digest = hashlib.sha384(rfc8785.dumps(runtime)).digest()
-    body = json.dumps(
-        {
-            "runtime-data": {"nonce": nonce, "tee-pubkey": TEE_PUBKEY},
-            "tee-evidence": {
-                "primary_evidence": evidence(nonce, digest),
-                "additional_evidence": "",
-            },
-        }
-    ).encode()
-    status, _, data = await conn.request("POST", "/kbs/v0/attest", body, {"Cookie": cookie})
-    if status != 200:
-        raise RuntimeError(f"attest {status} {data[:300]!r}")
-    token = json.loads(data)["token"]
-    status, _, data = await conn.request(
-        "GET", f"/kbs/v0/resource/{RESOURCE}", headers={"Authorization": f"Bearer {token}"}
-    )
-    if status != 200:
-        raise RuntimeError(f"resource {status} {data[:200]!r}")
-
-
 def _flows(
     url: str, tee: str, evidence: Evidence, clients: int, seconds: float
 ) -> tuple[list[float], int, str]:
@@ -141,7 +105,7 @@ def _flows(
             while time.perf_counter() < until:
                 t0 = time.perf_counter()
                 try:
-                    await one_flow(conn, tee, evidence)
+                    await one_flow(conn, RESOURCE, tee, evidence)
                     lat.append(time.perf_counter() - t0)
                 except (RuntimeError, OSError, asyncio.IncompleteReadError) as exc:
                     errors[0] = int(errors[0]) + 1
@@ -163,28 +127,9 @@ def _token(url: str, tee: str, evidence: Evidence) -> str:
     async def go() -> str:
         conn = await Conn.open(url, None)
         try:
-            _, hdrs, data = await conn.request(
-                "POST",
-                "/kbs/v0/auth",
-                json.dumps({"version": "0.4.0", "tee": tee, "extra-params": ""}).encode(),
-            )
-            cookie = hdrs["set-cookie"].split(";", 1)[0]
-            nonce = json.loads(data)["nonce"]
-            runtime = {"additional-evidence": "", "nonce": nonce, "tee-pubkey": TEE_PUBKEY}
-            digest = hashlib.sha384(rfc8785.dumps(runtime)).digest()
-            body = {
-                "runtime-data": {"nonce": nonce, "tee-pubkey": TEE_PUBKEY},
-                "tee-evidence": {
-                    "primary_evidence": evidence(nonce, digest),
-                    "additional_evidence": "",
-                },
-            }
-            status, _, data = await conn.request(
-                "POST", "/kbs/v0/attest", json.dumps(body).encode(), {"Cookie": cookie}
-            )
-            if status != 200:
-                raise SystemExit(f"attest failed: {status} {data[:300]!r}")
-            return str(json.loads(data)["token"])
+            return await attest_token(conn, tee, evidence)
+        except RuntimeError as exc:
+            raise SystemExit(f"attest failed: {exc}") from exc
         finally:
             conn.close()
 

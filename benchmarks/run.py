@@ -59,34 +59,17 @@ def _token(url: str, cafile: str | None) -> str:
     import asyncio
     import ssl
 
-    from benchmarks import kbs_load
+    from benchmarks.kbs_load import attest_token
 
     async def go() -> str:
         ctx = ssl.create_default_context(cafile=cafile) if cafile else None
         conn = await Conn.open(url, ctx)
-        _, hdrs, data = await conn.request("POST", "/kbs/v0/auth", kbs_load._AUTH)
-        cookie = hdrs["set-cookie"].split(";", 1)[0]
-        nonce = json.loads(data)["nonce"]
-        import hashlib
-
-        import rfc8785
-
-        rt = {"additional-evidence": "", "nonce": nonce, "tee-pubkey": kbs_load.TEE_PUBKEY}
-        digest = base64.b64encode(hashlib.sha384(rfc8785.dumps(rt)).digest()).decode()
-        body = {
-            "runtime-data": {"nonce": nonce, "tee-pubkey": kbs_load.TEE_PUBKEY},
-            "tee-evidence": {
-                "primary_evidence": {"svn": "1", "report_data": digest},
-                "additional_evidence": "",
-            },
-        }
-        status, _, data = await conn.request(
-            "POST", "/kbs/v0/attest", json.dumps(body).encode(), {"Cookie": cookie}
-        )
-        conn.close()
-        if status != 200:
-            raise SystemExit(f"attest failed: {status} {data[:300]!r}")
-        return str(json.loads(data)["token"])
+        try:
+            return await attest_token(conn)
+        except RuntimeError as exc:
+            raise SystemExit(f"attest failed: {exc}") from exc
+        finally:
+            conn.close()
 
     return asyncio.run(go())
 

@@ -30,6 +30,8 @@ import httpx
 
 from trustpod.oci.layout import tar_tree, write_layout
 
+__all__ = ["main", "make_tree"]
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -49,7 +51,9 @@ def _run(cmd: list[str]) -> tuple[float, float]:
     return wall, ru.ru_utime + ru.ru_stime
 
 
-def _make_tree(root: Path, size: int, files: int) -> None:
+def make_tree(root: Path, size: int, files: int) -> None:
+    """``files`` files of ``size`` bytes in all under ``root``: half of each random, half
+    repetitive text, so compression matters as in real images."""
     root.mkdir(parents=True)
     per = size // files
     text = b"trustpod image benchmark line of fairly repetitive text 0123456789\n" * (
@@ -95,7 +99,7 @@ def main() -> int:
             layers = []
             for n in range(args.layers):
                 tree = tmp / f"tree{n}"
-                _make_tree(tree, size // args.layers, 16)
+                make_tree(tree, size // args.layers, 16)
                 layers.append(tar_tree(tree))
                 shutil.rmtree(tree)
             write_layout(tmp / "layout", layers, tag="bench")

@@ -23,22 +23,12 @@ import time
 from pathlib import Path
 from typing import IO, cast
 
+from benchmarks.bench_oci import make_tree
 from trustpod.oci.decrypt import DecryptingReader, decrypt_blob, verify_layer_hmac
 from trustpod.oci.layout import tar_tree
 from trustpod.oci.ocicrypt import LayerEncrypter, new_private_options
 from trustpod.oci.settings import OciSettings
 from trustpod.oci.unpack import UnpackBudget, remove_tree, unpack_layer
-
-
-def _make_tree(root: Path, size: int, files: int) -> None:
-    root.mkdir(parents=True)
-    per = size // files
-    text = b"trustpod image benchmark line of fairly repetitive text 0123456789\n" * (
-        per // 128 + 1
-    )
-    for i in range(files):
-        half = per // 2
-        (root / f"f{i:03d}").write_bytes(os.urandom(half) + text[: per - half])
 
 
 def _timed(fn: object) -> tuple[float, float]:
@@ -54,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="trustpod-bench-ocicrypt-") as tmpd:
         tmp = Path(tmpd)
-        _make_tree(tmp / "tree", args.size_mib << 20, 16)
+        make_tree(tmp / "tree", args.size_mib << 20, 16)
         tar = tar_tree(tmp / "tree")
         shutil.rmtree(tmp / "tree")
         diff_id = "sha256:" + hashlib.sha256(tar).hexdigest()

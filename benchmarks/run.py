@@ -229,7 +229,10 @@ def main() -> int:
     if args.all:
         for bench in sorted(Path(__file__).parent.glob("bench_*.py")):
             print(f"--- {bench.name}")
-            subprocess.run([sys.executable, str(bench)], check=False)
+            # as modules from the repository root: some import shared code from benchmarks.*
+            root = Path(__file__).resolve().parents[1]
+            mod = f"benchmarks.{bench.stem}"
+            subprocess.run([sys.executable, "-m", mod], check=False, cwd=root)
     return 0
 
 

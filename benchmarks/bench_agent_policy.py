@@ -1,6 +1,6 @@
 """Agent policy decision time per RPC (goal < 100 us) with a genpolicy-size policy.
 
-Run: ``.venv/bin/python benchmarks/bench_agent_policy.py [N]``. The policy is ``trustpod policy
+Run: ``.venv/bin/python -m benchmarks.bench_agent_policy [N]``. The policy is ``trustpod policy
 generate`` output for a pod of 16 containers with 40 long (CUDA-like) env values each: ~1 900
 lines, ~180 KB, the size of genpolicy's output (its rules.rego alone is 1 800 lines). Each figure
 is the full gate path the agent runs: protobuf message -> kata serde JSON -> regorus -> decision
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.timing import best_us_per_call
 from trustpod.agent.pb import protos
 from trustpod.agent.policy import KataPolicyGate
 from trustpod.agent.policy_gen import GeneratorSettings, generate_policy, parse_pod
@@ -50,14 +51,7 @@ def _pod() -> str:
 
 
 def bench(name: str, fn: Callable[[], object], n: int) -> None:
-    fn()
-    wall = cpu = float("inf")
-    for _ in range(5):
-        w0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            fn()
-        wall = min(wall, (time.perf_counter() - w0) / n * 1e6)
-        cpu = min(cpu, (time.process_time() - c0) / n * 1e6)
+    wall, cpu = best_us_per_call(fn, n)
     print(f"{name:<62} {wall:8.1f} us/RPC  (CPU {cpu:7.1f} us)")
 
 

@@ -1,7 +1,7 @@
 """Rego per-query cost on regorus: a custom resource policy over an EAR-sized input, and the
 default attestation policy over an SNP-shaped input.
 
-Run: ``.venv/bin/python benchmarks/bench_rego.py [N]``. Prints wall and CPU microseconds per query
+Run: ``.venv/bin/python -m benchmarks.bench_rego [N]``. Prints wall and CPU microseconds per query
 (best of 5 rounds of N queries, one thread). The EAR is built by our own EAR code from a sample
 appraisal (about the size of upstream's ``example.token.json``).
 """
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.timing import best_us_per_call
 from trustpod.attestation.defaults import default_policy
 from trustpod.attestation.ear import Appraisal, EarTokenSettings, ear_claims
 from trustpod.kbs.resource_policy import ResourcePolicy
@@ -77,14 +78,7 @@ def _ear() -> dict[str, Any]:
 
 
 def bench(name: str, fn: Callable[[], object], n: int) -> None:
-    fn()
-    wall = cpu = float("inf")
-    for _ in range(5):
-        w0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            fn()
-        wall = min(wall, (time.perf_counter() - w0) / n * 1e6)
-        cpu = min(cpu, (time.process_time() - c0) / n * 1e6)
+    wall, cpu = best_us_per_call(fn, n)
     print(f"{name:<58} {wall:8.1f} us/query  (CPU {cpu:7.1f} us)")
 
 

@@ -26,6 +26,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from trustpod.errors import ConfigError, DependencyError, NotFoundError
+from trustpod.oci.layout import tag_manifest
 from trustpod.oci.manifest import (
     OCI_MANIFEST,
     Descriptor,
@@ -191,24 +192,7 @@ def _write_layout(layout: Path, tag: str, manifest: bytes, blobs: dict[str, Path
     dest = _blob_path(layout, mdigest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(manifest)
-    index_path = layout / "index.json"
-    index: dict[str, Any] = (
-        json.loads(index_path.read_text())
-        if index_path.exists()
-        else {"schemaVersion": 2, "manifests": []}
-    )
-    index["manifests"] = [
-        m for m in index["manifests"] if m.get("annotations", {}).get(_REF_NAME) != tag
-    ]
-    index["manifests"].append(
-        {
-            "mediaType": OCI_MANIFEST,
-            "digest": mdigest,
-            "size": len(manifest),
-            "annotations": {_REF_NAME: tag},
-        }
-    )
-    index_path.write_text(json.dumps(index))
+    tag_manifest(layout, tag, mdigest, len(manifest))
 
 
 class _Pusher:

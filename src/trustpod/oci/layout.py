@@ -20,8 +20,9 @@ from typing import Any
 
 import zstandard
 
-__all__ = ["tar_tree", "write_layout"]
+__all__ = ["tag_manifest", "tar_tree", "write_layout"]
 
+_REF_NAME = "org.opencontainers.image.ref.name"
 _LAYER_TYPE = {
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
     "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -109,6 +110,14 @@ def write_layout(
         }
     ).encode()
     mdigest = _blob(layout, manifest)
+    tag_manifest(layout, tag, mdigest, len(manifest))
+    return mdigest
+
+
+def tag_manifest(layout: Path, tag: str, digest: str, size: int) -> None:
+    """Point ``tag`` in the layout's ``index.json`` at the image manifest ``digest`` (``size``
+    bytes): an entry with that ``org.opencontainers.image.ref.name`` is replaced, others kept;
+    a layout without an index gets a new one."""
     index_path = layout / "index.json"
     index: dict[str, Any] = (
         json.loads(index_path.read_text())
@@ -116,17 +125,14 @@ def write_layout(
         else {"schemaVersion": 2, "manifests": []}
     )
     index["manifests"] = [
-        m
-        for m in index["manifests"]
-        if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag
+        m for m in index["manifests"] if m.get("annotations", {}).get(_REF_NAME) != tag
     ]
     index["manifests"].append(
         {
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": mdigest,
-            "size": len(manifest),
-            "annotations": {"org.opencontainers.image.ref.name": tag},
+            "digest": digest,
+            "size": size,
+            "annotations": {_REF_NAME: tag},
         }
     )
     index_path.write_text(json.dumps(index))
-    return mdigest

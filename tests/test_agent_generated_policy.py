@@ -10,13 +10,19 @@ denies ReadStreamRequest) instead of failing.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from agent_support import agent_process, busybox_rootfs, free_port, initdata_toml, need_runc
+from agent_support import (
+    agent_process,
+    busybox_rootfs,
+    free_port,
+    initdata_toml,
+    need_registry_tools,
+    need_runc,
+)
 from trustpod.agent.client import AgentClient
 from trustpod.agent.pb import protos
 from trustpod.agent.rpc import Code, RpcError
@@ -31,9 +37,7 @@ PB = protos()
 @pytest.fixture(scope="module")
 def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     need_runc()
-    for tool, pkg in (("docker-registry", "docker-registry"), ("skopeo", "skopeo")):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (apt package {pkg})")
+    need_registry_tools()
     from oci_support import Registry, build_image, skopeo_copy
     from oci_support import busybox_rootfs as image_rootfs
 

@@ -7,7 +7,6 @@ starting, and the error names the key."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agent_support import initdata_toml, need_runc
+from agent_support import initdata_toml, need_registry_tools, need_runc
 from pod_support import PodEnv, pod_env
 from trustpod._internal.b64 import b64url_encode
 from trustpod.agent.policy_defaults import ALLOW_ALL
@@ -39,9 +38,7 @@ allow if {
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PodEnv, Any, Path]]:
     need_runc()
-    for tool, pkg in (("docker-registry", "docker-registry"), ("skopeo", "skopeo")):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (apt package {pkg})")
+    need_registry_tools()
     from oci_support import Registry, build_image, busybox_rootfs, skopeo_copy
     from trustpod.oci.layout import tar_tree
 

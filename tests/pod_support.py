@@ -51,7 +51,7 @@ class PodEnv:
 
 
 @contextmanager
-def pod_env(tmp: Path) -> Iterator[PodEnv]:
+def pod_env(tmp: Path, cert_hosts: tuple[str, ...] = ("127.0.0.1",)) -> Iterator[PodEnv]:
     store = tmp / "store"
     emu = tmp / "emulator"
     EmulatedAzureCvm.create(emu, backend="software")  # the emulated vendor chain only
@@ -77,7 +77,7 @@ def pod_env(tmp: Path) -> Iterator[PodEnv]:
     config.write_text(
         f'[pod]\nstore = "{store}"\n[sandbox]\nlocal_images = "{images}"\nemulator_dir = "{emu}"\n'
     )
-    with serve(create_app(core, admin), cert=ca.issue_cert("127.0.0.1")) as url:
+    with serve(create_app(core, admin), cert=ca.issue_cert(*cert_hosts)) as url:
         try:
             yield PodEnv(
                 tmp,

@@ -123,8 +123,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    _, store = _ctx(args)
+    config, store = _ctx(args)
     record = store.get(args.name)
+    if args.console:
+        return _console(config, store, record)
     names = [args.container] if args.container else list(record.containers)
     for c in names:
         if c not in record.containers:
@@ -132,6 +134,23 @@ def _logs(args: argparse.Namespace) -> int:
 
             raise NotFoundError(f"pod {args.name} has no container {c!r}", reason="pod.container")
     _follow(store, args.name, names, follow=args.follow, prefix=len(names) > 1)
+    return 0
+
+
+def _console(config: Any, store: Any, record: Any) -> int:
+    """The pod VM's serial console (qemu) or console log (sandbox), whole."""
+    from trustpod.errors import NotFoundError
+    from trustpod.pod.wiring import make_provider
+
+    provider = make_provider(record.provider, config, store)
+    path_of = getattr(provider, "console_path", None)
+    path = path_of(record.instance_id) if path_of is not None else None
+    if path is None or not path.is_file():
+        raise NotFoundError(
+            f"pod {record.name} has no console log ({record.provider} provider)",
+            reason="pod.console",
+        )
+    sys.stdout.write(path.read_text(errors="replace"))
     return 0
 
 
@@ -193,6 +212,7 @@ def register(subparsers: Any) -> None:
     logs.add_argument("name")
     logs.add_argument("container", nargs="?")
     logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("--console", action="store_true", help="the pod VM's serial console")
     common(logs)
     logs.set_defaults(func=_logs)
     ex = sub.add_parser("exec", help="run a command in a pod's container (policy permitting)")

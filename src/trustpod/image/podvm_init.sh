@@ -28,6 +28,13 @@ for dev in /dev/sr0 /dev/vdb /dev/vdc; do
     [ -b "$dev" ] && mount -t iso9660 -o ro "$dev" /media/cidata 2>/dev/null && break
 done
 say "up in $(cut -d' ' -f1 /proc/uptime) s; python3 $(python3 -c 'import sys; print(sys.version.split()[0])')"
+if [ -f /media/cidata/vcek.der ]; then
+    # the qemu provider's emulated Azure CVM: no IMDS THIM in the VM, the cidata carries the
+    # emulated VCEK (its reports verify only with the KBS's insecure_emulated_roots)
+    say "cidata carries a VCEK (EMULATED platform): az-snp-vtpm reads it instead of IMDS"
+    printf '[attester_settings]\nvcek_path = "/media/cidata/vcek.der"\n' \
+        >> /usr/share/trustpod/pod-vm/guest.toml
+fi
 if [ -f /media/cidata/user-data ]; then
     say "userdata found; starting the forwarder and the agent"
     mkdir -p /run/peerpod

@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ GUEST_HOST_IP = "10.0.2.100"
 _SWTPM_START_S = 10.0
 _BUSYBOX = "/bin/busybox"
 _TPM_SOCK = "tpm/ctrl.sock"
+_PARAVISOR_SOCK = "tpm/para.sock"
 #: ``trustpod agent serve`` prints this JSON line once its sockets are bound
 SERVING_MARKER = '{"agent": '
 
@@ -67,6 +69,10 @@ class QemuSettings:
     stop_timeout_s: float = 10.0
     #: longest from qemu start to the agent's "serving" line on the console (TCG: ~1 min)
     boot_timeout_s: float = 240.0
+    #: the emulated Azure CVM (its ``vendor/``): provision its AK and HCL report into the
+    #: vTPM before boot and run its paravisor (``qemu_vtpm``); the cidata carries its VCEK.
+    #: INSECURE emulation: the KBS accepts it only with ``insecure_emulated_roots``
+    emulator_dir: Path | None = None
 
 
 def _free_port() -> int:
@@ -74,6 +80,14 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _wait_socket(sock: Path, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + _SWTPM_START_S
+    while not sock.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise DependencyError(f"{what} did not start", reason="pod.qemu_vtpm")
+        time.sleep(0.02)
 
 
 def _cmdline(image_dir: Path) -> str:
@@ -135,7 +149,7 @@ class QemuProvider:
             self.delete_instance(name)
             raise
 
-    def _swtpm(self, vm: Path) -> tuple[subprocess.Popen[bytes], list[str]]:
+    def _swtpm(self, vm: Path) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
         # relative to the VM directory (swtpm and qemu run there): a unix socket path must fit
         # in 108 bytes, and VM directories under pytest's tmp do not
         sock = vm / _TPM_SOCK
@@ -143,24 +157,40 @@ class QemuProvider:
         argv += ["--ctrl", f"type=unixio,path={_TPM_SOCK}", "--flags", "startup-clear"]
         argv += ["--log", f"file={vm / 'tpm' / 'swtpm.log'}"]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, cwd=vm)
-        deadline = time.monotonic() + _SWTPM_START_S
-        while not sock.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise DependencyError("swtpm did not start", reason="pod.qemu_vtpm")
-            time.sleep(0.02)
-        extra = ["-chardev", f"socket,id=chrtpm,path={_TPM_SOCK}", "-tpmdev"]
+        procs = [proc]
+        _wait_socket(sock, proc, "swtpm")
+        path = _TPM_SOCK
+        emu = self.settings.emulator_dir
+        if emu is not None:  # the emulated CVM's paravisor between qemu and swtpm
+            argv = [sys.executable, "-m", "trustpod.pod.providers.qemu_vtpm", "--vm", str(vm)]
+            argv += ["--emulator-dir", str(emu), "--listen", _PARAVISOR_SOCK]
+            log = (vm / "tpm" / "paravisor.log").open("wb")
+            para = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, cwd=vm,
+            )  # fmt: skip
+            log.close()
+            procs.append(para)
+            _wait_socket(vm / _PARAVISOR_SOCK, para, "the vTPM paravisor")
+            path = _PARAVISOR_SOCK
+        extra = ["-chardev", f"socket,id=chrtpm,path={path}", "-tpmdev"]
         extra += ["emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0"]
-        return proc, extra
+        return procs, extra
 
     def _boot(self, name: str, vm: Path, userdata: str, spec: InstanceTypeSpec) -> Instance:
         s = self.settings
-        write_cidata(vm / "cidata.iso", userdata.encode(), name)
+        files: dict[str, bytes] = {}
+        if s.vtpm and s.emulator_dir is not None:
+            from trustpod.pod.providers.qemu_vtpm import provision
+
+            files["vcek.der"] = provision(vm / "tpm", s.emulator_dir)
+        write_cidata(vm / "cidata.iso", userdata.encode(), name, files)
         procs: list[subprocess.Popen[bytes]] = []
         self._procs[name] = procs
         extra: list[str] = []
         if s.vtpm:
             tpm, extra = self._swtpm(vm)
-            procs.append(tpm)
+            procs += tpm
         host_port = _free_port()
         net = f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-{GUEST_IP}:{APF_PORT}"
         for port in s.forward:  # cmd: runs once per guest connection (tcp: would be one)
@@ -210,6 +240,10 @@ class QemuProvider:
                     fix=f"see {console}",
                 )
             time.sleep(0.1)
+
+    def console_path(self, instance_id: str) -> Path:
+        """The console log file (``trustpod pod logs --console``)."""
+        return self._vm(instance_id) / "console.log"
 
     def console(self, instance_id: str) -> str:
         try:
@@ -275,7 +309,10 @@ class QemuProvider:
             self.delete_instance(instance_id)
 
 
-_KEYS = {"image_dir", "vm_root", "memory_mib", "smp", "vtpm", "forward", "boot_timeout_s"}
+_KEYS = {
+    "image_dir", "vm_root", "memory_mib", "smp", "vtpm", "forward", "boot_timeout_s",
+    "emulator_dir",
+}  # fmt: skip
 
 
 def qemu_provider(raw: Mapping[str, Any], default_root: Path) -> QemuProvider:
@@ -302,6 +339,7 @@ def qemu_provider(raw: Mapping[str, Any], default_root: Path) -> QemuProvider:
                 vtpm=bool(raw.get("vtpm", True)),
                 forward=forward,
                 boot_timeout_s=float(raw.get("boot_timeout_s", 240.0)),
+                emulator_dir=Path(str(raw["emulator_dir"])) if raw.get("emulator_dir") else None,
             )
         )
     except (TypeError, ValueError) as exc:

@@ -201,6 +201,10 @@ class SandboxProvider:
             return None
         return f"exit {proc.returncode}: {self.console(instance_id)[-1500:]}"
 
+    def console_path(self, instance_id: str) -> Path:
+        """The console log file (``trustpod pod logs --console``)."""
+        return self._vm(instance_id) / "console.log"
+
     def console(self, instance_id: str) -> str:
         try:
             return (self._vm(instance_id) / "console.log").read_text(errors="replace")[-4000:]

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,16 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
 
+def _logs_until(name: str, config: Path, done: Callable[[str], bool], timeout_s: float = 20) -> str:
+    """``trustpod pod logs NAME`` polled until ``done(output)`` or ``timeout_s``; the last one."""
+    out = ""
+    deadline = time.monotonic() + timeout_s
+    while not done(out) and time.monotonic() < deadline:
+        out = _cli("logs", name, "--config", str(config)).stdout
+        time.sleep(0.05)
+    return out
+
+
 def _ok(response: Any) -> None:
     if response.status_code != 200:
         raise RuntimeError(f"{response.request.url}: {response.status_code} {response.text}")
@@ -288,11 +299,7 @@ def pod_scenario(kbs: Any, demo: Any) -> None:
                 raise RuntimeError("trustpod pod run failed")
         try:
             with demo.step("trustpod pod logs demo-pod (the container's first line)"):
-                out = ""
-                deadline = time.monotonic() + 20
-                while "db password" not in out and time.monotonic() < deadline:
-                    out = _cli("logs", "demo-pod", "--config", str(config)).stdout
-                    time.sleep(0.05)
+                out = _logs_until("demo-pod", config, lambda out: "db password" in out)
             demo.out(f"    {out.strip()}")
             if SECRET.decode() not in out:
                 raise RuntimeError("the container did not print the secret")

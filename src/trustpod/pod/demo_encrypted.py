@@ -14,22 +14,16 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from trustpod.pod.demo import _cli, _logs_until
 
 __all__ = ["POD_COMMAND", "encrypted_pod_scenario"]
 
 #: The container's command: print the file that only exists in the encrypted layer.
 POD_COMMAND = ["sh", "-c", "cat /etc/secret-message; sleep 300"]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "trustpod.cli", "pod", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
 
 def _pod_yaml(name: str, image: str, annotation: str) -> str:
@@ -87,11 +81,7 @@ def encrypted_pod_scenario(
             if r.returncode != 0:
                 raise RuntimeError("trustpod pod run failed")
         with demo.step("trustpod pod logs enc-app (the container prints the encrypted file)"):
-            out = ""
-            deadline = time.monotonic() + 20
-            while "\n" not in out and time.monotonic() < deadline:
-                out = _cli("logs", "enc-app", "--config", str(config)).stdout
-                time.sleep(0.05)
+            out = _logs_until("enc-app", config, lambda out: "\n" in out)
         demo.out(f"    {out.strip()}")
         if "encrypted layer" not in out:
             raise RuntimeError("the container did not print the encrypted layer's file")

@@ -108,6 +108,20 @@ def initdata_toml(
     return tomli_w.dumps({"algorithm": "sha256", "version": "0.1.0", "data": data})
 
 
+def sample_guest_dir(tmp: Path, initdata: str) -> tuple[Path, int]:
+    """A guest config dir ``tmp/guest`` (sample attester, keys in ``tmp/keys``) holding
+    ``initdata``, its guest API on a free 127.0.0.1 port; the dir and that port."""
+    d = tmp / "guest"
+    d.mkdir()
+    (tmp / "keys").mkdir()
+    (d / "initdata.toml").write_text(initdata)
+    port = free_port()
+    (d / "guest.toml").write_text(
+        f'attester = "sample"\nkey_dir = "{tmp / "keys"}"\napi_listen = "127.0.0.1:{port}"\n'
+    )
+    return d, port
+
+
 def need_registry_tools() -> None:
     """Skip unless the image-pull tests' peers are installed: docker-registry and skopeo."""
     for tool, pkg in (("docker-registry", "docker-registry"), ("skopeo", "skopeo")):
@@ -125,13 +139,7 @@ def pulling_agent(
     Yields the agent's ready line."""
     from trustpod.agent.policy_defaults import ALLOW_ALL
 
-    d = tmp / "guest"
-    d.mkdir()
-    (tmp / "keys").mkdir()
-    (d / "initdata.toml").write_text(initdata_toml(kbs_url, kbs_cert, ALLOW_ALL, image))
-    (d / "guest.toml").write_text(
-        f'attester = "sample"\nkey_dir = "{tmp / "keys"}"\napi_listen = "127.0.0.1:{free_port()}"\n'
-    )
+    d, _ = sample_guest_dir(tmp, initdata_toml(kbs_url, kbs_cert, ALLOW_ALL, image))
     with agent_process(d, [f"unix:{tmp / 'agent.sock'}"], images=None) as ready:
         yield ready
 

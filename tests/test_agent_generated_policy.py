@@ -18,10 +18,10 @@ import pytest
 from agent_support import (
     agent_process,
     busybox_rootfs,
-    free_port,
     initdata_toml,
     need_registry_tools,
     need_runc,
+    sample_guest_dir,
 )
 from trustpod.agent.client import AgentClient
 from trustpod.agent.pb import protos
@@ -74,15 +74,8 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             for word in text.split()
             if word.strip('",').startswith(f"{reg.host}/shop/app@sha256:")
         )
-        d = tmp / "guest"
-        d.mkdir()
-        (tmp / "keys").mkdir()
         image = {"insecure_http_registries": [reg.host], "work_dir": str(tmp / "image-work")}
-        (d / "initdata.toml").write_text(initdata_toml("https://127.0.0.1:1", None, text, image))
-        (d / "guest.toml").write_text(
-            f'attester = "sample"\nkey_dir = "{tmp / "keys"}"\n'
-            f'api_listen = "127.0.0.1:{free_port()}"\n'
-        )
+        d, _ = sample_guest_dir(tmp, initdata_toml("https://127.0.0.1:1", None, text, image))
         busybox_rootfs(d / "pause" / "rootfs", pause=True)
         with agent_process(d, [f"unix:{tmp / 'agent.sock'}"], images=None) as ready:
             yield {"ready": ready, "pinned": pinned, "host": reg.host, "dir": d}

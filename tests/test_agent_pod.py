@@ -25,8 +25,8 @@ from agent_support import (
     agent_process,
     busybox_rootfs,
     container_request,
-    free_port,
     need_runc,
+    sample_guest_dir,
 )
 from kbs_support import builtin_kbs, serve
 from trustpod.agent.client import AgentClient
@@ -57,17 +57,8 @@ def pod_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     core.set_resource("default/plain/1", b"plain-resource")
     core.set_resource("default/sealed-key/1", json.dumps(public_jwk(SIGNER.public_key())).encode())
     with serve(app, cert=ca.issue_cert("127.0.0.1")) as url:
-        d = tmp / "guest"
-        d.mkdir()
-        (tmp / "keys").mkdir()
-        (d / "initdata.toml").write_text(
-            build_initdata(url, kbs_cert=ca.cert_pem.bytes().decode(), policy=ALLOW_ALL)
-        )
-        api_port = free_port()
-        (d / "guest.toml").write_text(
-            f'attester = "sample"\nkey_dir = "{tmp / "keys"}"\n'
-            f'api_listen = "127.0.0.1:{api_port}"\n'
-        )
+        initdata = build_initdata(url, kbs_cert=ca.cert_pem.bytes().decode(), policy=ALLOW_ALL)
+        d, api_port = sample_guest_dir(tmp, initdata)
         busybox_rootfs(d / "pause" / "rootfs", pause=True)
         images = tmp / "images"
         busybox_rootfs(images / IMAGE.replace("/", "_").replace(":", "_"))

@@ -46,6 +46,45 @@ def builtin_kbs(config: Any, *, references: bool = True, **kwargs: Any) -> tuple
     return create_app(core, admin), core
 
 
+def admin_jwt_kbs(tmp: Path, resource_policy: str | None = None) -> tuple[Any, KbsCore, Path]:
+    """``builtin_kbs`` whose admin API takes a bearer JWT (an ed25519 identity provider, role
+    ``admin`` allowed on ``^/kbs/.+$``) over a fixed clock; ``resource_policy``: Rego set as the
+    resource policy. Returns the app, the core and a file holding a valid admin token (1 h)."""
+    import tomllib
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from trustpod._internal.clock import FixedClock
+    from trustpod.kbs.config import parse_config
+    from trustpod.kbs.jwks import sign_jwt
+
+    admin = ed25519.Ed25519PrivateKey.generate()
+    pub = tmp / "admin.pub"
+    pub.write_bytes(
+        admin.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    text = (
+        "[http_server]\ninsecure_http = true\n[attestation_service]\ntimeout = 5\n"
+        '[admin]\nauthorization_mode = "AuthenticatedAuthorization"\n'
+        "[admin.authentication.bearer_jwt]\n"
+        f'identity_providers = [{{issuer = "test", public_key_uri = "{pub}"}}]\n'
+        "[admin.authorization.regex_acl]\n"
+        'acls = [{role = "admin", allowed_endpoints = "^/kbs/.+$"}]\n'
+    )
+    clock = FixedClock(time.time())
+    app, core = builtin_kbs(parse_config(tomllib.loads(text), tmp / "kbs.toml"), clock=clock)
+    if resource_policy is not None:
+        core.set_resource_policy({"policy": b64url(resource_policy.encode())})
+    token = tmp / "admin-token"
+    token.write_text(
+        sign_jwt(admin, {"iss": "test", "role": "admin", "exp": int(clock.time()) + 3600})
+    )
+    return app, core, token
+
+
 class ExternalIssuer:
     """Another attestation service's token issuer (an external AS, or one the KBS does not
     trust): ES256 EAR-shaped tokens with a header ``jwk``. Not an attestation service port."""

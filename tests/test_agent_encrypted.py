@@ -6,8 +6,6 @@ PERMISSION_DENIED naming the key, and nothing of that image runs."""
 
 from __future__ import annotations
 
-import time
-import tomllib
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 import trustme
 
 from agent_support import need_registry_tools, need_runc, pulling_agent, run_then_refuse
-from kbs_support import builtin_kbs, serve
+from kbs_support import admin_jwt_kbs, serve
 from trustpod.cli.main import main
 
 DENY_POLICY = (
@@ -27,14 +25,7 @@ DENY_POLICY = (
 def encrypted_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     need_runc()
     need_registry_tools()
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
     from oci_support import Registry, build_image, busybox_rootfs, skopeo_copy
-    from trustpod._internal.b64 import b64url_encode
-    from trustpod._internal.clock import FixedClock
-    from trustpod.kbs.config import parse_config
-    from trustpod.kbs.jwks import sign_jwt
     from trustpod.oci.layout import tar_tree
 
     tmp = tmp_path_factory.mktemp("agentenc")
@@ -46,28 +37,7 @@ def encrypted_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
         (top / "etc" / "secret-message").write_text("decrypted in the pod\n")
         build_image(tmp / "layout", root, "1", extra_layers=[tar_tree(top)])
         skopeo_copy(f"oci:{tmp / 'layout'}:1", f"docker://{reg.host}/plain/app:1")
-        admin = ed25519.Ed25519PrivateKey.generate()
-        pub = tmp / "admin.pub"
-        pub.write_bytes(
-            admin.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
-        text = (
-            "[http_server]\ninsecure_http = true\n[attestation_service]\ntimeout = 5\n"
-            '[admin]\nauthorization_mode = "AuthenticatedAuthorization"\n'
-            "[admin.authentication.bearer_jwt]\n"
-            f'identity_providers = [{{issuer = "test", public_key_uri = "{pub}"}}]\n'
-            "[admin.authorization.regex_acl]\n"
-            'acls = [{role = "admin", allowed_endpoints = "^/kbs/.+$"}]\n'
-        )
-        clock = FixedClock(time.time())
-        app, core = builtin_kbs(parse_config(tomllib.loads(text), tmp / "kbs.toml"), clock=clock)
-        core.set_resource_policy({"policy": b64url_encode(DENY_POLICY.encode())})
-        token = tmp / "admin-token"
-        token.write_text(
-            sign_jwt(admin, {"iss": "test", "role": "admin", "exp": int(clock.time()) + 3600})
-        )
+        app, _, token = admin_jwt_kbs(tmp, DENY_POLICY)
         ca = trustme.CA()
         cafile = tmp / "ca.pem"
         ca.cert_pem.write_to_path(str(cafile))

@@ -8,8 +8,6 @@ import base64
 import json
 import shutil
 import subprocess
-import time
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,42 +339,10 @@ def test_guest_pull_through_attested_cdh(world: World, tmp_path: Path) -> None:
     a JWE layer opens with a private key that is itself a KBS resource."""
     _need_vectors()
     import trustme
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from kbs_support import builtin_kbs, serve
-    from trustpod._internal.b64 import b64url_encode
-    from trustpod._internal.clock import FixedClock
-    from trustpod.kbs.config import parse_config
-    from trustpod.kbs.jwks import sign_jwt
+    from kbs_support import admin_jwt_kbs, serve
 
-    admin_key = ed25519.Ed25519PrivateKey.generate()
-    pub = tmp_path / "admin.pub"
-    pub.write_bytes(
-        admin_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    text = f"""
-[http_server]
-insecure_http = true
-[attestation_service]
-timeout = 5
-[admin]
-authorization_mode = "AuthenticatedAuthorization"
-[admin.authentication.bearer_jwt]
-identity_providers = [{{issuer = "test", public_key_uri = "{pub}"}}]
-[admin.authorization.regex_acl]
-acls = [{{role = "admin", allowed_endpoints = "^/kbs/.+$"}}]
-"""
-    clock = FixedClock(time.time())
-    config = parse_config(tomllib.loads(text), tmp_path / "kbs-config.toml")
-    app, core = builtin_kbs(config, clock=clock)
-    token = tmp_path / "admin-token"
-    token.write_text(
-        sign_jwt(admin_key, {"iss": "test", "role": "admin", "exp": int(clock.time()) + 3600})
-    )
-    core.set_resource_policy({"policy": b64url_encode(DENY_POLICY.encode())})
+    app, core, token = admin_jwt_kbs(tmp_path, DENY_POLICY)
     core.set_resource("default/image-key/jwe", PRIV.read_bytes())
     core.set_resource("default/image-key/denied", bytes(32))
     ca = trustme.CA()

@@ -27,6 +27,7 @@ __all__ = [
     "FlowStats",
     "attest_token",
     "one_flow",
+    "provision",
     "run_flows",
     "sample_evidence",
 ]
@@ -131,6 +132,29 @@ async def one_flow(
     )
     if status != 200:
         raise RuntimeError(f"resource {status} {data[:200]!r}")
+
+
+def provision(
+    url: str, admin_token: str, resource: str, *, verify: str | bool = True, policy: str = ""
+) -> None:
+    """As a user would, over the admin API: ``resource`` (a secret), the sample TEE's reference
+    values and, when ``policy`` is given, that Rego as the resource policy."""
+    import httpx
+
+    from trustpod.demo import SAMPLE_REFERENCE_VALUES
+
+    h = {"authorization": f"Bearer {admin_token}"}
+    with httpx.Client(base_url=url, verify=verify, headers=h) as c:
+        assert c.post(f"/kbs/v0/resource/{resource}", content=b"bench-secret").status_code == 200
+        for name, value in SAMPLE_REFERENCE_VALUES.items():
+            payload = base64.b64encode(json.dumps({name: value}).encode()).decode()
+            msg = {"version": "0.1.0", "type": "sample", "payload": payload}
+            r = c.post("/kbs/v0/reference-value", json=msg)
+            assert r.status_code == 200, r.text
+        if policy:
+            encoded = base64.urlsafe_b64encode(policy.encode()).rstrip(b"=").decode()
+            r = c.post("/kbs/v0/resource-policy", json={"policy": encoded})
+            assert r.status_code == 200, r.text
 
 
 async def _client(url: str, ctx: ssl.SSLContext | None, resource: str, until: float, st: FlowStats):

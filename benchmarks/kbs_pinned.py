@@ -35,7 +35,14 @@ from typing import Any
 
 import httpx
 
-from benchmarks.kbs_load import Conn, Evidence, attest_token, one_flow, sample_evidence
+from benchmarks.kbs_load import (
+    Conn,
+    Evidence,
+    attest_token,
+    one_flow,
+    provision,
+    sample_evidence,
+)
 
 __all__ = ["CUSTOM_POLICY", "PinnedResult", "main", "run_pinned"]
 
@@ -174,22 +181,6 @@ def _gets(url: str, token: str, seconds: float) -> float:
     return n / seconds
 
 
-def _provision(url: str, admin_token: str) -> None:
-    from trustpod.demo import SAMPLE_REFERENCE_VALUES
-
-    h = {"authorization": f"Bearer {admin_token}"}
-    with httpx.Client(base_url=url, headers=h) as c:
-        assert c.post(f"/kbs/v0/resource/{RESOURCE}", content=b"bench-secret").status_code == 200
-        for name, value in SAMPLE_REFERENCE_VALUES.items():
-            payload = base64.b64encode(json.dumps({name: value}).encode()).decode()
-            msg = {"version": "0.1.0", "type": "sample", "payload": payload}
-            r = c.post("/kbs/v0/reference-value", json=msg)
-            assert r.status_code == 200, r.text
-        policy = base64.urlsafe_b64encode(CUSTOM_POLICY.encode()).rstrip(b"=").decode()
-        r = c.post("/kbs/v0/resource-policy", json={"policy": policy})
-        assert r.status_code == 200, r.text
-
-
 #: az-snp-vtpm claim -> reference-value id of the default attestation policy.
 _AZ_REFERENCE = {
     "measurement": "measurement",
@@ -290,7 +281,7 @@ def run_pinned(
     try:
         _wait(res.url, proc, tmp / "server.log")
         admin = res.admin_token.read_text().strip()
-        _provision(res.url, admin)
+        provision(res.url, admin, RESOURCE, policy=CUSTOM_POLICY)
         if tee != "sample":
             _register_az_references(res.url, admin, _token(res.url, tee, evidence))
         os.sched_setaffinity(0, {LOAD_CORE})

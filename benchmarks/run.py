@@ -15,8 +15,6 @@ only ``bench_replicas.py`` (1/2/3 replicas on PostgreSQL and Redis) after the ma
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import multiprocessing
 import os
 import platform
@@ -31,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.kbs_load import Conn, run_flows
+from benchmarks.kbs_load import Conn, provision, run_flows
 
 RESOURCE = "default/bench/key"
 
@@ -119,19 +117,6 @@ def _wait(url: str, cafile: str | None) -> None:
     raise SystemExit("KBS did not start")
 
 
-def _provision(url: str, token: str, cafile: str | None) -> None:
-    h = {"authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url, verify=cafile or True, headers=h) as c:
-        assert c.post(f"/kbs/v0/resource/{RESOURCE}", content=b"bench-secret").status_code == 200
-        from trustpod.demo import SAMPLE_REFERENCE_VALUES
-
-        for name, value in SAMPLE_REFERENCE_VALUES.items():
-            payload = base64.b64encode(json.dumps({name: value}).encode()).decode()
-            msg = {"version": "0.1.0", "type": "sample", "payload": payload}
-            r = c.post("/kbs/v0/reference-value", json=msg)
-            assert r.status_code == 200, r.text
-
-
 def kbs_bench(args: argparse.Namespace) -> dict[str, float]:
     from trustpod.kbs.init_dir import init_kbs_dir
 
@@ -144,7 +129,7 @@ def kbs_bench(args: argparse.Namespace) -> dict[str, float]:
     proc = _start(res.config, workers, profile, args.stub_as)
     try:
         _wait(res.url, cafile)
-        _provision(res.url, res.admin_token.read_text().strip(), cafile)
+        provision(res.url, res.admin_token.read_text().strip(), RESOURCE, verify=cafile or True)
         per = max(1, args.clients // args.load_procs)
         jobs = [(res.url, per, args.seconds, cafile)] * args.load_procs
         t0 = time.perf_counter()

@@ -30,6 +30,7 @@ __all__ = [
     "load_cosign_private_key",
     "push_blob",
     "push_manifest",
+    "push_secret_message_image",
     "skopeo_allows",
     "skopeo_copy",
 ]
@@ -274,6 +275,19 @@ def build_image(
     return write_layout(
         layout, [tar_tree(root), *(extra_layers or [])], tag=tag, compression=compression
     )
+
+
+def push_secret_message_image(tmp: Path, host: str, message: str, tag: str = "1") -> Path:
+    """busybox plus a layer adding ``/etc/secret-message`` (``message``): built as ``tag`` in
+    ``tmp/layout`` (returned) and pushed to ``docker://{host}/plain/app:1``."""
+    root = busybox_rootfs(tmp / "rootfs")
+    top = tmp / "top"
+    (top / "etc").mkdir(parents=True)
+    (top / "etc" / "secret-message").write_text(message)
+    layout = tmp / "layout"
+    build_image(layout, root, tag, extra_layers=[tar_tree(top)])
+    skopeo_copy(f"oci:{layout}:{tag}", f"docker://{host}/plain/app:1")
+    return layout
 
 
 def load_cosign_private_key(path: Path, password: bytes = b"") -> object:

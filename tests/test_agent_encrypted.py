@@ -25,18 +25,12 @@ DENY_POLICY = (
 def encrypted_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     need_runc()
     need_registry_tools()
-    from oci_support import Registry, build_image, busybox_rootfs, skopeo_copy
-    from trustpod.oci.layout import tar_tree
+    from oci_support import Registry, push_secret_message_image
 
     tmp = tmp_path_factory.mktemp("agentenc")
     reg = Registry(tmp / "registry")
     try:
-        root = busybox_rootfs(tmp / "rootfs")
-        top = tmp / "top"
-        (top / "etc").mkdir(parents=True)
-        (top / "etc" / "secret-message").write_text("decrypted in the pod\n")
-        build_image(tmp / "layout", root, "1", extra_layers=[tar_tree(top)])
-        skopeo_copy(f"oci:{tmp / 'layout'}:1", f"docker://{reg.host}/plain/app:1")
+        push_secret_message_image(tmp, reg.host, "decrypted in the pod\n")
         app, _, token = admin_jwt_kbs(tmp, DENY_POLICY)
         ca = trustme.CA()
         cafile = tmp / "ca.pem"

@@ -19,11 +19,10 @@ import pytest
 from conftest import vectors_root
 from oci_support import (
     Registry,
-    build_image,
-    busybox_rootfs,
     guest_puller,
     push_blob,
     push_manifest,
+    push_secret_message_image,
     skopeo_copy,
 )
 from trustpod.cli.main import main
@@ -31,7 +30,6 @@ from trustpod.errors import PolicyDenied, TrustpodError, VerificationError
 from trustpod.oci import puller as puller_mod
 from trustpod.oci.decrypt import LayerKeys, load_rsa_private_key
 from trustpod.oci.encrypt_cli import DirKekStore
-from trustpod.oci.layout import tar_tree
 from trustpod.oci.puller import FileKeyLoader, ImagePuller
 from trustpod.oci.registry import RegistryClient
 from trustpod.oci.settings import OciSettings
@@ -82,17 +80,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("ocienc")
     reg = Registry(tmp / "registry")
     try:
-        root = busybox_rootfs(tmp / "rootfs")
-        top = tmp / "top"
-        (top / "etc").mkdir(parents=True)
-        (top / "etc" / "secret-message").write_text("only for attested pods\n")
-        layout = tmp / "layout"
-        build_image(layout, root, "plain", extra_layers=[tar_tree(top)])
+        layout = push_secret_message_image(tmp, reg.host, "only for attested pods\n", "plain")
         keys = tmp / "keys"
         (keys / "default" / "image-key").mkdir(parents=True)
         kek = bytes(range(100, 132))
         (keys / "default" / "image-key" / "app").write_bytes(kek)
-        skopeo_copy(f"oci:{layout}:plain", f"docker://{reg.host}/plain/app:1")
         yield World(tmp, reg, layout, keys, kek)
     finally:
         reg.close()

@@ -39,19 +39,13 @@ allow if {
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PodEnv, Any, Path]]:
     need_runc()
     need_registry_tools()
-    from oci_support import Registry, build_image, busybox_rootfs, skopeo_copy
-    from trustpod.oci.layout import tar_tree
+    from oci_support import Registry, push_secret_message_image
 
     tmp = tmp_path_factory.mktemp("podenc")
     reg = Registry(tmp / "registry")
     try:
         with pod_env(tmp / "pod") as e:
-            root = busybox_rootfs(tmp / "rootfs")
-            top = tmp / "top"
-            (top / "etc").mkdir(parents=True)
-            (top / "etc" / "secret-message").write_text("decrypted in the pod VM\n")
-            build_image(tmp / "layout", root, "1", extra_layers=[tar_tree(top)])
-            skopeo_copy(f"oci:{tmp / 'layout'}:1", f"docker://{reg.host}/plain/app:1")
+            push_secret_message_image(tmp, reg.host, "decrypted in the pod VM\n")
             kek = tmp / "kek"
             kek.write_bytes(bytes(range(64, 96)))
             for name in ("app", "denied"):

@@ -13,7 +13,7 @@ APT_PKGS := swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config cryptsetup-bin s
 EXTRAS := server,verifiers,guest,backends,pods,dev,podvm
 export TRUSTPOD_VECTORS ?= $(abspath ../shared/vectors)
 
-.PHONY: all venv protos sysdeps lint typecheck test demo demo-encrypted bench bench-replicas image-test clean
+.PHONY: all venv protos sysdeps lint typecheck test demo demo-encrypted demo-vm bench bench-replicas image-test clean
 
 all: test
 
@@ -61,7 +61,11 @@ bench-replicas: venv
 
 # the full Debian pod VM under QEMU TCG (cold image build: minutes; cached by input digest)
 test-vm: venv
-	TRUSTPOD_VM_FULL=1 $(BIN)/pytest -q -p no:cacheprovider -s tests/test_pod_qemu.py tests/test_image_vm_boot.py
+	TRUSTPOD_VM_FULL=1 $(BIN)/pytest -q -p no:cacheprovider -s tests/test_pod_qemu.py tests/test_pod_qemu_attest.py tests/test_image_vm_boot.py
+
+# make demo's confidential pod in a real pod VM (qemu provider, TCG), each step timed
+demo-vm: venv
+	$(BIN)/python -m trustpod.pod.demo_vm
 
 bench-vm: venv
 	$(BIN)/python benchmarks/bench_pod_vm.py --cold

@@ -73,6 +73,8 @@ class Demo:
     trustpod_settings: str = ""
     reference_values: dict[str, Any] = field(default_factory=lambda: dict(SAMPLE_REFERENCE_VALUES))
     emulated_cvm: bool = False
+    #: extra names in the KBS certificate (``make demo-vm``: the address the pod VM uses)
+    kbs_sans: tuple[str, ...] = ()
 
     @contextmanager
     def step(self, title: str) -> Iterator[None]:
@@ -109,7 +111,7 @@ class Demo:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         with self.step(f"trustpod kbs init --dir {tmp} --listen 127.0.0.1:{port}"):
-            res = init_kbs_dir(tmp, f"127.0.0.1:{port}")
+            res = init_kbs_dir(tmp, f"127.0.0.1:{port}", sans=self.kbs_sans)
             if self.trustpod_settings:  # [trustpod] is the config's last table
                 with res.config.open("a") as f:
                     f.write(self.trustpod_settings.rstrip() + "\n")

@@ -156,7 +156,10 @@ class QemuProvider:
         argv = ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={vm / 'tpm'}"]
         argv += ["--ctrl", f"type=unixio,path={_TPM_SOCK}", "--flags", "startup-clear"]
         argv += ["--log", f"file={vm / 'tpm' / 'swtpm.log'}"]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, cwd=vm)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True, cwd=vm,
+        )  # fmt: skip
         procs = [proc]
         _wait_socket(sock, proc, "swtpm")
         path = _TPM_SOCK

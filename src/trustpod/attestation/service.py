@@ -201,7 +201,7 @@ class AttestationService:
             )
 
     def set_policy(self, policy_id: str, policy: str) -> None:
-        """Validate (compiles with regopy) and store ``<id>.rego`` (overwrites)."""
+        """Validate (parses with regorus) and store ``<id>.rego`` (overwrites)."""
         self._check_id(policy_id)
         validate(policy, POLICY_RULES)
         self._store.put(POLICY_NAMESPACE, f"{policy_id}.rego", policy.encode("utf-8"))

@@ -126,6 +126,9 @@ def test_pod_end_to_end(env: PodEnv) -> None:
     assert "sealed." not in out
     side = _wait_logs(e, "web", "side", "production")
     assert side == "production\n"
+    # the pod VM's console log (the agent's serving line)
+    console = e.cli("logs", "--console", "web", "--config", str(e.config))
+    assert console.returncode == 0 and '{"agent": ' in console.stdout, console.stderr
     # exec allowed by this pod's initdata policy (allow-all)
     ex = e.cli(
         "exec",

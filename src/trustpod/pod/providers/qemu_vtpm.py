@@ -174,18 +174,25 @@ class VtpmRelay:
 
     def __init__(self, listen: Path, swtpm_ctrl: Path, paravisor: Paravisor) -> None:
         self.listen, self.swtpm_ctrl, self.paravisor = listen, swtpm_ctrl, paravisor
-
-    def serve_forever(self) -> None:
-        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o077)
         try:
-            srv.bind(str(self.listen))
+            self._srv.bind(str(self.listen))
         finally:
             os.umask(old)
-        srv.listen(1)
+        self._srv.listen(1)
+
+    def serve_forever(self) -> None:
+        """Serve qemu's control connections one after the other until ``close()``."""
         while True:
-            conn, _ = srv.accept()
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:  # closed
+                return
             self._control(conn)
+
+    def close(self) -> None:
+        self._srv.close()
 
     def _control(self, qemu: socket.socket) -> None:
         up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -21,7 +21,7 @@ import binascii
 from typing import Any
 
 from trustpod.errors import ConfigError, DependencyError, NotFoundError
-from trustpod.storage.secret_settings import AzureKeyVaultConfig
+from trustpod.storage.secret_settings import AzureKeyVaultConfig, ca_bundle
 
 __all__ = ["MAX_PATH_BYTES", "AzureKeyVaultStore", "path_from_name", "secret_name"]
 
@@ -69,7 +69,7 @@ class AzureKeyVaultStore:
         kwargs: dict[str, Any] = {"connection_timeout": cfg.timeout_s}
         kwargs["read_timeout"] = cfg.timeout_s
         if cfg.ca_certs:
-            kwargs["connection_verify"] = _bundle(cfg)
+            kwargs["connection_verify"] = ca_bundle(cfg.ca_certs, "trustpod-akv-ca-")
         self._credential = credential or _credential(cfg, kwargs)
         self._client: Any = SecretClient(cfg.vault_url, self._credential, **kwargs)
 
@@ -166,14 +166,3 @@ def _credential(cfg: AzureKeyVaultConfig, transport_kwargs: dict[str, Any]) -> A
             cfg.tenant_id, cfg.client_id, cfg.client_secret, **kwargs
         )
     return identity.DefaultAzureCredential(**kwargs)
-
-
-def _bundle(cfg: AzureKeyVaultConfig) -> str:
-    if len(cfg.ca_certs) == 1:
-        return str(cfg.ca_certs[0])
-    import tempfile
-
-    data = b"".join(p.read_bytes() for p in cfg.ca_certs)
-    with tempfile.NamedTemporaryFile("wb", prefix="trustpod-akv-ca-", delete=False) as f:
-        f.write(data)
-    return f.name

@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_TIMEOUT_S", "AzureKeyVaultConfig", "ResourceBackend", "VaultConfig"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "AzureKeyVaultConfig",
+    "ResourceBackend",
+    "VaultConfig",
+    "ca_bundle",
+]
 
 DEFAULT_TIMEOUT_S = 10
 
@@ -43,3 +49,16 @@ class AzureKeyVaultConfig:
 
 
 ResourceBackend = VaultConfig | AzureKeyVaultConfig
+
+
+def ca_bundle(ca_certs: tuple[Path, ...], prefix: str) -> str:
+    """One path for the HTTP clients' ``verify`` setting: the file itself when there is one,
+    else the files concatenated into a temporary bundle named ``<prefix>...`` (they take one)."""
+    if len(ca_certs) == 1:
+        return str(ca_certs[0])
+    import tempfile
+
+    data = b"".join(p.read_bytes() for p in ca_certs)
+    with tempfile.NamedTemporaryFile("wb", prefix=prefix, delete=False) as f:
+        f.write(data)
+    return f.name

@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from trustpod.errors import ConfigError, DependencyError
-from trustpod.storage.secret_settings import VaultConfig
+from trustpod.storage.secret_settings import VaultConfig, ca_bundle
 
 __all__ = ["RESOURCE_NAMESPACE", "VaultKvStore"]
 
@@ -50,7 +50,7 @@ class VaultKvStore:
         elif cfg.vault_url.startswith("http://"):
             _log.warning("Vault plugin: %s is plain HTTP (testing only)", cfg.vault_url)
         if cfg.verify_ssl and cfg.ca_certs:
-            verify = str(cfg.ca_certs[0]) if len(cfg.ca_certs) == 1 else _bundle(cfg)
+            verify = ca_bundle(cfg.ca_certs, "trustpod-vault-ca-")
         self._client: Any = hvac.Client(
             url=cfg.vault_url, token=cfg.token, verify=verify, timeout=cfg.timeout_s
         )
@@ -167,13 +167,3 @@ class VaultKvStore:
         session = getattr(adapter, "session", None)
         if session is not None:
             session.close()
-
-
-def _bundle(cfg: VaultConfig) -> str:
-    """Several ``ca_certs`` files as one bundle (requests takes one path)."""
-    import tempfile
-
-    data = b"".join(p.read_bytes() for p in cfg.ca_certs)
-    with tempfile.NamedTemporaryFile("wb", prefix="trustpod-vault-ca-", delete=False) as f:
-        f.write(data)
-    return f.name

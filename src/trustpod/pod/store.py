@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trustpod._internal.private_dirs import make_private_dirs
 from trustpod.errors import ConfigError, NotFoundError
 
 __all__ = ["DEFAULT_STORE_ENV", "PodRecord", "PodStore", "default_store_dir"]
@@ -55,11 +56,7 @@ class PodRecord:
 class PodStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        old = os.umask(0o077)
-        try:
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        finally:
-            os.umask(old)
+        make_private_dirs(root, parents=True, exist_ok=True)
 
     def _check(self, name: str) -> str:
         if not _NAME.fullmatch(name):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trustpod._internal.private_dirs import make_private_dirs
 from trustpod.errors import ConfigError, DependencyError
 from trustpod.image.cidata import write_cidata
 from trustpod.image.qemu import QemuConfig, kvm_usable, qemu_argv
@@ -117,11 +118,7 @@ class QemuProvider:
         self.cmdline = _cmdline(settings.image_dir)
         self.accel = "kvm" if kvm_usable() else "tcg"
         self._procs: dict[str, list[subprocess.Popen[bytes]]] = {}
-        old = os.umask(0o077)
-        try:
-            settings.vm_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        finally:
-            os.umask(old)
+        make_private_dirs(settings.vm_root, parents=True, exist_ok=True)
 
     def _vm(self, instance_id: str) -> Path:
         if "/" in instance_id or instance_id.startswith("."):
@@ -137,12 +134,7 @@ class QemuProvider:
     ) -> Instance:
         name = instance_name(pod_name, sandbox_id)
         vm = self._vm(name)
-        old = os.umask(0o077)
-        try:
-            vm.mkdir(mode=0o700)
-            (vm / "tpm").mkdir(mode=0o700)
-        finally:
-            os.umask(old)
+        make_private_dirs(vm, vm / "tpm")
         try:
             return self._boot(name, vm, userdata, spec)
         except BaseException:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from trustpod._internal.unix_socket import bind_unix_socket
 from trustpod.errors import ConfigError
 from trustpod.guest.attesters.az_vtpm import (
     VTPM_AK_HANDLE,
@@ -174,12 +175,7 @@ class VtpmRelay:
 
     def __init__(self, listen: Path, swtpm_ctrl: Path, paravisor: Paravisor) -> None:
         self.listen, self.swtpm_ctrl, self.paravisor = listen, swtpm_ctrl, paravisor
-        self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o077)
-        try:
-            self._srv.bind(str(self.listen))
-        finally:
-            os.umask(old)
+        self._srv = bind_unix_socket(str(self.listen), 0o700)
         self._srv.listen(1)
 
     def serve_forever(self) -> None:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from trustpod._internal.private_dirs import make_private_dirs
 from trustpod.errors import ConfigError, DependencyError
 from trustpod.pod.guest_boot import VM_IP_ENV
 from trustpod.pod.provider import Instance, InstanceTypeSpec, instance_name
@@ -94,11 +95,7 @@ class SandboxProvider:
             raise DependencyError("unshare not found", fix="apt install util-linux")
         self.settings = settings
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        old = os.umask(0o077)
-        try:
-            settings.vm_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        finally:
-            os.umask(old)
+        make_private_dirs(settings.vm_root, parents=True, exist_ok=True)
 
     def _vm(self, instance_id: str) -> Path:
         if "/" in instance_id or instance_id.startswith("."):
@@ -132,13 +129,7 @@ class SandboxProvider:
         """Boot a pod VM called ``name`` fed with ``userdata``; ``ip`` is the address its
         "NIC" has (the agent binds it when apf.json says ``tcp:0.0.0.0:PORT``)."""
         vm = self._vm(name)
-        old = os.umask(0o077)
-        try:
-            vm.mkdir(mode=0o700)
-            for d in ("cidata", "root", "image", "keys", "tmp"):
-                (vm / d).mkdir(mode=0o700)
-        finally:
-            os.umask(old)
+        make_private_dirs(vm, *(vm / d for d in ("cidata", "root", "image", "keys", "tmp")))
         try:
             return self._boot(name, vm, userdata, ip)
         except BaseException:

@@ -18,7 +18,6 @@ Files (``save``/``load``): ``root.pem`` (the file to trust), ``chain.pem``, ``le
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import hashlib
 import json
@@ -179,18 +178,10 @@ class EmulatedGpu:
         return build_report(self.leaf_key, nonce, self.measurements, items)
 
     def evidence(self, report_data: bytes) -> dict[str, Any]:
-        """``nvidia`` evidence for ``report_data`` (first 32 bytes, zero-padded: the SPDM nonce)."""
-        nonce = report_data[:32].ljust(32, b"\0")
-        return {
-            "device_evidence_list": [
-                {
-                    "arch": "HOPPER",
-                    "uuid": self.uuid,
-                    "evidence": base64.b64encode(self.report(nonce)).decode(),
-                    "certificate": base64.b64encode(self.chain_pem).decode(),
-                }
-            ]
-        }
+        """``nvidia`` evidence for ``report_data``: what ``NvidiaAttester`` sends for this GPU."""
+        from trustpod.guest.attesters.nvidia import EmulatedSource, NvidiaAttester
+
+        return NvidiaAttester(EmulatedSource(self)).get_evidence(report_data)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

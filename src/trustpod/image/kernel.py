@@ -159,11 +159,14 @@ def kernel_modules(kernel: Kernel, wanted: tuple[str, ...] = BOOT_MODULES) -> li
         raise ConfigError(f"no modules under {kernel.modules_dir}", reason="image.kernel")
     if any(p.suffix != ".ko" for p in files.values()):
         raise ConfigError("compressed modules are not supported", reason="image.kernel")
+    by_norm: dict[str, str] = {}
+    for k in files:
+        by_norm.setdefault(_norm(k), k)
     deps: dict[str, tuple[str, ...]] = {}
     pending = list(wanted)
     while pending:
         name = pending.pop()
-        key = next((k for k in files if _norm(k) == _norm(name)), None)
+        key = by_norm.get(_norm(name))
         if key is None or key in deps:
             continue
         deps[key] = module_depends(files[key].read_bytes())

@@ -124,6 +124,13 @@ class Table:
         value = self.text(key)
         if value is None:
             return None
+        return self._resolve(value)
+
+    def paths(self, key: str) -> tuple[Path, ...]:
+        """A list of paths, each relative to the config file's directory unless absolute."""
+        return tuple(self._resolve(v) for v in self.texts(key))
+
+    def _resolve(self, value: str) -> Path:
         p = Path(value)
         return p if p.is_absolute() else (self.source.parent / p)
 

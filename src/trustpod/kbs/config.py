@@ -281,10 +281,7 @@ def _trustpod(t: Table | None) -> TrustpodSettings:
     if t is None:
         return TrustpodSettings()
     d = TrustpodSettings()
-    roots = tuple(
-        Path(p) if Path(p).is_absolute() else t.source.parent / p
-        for p in t.texts("insecure_emulated_roots")
-    )
+    roots = t.paths("insecure_emulated_roots")
     cfg = TrustpodSettings(
         upstream_status_codes=t.flag("upstream_status_codes", False),
         max_resource_path_labels=t.integer(

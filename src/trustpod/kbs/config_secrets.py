@@ -20,7 +20,6 @@ Every other namespace (sessions, policies, reference values, keys) stays in
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from trustpod.errors import ConfigError
 from trustpod.kbs._toml import Table
@@ -53,10 +52,6 @@ def _env(t: Table, key: str) -> str | None:
             fix=f"export {name}=... (e.g. from a Kubernetes Secret)",
         )
     return value
-
-
-def _paths(t: Table, key: str) -> tuple[Path, ...]:
-    return tuple(Path(p) if Path(p).is_absolute() else t.source.parent / p for p in t.texts(key))
 
 
 def _https_url(t: Table, what: str) -> str:
@@ -92,7 +87,7 @@ def _vault(t: Table) -> VaultConfig:
         mount_path=(t.text("mount_path", "secret") or "secret").strip("/"),
         kv_version=kv or 2,
         verify_ssl=t.flag("verify_ssl", True),
-        ca_certs=_paths(t, "ca_certs"),
+        ca_certs=t.paths("ca_certs"),
         timeout_s=t.integer("timeout", DEFAULT_TIMEOUT_S, minimum=1) or DEFAULT_TIMEOUT_S,
     )
 
@@ -119,7 +114,7 @@ def _azure(t: Table) -> AzureKeyVaultConfig:
         client_id=t.text("client_id"),
         client_secret=_env(t, "client_secret_env"),
         authority_host=t.text("authority_host"),
-        ca_certs=_paths(t, "ca_certs"),
+        ca_certs=t.paths("ca_certs"),
         timeout_s=t.integer("timeout", DEFAULT_TIMEOUT_S, minimum=1) or DEFAULT_TIMEOUT_S,
     )
     if credential == "client_secret" and not (

@@ -70,6 +70,33 @@ class CvmProfile:
         }
     )
 
+    def nv_hcl_report(
+        self, vendor: EmulatedVendor, ak: Any, user_data: bytes, report_id: bytes
+    ) -> bytes:
+        """The paravisor's HCL report for ``user_data``, as stored in NV 0x01400001.
+
+        swtpm caps an NV index at 2048 bytes: the used part (report_size) is kept, padded to the
+        index size; the attester zero-pads what it reads back to Azure's 2600 bytes."""
+        var_data = build_var_data(ak, user_data, self.vm_configuration)
+        hcl = build_hcl_report(
+            vendor,
+            var_data,
+            measurement=self.measurement,
+            policy=self.policy,
+            host_data=self.host_data,
+            guest_svn=self.guest_svn,
+            platform_info=self.platform_info,
+            report_id=report_id,
+        )
+        used = hcl_used_size(hcl)
+        if used > SOFT_TPM_NV_INDEX_MAX:
+            raise ConfigError(
+                f"HCL report of {used} bytes exceeds the emulated NV index",
+                reason="emulator.hcl_size",
+                fix="shorten vm_configuration",
+            )
+        return hcl[:SOFT_TPM_NV_INDEX_MAX]
+
 
 class VendorVcekSource:
     """``VcekSource`` serving the emulated VCEK (what IMDS/THIM serves on Azure)."""
@@ -250,7 +277,7 @@ class EmulatedAzureCvm:
         return self.device.pcr_read([INIT_DATA_PCR])[0]
 
     # -- paravisor --------------------------------------------------------------------------
-    def refresh_hcl_report(self) -> bytes:
+    def refresh_hcl_report(self) -> None:
         """Rebuild the HCL report from the current user data and store it in NV 0x01400001."""
         inner = self._inner
         if inner is None:
@@ -258,25 +285,5 @@ class EmulatedAzureCvm:
         with self._lock:
             user_data = inner.nv_read(VTPM_USER_DATA_NV_INDEX)
             ak = serialization.load_der_public_key(inner.ak_public_der(VTPM_AK_HANDLE))
-            var_data = build_var_data(ak, user_data, self.profile.vm_configuration)
-            hcl = build_hcl_report(
-                self.vendor,
-                var_data,
-                measurement=self.profile.measurement,
-                policy=self.profile.policy,
-                host_data=self.profile.host_data,
-                guest_svn=self.profile.guest_svn,
-                platform_info=self.profile.platform_info,
-                report_id=self._report_id,
-            )
-            # swtpm caps an NV index at 2048 bytes: store the used part (report_size) padded to
-            # the index size; the attester zero-pads what it reads back to Azure's 2600 bytes.
-            used = hcl_used_size(hcl)
-            if used > SOFT_TPM_NV_INDEX_MAX:
-                raise ConfigError(
-                    f"HCL report of {used} bytes exceeds the emulated NV index",
-                    reason="emulator.hcl_size",
-                    fix="shorten vm_configuration",
-                )
-            inner.nv_write(VTPM_HCL_REPORT_NV_INDEX, hcl[:SOFT_TPM_NV_INDEX_MAX])
-            return hcl
+            nv_report = self.profile.nv_hcl_report(self.vendor, ak, user_data, self._report_id)
+            inner.nv_write(VTPM_HCL_REPORT_NV_INDEX, nv_report)

@@ -43,8 +43,6 @@ from trustpod.guest.attesters.az_vtpm import (
     VTPM_USER_DATA_SIZE,
 )
 from trustpod.guest.emulator.cvm import CvmProfile, EmulatedAzureCvm
-from trustpod.guest.emulator.hcl import build_hcl_report, build_var_data, hcl_used_size
-from trustpod.guest.emulator.softtpm import SOFT_TPM_NV_INDEX_MAX
 from trustpod.guest.emulator.vendor import EmulatedVendor, load_or_create_vendor
 
 __all__ = [
@@ -103,20 +101,9 @@ class Paravisor:
         if offset + len(data) > VTPM_USER_DATA_SIZE:
             raise ConfigError("user-data write beyond the index", reason="emulator.user_data")
         self.user_data[offset : offset + len(data)] = data
-        var_data = build_var_data(self.ak, bytes(self.user_data), self.profile.vm_configuration)
-        hcl = build_hcl_report(
-            self.vendor,
-            var_data,
-            measurement=self.profile.measurement,
-            policy=self.profile.policy,
-            host_data=self.profile.host_data,
-            guest_svn=self.profile.guest_svn,
-            platform_info=self.profile.platform_info,
-            report_id=self._report_id,
+        return self.profile.nv_hcl_report(
+            self.vendor, self.ak, bytes(self.user_data), self._report_id
         )
-        if hcl_used_size(hcl) > SOFT_TPM_NV_INDEX_MAX:
-            raise ConfigError("HCL report exceeds the NV index", reason="emulator.hcl_size")
-        return hcl[:SOFT_TPM_NV_INDEX_MAX]
 
 
 def parse_nv_write(cmd: bytes) -> tuple[int, bytes, int] | None:

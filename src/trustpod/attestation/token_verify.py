@@ -43,6 +43,7 @@ __all__ = [
     "TokenVerifier",
     "jwk_public_key",
     "jwk_thumbprint",
+    "token_digest",
 ]
 
 _log = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ def jwk_public_key(jwk: Mapping[str, Any]) -> PublicKey:
     raise _fail("token key type is not supported", "token.jwk")
 
 
-def _token_digest(token: str) -> bytes:
+def token_digest(token: str) -> bytes:
+    """SHA-256 of a token: the key of the verified-claims cache (and of the KBS's memos)."""
     return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
 
@@ -141,7 +143,7 @@ class TokenVerifier:
 
     def remember(self, token: str, claims: dict[str, Any]) -> None:
         """Seed the cache with a token the caller signed itself (its claims, as signed)."""
-        self._keep(_token_digest(token), claims)
+        self._keep(token_digest(token), claims)
 
     def _keep(self, digest: bytes, claims: dict[str, Any]) -> None:
         self._claims[digest] = claims
@@ -154,7 +156,7 @@ class TokenVerifier:
         if len(token) > MAX_TOKEN_CHARS:
             raise _fail("attestation token too large")
         # (0) A token verified (or signed) before: only exp is checked again.
-        digest = _token_digest(token)
+        digest = token_digest(token)
         cached = self._claims.get(digest)
         if cached is not None:
             if cached.get("exp", 0) + self._leeway < self._clock.time():

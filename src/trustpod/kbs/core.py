@@ -17,6 +17,7 @@ from typing import Any
 
 from trustpod._internal.b64 import b64url_decode
 from trustpod._internal.clock import Clock
+from trustpod.attestation.token_verify import token_digest
 from trustpod.errors import AuthenticationError, EvidenceError, NotFoundError, VerificationError
 from trustpod.kbs.audit import AuditLog
 from trustpod.kbs.config import KbsConfig
@@ -52,10 +53,6 @@ def parse_resource_path(path: str) -> tuple[str, str, str]:
             fix="each segment: letters, digits, '_', '-', '.' (not first)",
         )
     return parts[0], parts[1], parts[2]
-
-
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "replace")).digest()
 
 
 def _submods(claims: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,7 +149,7 @@ class KbsCore:
         # (4) The token is ours: its claims go straight into the verified-token cache, its
         # explanation into the memo a later denial's audit entry draws on.
         self.tokens.remember(result.token, result.claims)
-        self._memo(self._explains, _digest(result.token), result.explain)
+        self._memo(self._explains, token_digest(result.token), result.explain)
         return result.token, self.sessions.attest(session, result.token)
 
     def token_from(self, sid: str | None, authorization: str | None) -> str:
@@ -176,7 +173,7 @@ class KbsCore:
         """The JWE of resource ``path`` for ``token``, as the JSON body of the reply."""
         parts = parse_resource_path(path)
         claims = self.tokens.verify(token)
-        token_key = _digest(token)
+        token_key = token_digest(token)
         self._authorize(claims, token_key, "resource", parts, query)
         self.metrics.resource_reads.labels(self.metrics.path_label(path)).inc()
         value = self.store.get(RESOURCE_NS, path)

@@ -10,7 +10,6 @@ docker://…`` pushes it.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
+
+from trustpod.oci.manifest import digest_of
 
 __all__ = ["tag_manifest", "tar_tree", "write_layout"]
 
@@ -51,7 +52,7 @@ def tar_tree(root: Path, *, mtime: int = 0) -> bytes:
 
 
 def _blob(layout: Path, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = digest_of(data)
     path = layout / "blobs" / "sha256" / digest.split(":", 1)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -88,7 +89,7 @@ def write_layout(
                 "size": len(blob),
             }
         )
-        diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
+        diff_ids.append(digest_of(tar))
     config = json.dumps(
         {
             "architecture": architecture,

@@ -17,6 +17,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,14 +85,15 @@ class SqliteStore:
                 isolation_level=None,  # autocommit: each statement is its own transaction
                 check_same_thread=False,
             )
-            self._run(conn, "PRAGMA synchronous=NORMAL", ())
+            self._run(conn.execute, "PRAGMA synchronous=NORMAL")
         self._local.conn = conn
         with self._all_lock:
             self._all.append(conn)
         return conn
 
-    def _run(self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
-        """Execute, retrying while another connection or process holds the write lock.
+    def _run(self, call: Callable[..., sqlite3.Cursor], *args: Any) -> sqlite3.Cursor:
+        """``call(*args)`` (a connection's ``execute`` or ``executescript``), retrying while
+        another connection or process holds the write lock.
 
         SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts, which turns
         brief contention between KBS processes into long tails; here every retry waits
@@ -100,7 +102,7 @@ class SqliteStore:
         deadline = 0.0
         while True:
             try:
-                return conn.execute(sql, params)
+                return call(*args)
             except sqlite3.OperationalError as exc:
                 code = getattr(exc, "sqlite_errorcode", None)
                 if code not in _BUSY_CODES:
@@ -113,7 +115,7 @@ class SqliteStore:
                 time.sleep(random.uniform(_RETRY_MIN_S, _RETRY_MAX_S))
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        return self._run(self._conn(), sql, params)
+        return self._run(self._conn().execute, sql, params)
 
     def _errors(self, what: str) -> _ErrorScope:
         return _ErrorScope(what, self.path)
@@ -174,18 +176,9 @@ class SqliteStore:
         """Give the pages of deleted rows back to the filesystem (incremental vacuum, then a
         WAL checkpoint that truncates the log); called after expired sessions are purged."""
         conn = self._conn()
-        deadline = time.monotonic() + self._busy_timeout_ms / 1000
         with self._errors("reclaim"):
-            while True:
-                try:
-                    # executescript steps the pragma to completion (execute() frees one page)
-                    conn.executescript("PRAGMA incremental_vacuum;")
-                    break
-                except sqlite3.OperationalError as exc:
-                    busy = getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES
-                    if not busy or time.monotonic() >= deadline:
-                        raise
-                    time.sleep(random.uniform(_RETRY_MIN_S, _RETRY_MAX_S))
+            # executescript steps the pragma to completion (execute() frees one page)
+            self._run(conn.executescript, "PRAGMA incremental_vacuum;")
             self._execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def close(self) -> None:

@@ -18,8 +18,9 @@ is an explanation aid, never a verdict (the policy's own result decides).
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["RvCheck", "failed_reference_values", "reference_value_checks"]
@@ -33,6 +34,13 @@ _IN = re.compile(rf"{_PATH}\s+in\s+query_reference_value\(\s*{_NAME}\s*\)")
 _CMP = re.compile(rf"{_PATH}\s*(>=|<=|==|>|<)\s*(?:rv_one|query_reference_value)\(\s*{_NAME}\s*\)")
 _RULE = re.compile(r"^\s*(?:default\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*(?::=|=)\s*[^{]*\bif\b\s*\{")
 _MISSING = object()
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+}
 
 
 def _lookup(doc: Mapping[str, Any], dotted: str) -> Any:
@@ -54,13 +62,7 @@ def _compare(value: Any, op: str, ref: Any) -> bool | None:
             return None
         ref = ref[0]
     try:
-        result = {
-            ">=": lambda: value >= ref,
-            "<=": lambda: value <= ref,
-            ">": lambda: value > ref,
-            "<": lambda: value < ref,
-            "==": lambda: value == ref,
-        }[op]()
+        result = _OPS[op](value, ref)
     except TypeError:
         return None
     return bool(result)

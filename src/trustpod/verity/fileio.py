@@ -6,7 +6,7 @@ import os
 
 from trustpod.errors import DependencyError, EvidenceError
 
-__all__ = ["read_exact", "read_into", "read_scatter", "write_all"]
+__all__ = ["read_exact", "read_scatter", "write_all"]
 
 
 def read_exact(fd: int, size: int, offset: int, what: str) -> bytes:
@@ -27,22 +27,6 @@ def read_exact(fd: int, size: int, offset: int, what: str) -> bytes:
         parts.append(chunk)
         got += len(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def read_into(fd: int, view: memoryview, offset: int, what: str) -> None:
-    got = 0
-    while got < len(view):
-        try:
-            n = os.preadv(fd, [view[got:]], offset + got)
-        except OSError as exc:
-            raise DependencyError(f"cannot read {what}: {exc}", reason="verity.io") from exc
-        if n == 0:
-            raise EvidenceError(
-                f"{what} is truncated: needed {len(view)} bytes at offset {offset}, got {got}",
-                reason="verity.truncated",
-                fix="the file is shorter than its verity parameters say; was it copied completely?",
-            )
-        got += n
 
 
 def read_scatter(fd: int, views: list[memoryview], offset: int, what: str) -> None:

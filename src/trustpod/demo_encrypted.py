@@ -32,6 +32,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from trustpod._internal.b64 import b64url_encode
 from trustpod.demo import Demo, GuestScenario, RunningKbs, _ok
 
 __all__ = ["encrypted_image_scenario", "main", "pods_run_here"]
@@ -150,7 +151,7 @@ def encrypted_image_scenario(kbs: RunningKbs, demo: Demo, *, pod: bool = False) 
         demo.out(f"    annotation packet: kid={packet['kid']} wrap_type={packet['wrap_type']}")
         demo.out(f"    pubopts: {base64.b64decode(ann['org.opencontainers.image.enc.pubopts'])!r}")
         with kbs.admin() as a, demo.step("admin: resource policy (affirming, never 'denied')"):
-            policy = base64.urlsafe_b64encode(RESOURCE_POLICY.encode()).rstrip(b"=").decode()
+            policy = b64url_encode(RESOURCE_POLICY.encode())
             _ok(a.post("/kbs/v0/resource-policy", json={"policy": policy}))
         with demo.step("GET the KEK without attestation (must be refused)"):
             import ssl

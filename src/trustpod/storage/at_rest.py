@@ -31,6 +31,7 @@ from trustpod.storage.envelope import (
     LocalKek,
     aad_for,
     is_envelope,
+    open_envelope,
     open_value,
     seal_value,
 )
@@ -171,13 +172,13 @@ class EncryptedStore:
             dek = self._deks.get(env.wrapped_dek)
         if dek is None:
             if env.kek_id != self.kek.key_id:
-                return open_value(self.kek, namespace, key, raw)  # raises wrong_key
+                return open_envelope(self.kek, namespace, key, env)  # raises wrong_key
             dek = self.kek.unwrap(env.wrapped_dek, aad_for(namespace, key))
             with self._lock:
                 self._deks[env.wrapped_dek] = dek
                 if len(self._deks) > _DEK_CACHE:
                     self._deks.popitem(last=False)
-        return open_value(self.kek, namespace, key, raw, dek=dek)
+        return open_envelope(self.kek, namespace, key, env, dek=dek)
 
     # -- KeyValueStore -------------------------------------------------------------------------
     def get(self, namespace: str, key: str) -> bytes | None:

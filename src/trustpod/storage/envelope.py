@@ -43,6 +43,7 @@ __all__ = [
     "LocalKek",
     "aad_for",
     "is_envelope",
+    "open_envelope",
     "open_value",
     "seal_value",
 ]
@@ -174,15 +175,20 @@ def seal_value(kek: KekProvider, namespace: str, key: str, plaintext: bytes) -> 
     return Envelope(kek.key_id, kek.wrap(dek, aad), nonce, ct).to_bytes()
 
 
-def open_value(
-    kek: KekProvider, namespace: str, key: str, raw: bytes, *, dek: bytes | None = None
-) -> bytes:
-    """Decrypt a stored value; ``dek`` skips the unwrap (a cached data key).
+def open_value(kek: KekProvider, namespace: str, key: str, raw: bytes) -> bytes:
+    """Decrypt a stored value.
 
     Raises ``VerificationError`` (reason ``storage.at_rest.*``) for another KEK, a value moved
     to another key, or any altered byte.
     """
-    env = Envelope.parse(raw)
+    return open_envelope(kek, namespace, key, Envelope.parse(raw))
+
+
+def open_envelope(
+    kek: KekProvider, namespace: str, key: str, env: Envelope, *, dek: bytes | None = None
+) -> bytes:
+    """``open_value`` of an already parsed envelope; ``dek`` skips the unwrap (a cached data
+    key)."""
     if env.kek_id != kek.key_id:
         raise VerificationError(
             f"value encrypted under KEK {env.kek_id!r}, this KBS has {kek.key_id!r}",

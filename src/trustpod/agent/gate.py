@@ -9,8 +9,8 @@ INTERNAL (13), as kata's ``allow_request`` maps them. Two kata special cases liv
 not in the gate: ReadStdout/ReadStderr read first and *clear the data* when the check fails
 (never an error), and SetPolicy is ``check("SetPolicyRequest", req)`` then ``set_policy``.
 
-The per-pod policy engine (``trustpod.agent.policy``) implements this Protocol; ``AllowAll``
-is kata's image default (allow-all) until a policy is installed.
+The per-pod policy engine (``trustpod.agent.policy``) implements this Protocol; kata's
+allow-all image default is its starting policy until another is installed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
-__all__ = ["AllowAll", "PolicyGate"]
+__all__ = ["PolicyGate"]
 
 
 class PolicyGate(Protocol):
@@ -31,19 +31,3 @@ class PolicyGate(Protocol):
     def set_policy(self, policy: str) -> None:
         """Replace the policy with the Rego text of a SetPolicy request (already checked by
         ``check("SetPolicyRequest", ...)``); raise ``ConfigError`` if it does not load."""
-
-
-class AllowAll:
-    """Kata's default policy: every request allowed; SetPolicy is refused (no engine)."""
-
-    def check(self, request_name: str, request: Message) -> None:
-        return None
-
-    def set_policy(self, policy: str) -> None:
-        from trustpod.errors import ConfigError
-
-        raise ConfigError(
-            "this agent has no policy engine: SetPolicy cannot install a policy",
-            reason="agent.no_policy_engine",
-            fix="start the agent with the per-pod policy gate (trustpod.agent.policy)",
-        )

@@ -132,7 +132,6 @@ class FakeRuntime:
     def exec(self, container_id: str, process: dict[str, Any], stdio: Stdio, tag: str) -> int:
         return 0
 
-    def kill_all(self, container_id: str, signal: int) -> None: ...
     def delete(self, container_id: str) -> None: ...
     def stats(self, container_id: str) -> dict[str, Any]:
         return {}

@@ -13,7 +13,6 @@ import logging
 import os
 import select
 import threading
-from collections.abc import Callable
 
 from trustpod.agent.runc import Stdio, exit_code
 from trustpod.errors import EvidenceError
@@ -70,7 +69,6 @@ class Process:
         pipes: Pipes,
         *,
         init: bool,
-        on_exit: Callable[[Process], None] | None = None,
     ) -> None:
         self.exec_id = exec_id
         self.pid = pid
@@ -82,7 +80,6 @@ class Process:
         self._readers = 0
         self.exited = threading.Event()
         self.status = 0
-        self._on_exit = on_exit
         self._waiter = threading.Thread(target=self._wait, name=f"wait-{pid}", daemon=True)
         self._waiter.start()
 
@@ -98,8 +95,6 @@ class Process:
                     break
             self.status = 255
         self.exited.set()
-        if self._on_exit is not None:
-            self._on_exit(self)
 
     def wait(self, timeout_s: float | None = None) -> bool:
         return self.exited.wait(timeout_s)

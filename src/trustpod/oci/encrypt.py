@@ -26,7 +26,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from trustpod.errors import ConfigError, DependencyError, NotFoundError
-from trustpod.oci.layout import tag_manifest
+from trustpod.oci.layout import tag_manifest, write_blob
 from trustpod.oci.manifest import (
     OCI_MANIFEST,
     Descriptor,
@@ -188,11 +188,7 @@ def _write_layout(layout: Path, tag: str, manifest: bytes, blobs: dict[str, Path
             dest.write_bytes(src)
         elif not dest.exists():  # content-addressed: an existing blob is the same bytes
             shutil.copyfile(src, dest)
-    mdigest = digest_of(manifest)
-    dest = _blob_path(layout, mdigest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(manifest)
-    tag_manifest(layout, tag, mdigest, len(manifest))
+    tag_manifest(layout, tag, write_blob(layout, manifest), len(manifest))
 
 
 class _Pusher:

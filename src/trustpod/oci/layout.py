@@ -21,7 +21,7 @@ import zstandard
 
 from trustpod.oci.manifest import digest_of
 
-__all__ = ["tag_manifest", "tar_tree", "write_layout"]
+__all__ = ["tag_manifest", "tar_tree", "write_blob", "write_layout"]
 
 _REF_NAME = "org.opencontainers.image.ref.name"
 _LAYER_TYPE = {
@@ -51,7 +51,8 @@ def tar_tree(root: Path, *, mtime: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def _blob(layout: Path, data: bytes) -> str:
+def write_blob(layout: Path, data: bytes) -> str:
+    """Store ``data`` as a sha256 blob of ``layout``; returns its digest."""
     digest = digest_of(data)
     path = layout / "blobs" / "sha256" / digest.split(":", 1)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def write_layout(
         descs.append(
             {
                 "mediaType": _LAYER_TYPE[compression],
-                "digest": _blob(layout, blob),
+                "digest": write_blob(layout, blob),
                 "size": len(blob),
             }
         )
@@ -104,13 +105,13 @@ def write_layout(
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {
                 "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": _blob(layout, config),
+                "digest": write_blob(layout, config),
                 "size": len(config),
             },
             "layers": descs,
         }
     ).encode()
-    mdigest = _blob(layout, manifest)
+    mdigest = write_blob(layout, manifest)
     tag_manifest(layout, tag, mdigest, len(manifest))
     return mdigest
 

@@ -112,7 +112,7 @@ class RuncRuntime:
             raise DependencyError(f"runc {args[0]} timed out", reason="agent.runc") from exc
         if proc.returncode != 0:
             detail = err.decode(errors="replace").strip() or _last_error(log_file)
-            if "does not exist" in detail or "not exist" in detail:
+            if "not exist" in detail:  # runc: "container does not exist"
                 raise NotFoundError(f"runc {args[0]}: {detail}", reason="agent.runc_not_found")
             raise DependencyError(f"runc {args[0]} failed: {detail}", reason="agent.runc")
         return out.decode(errors="replace")

@@ -34,13 +34,12 @@ def _components(rel: str) -> list[str]:
     return parts
 
 
-def _open_dir(root_fd: int, parts: list[str], mode: int, create: bool = True) -> int:
+def _open_dir(root_fd: int, parts: list[str], mode: int) -> int:
     fd = os.dup(root_fd)
     try:
         for part in parts:
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, mode, dir_fd=fd)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, mode, dir_fd=fd)
             nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = nxt

@@ -52,20 +52,19 @@ def _policy_text(text: str) -> str:
 
 def _check(args: argparse.Namespace) -> int:
     from trustpod.agent.policy_check import parse_cases, run_cases
-    from trustpod.agent.policy_engine import AgentPolicy
 
     policy = _policy_text(_read_text(args.policy, "policy"))
     try:
         doc = json.loads(_read_text(args.cases, "cases file"))
         cases = parse_cases(doc, _lookup)
-        AgentPolicy(policy)  # load errors are unusable input, before any case runs
+        # the policy loads before any case runs: a load error is unusable input
+        results = run_cases(policy, cases)
     except json.JSONDecodeError as exc:
         print(f"trustpod: error: the cases file is not JSON: {exc}", file=sys.stderr)
         return 2
     except (EvidenceError, ConfigError) as exc:
         print(f"trustpod: error: {exc.diagnostics()}", file=sys.stderr)
         return 2
-    results = run_cases(policy, cases)
     for result in results:
         print(json.dumps(result.row()))
     wrong = [(i, r) for i, r in enumerate(results) if r.matches is False]

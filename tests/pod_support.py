@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,3 +103,34 @@ def delete_all(config: Path) -> None:
     for record in list(store.list()):
         if record.provider == "sandbox":
             delete_pod(store, make_provider("sandbox", cfg, store), record.name)
+
+
+def detached_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``trustpod pod ARGS`` with output to a file, not a pipe: ``run -d`` leaves its log pump
+    running, and the pump inherits stdout/stderr (a pipe would never reach EOF)."""
+    with tempfile.TemporaryFile("w+") as out:
+        r = subprocess.run(
+            [sys.executable, "-m", "trustpod.cli", "pod", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=600,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        out.seek(0)
+        return subprocess.CompletedProcess(r.args, r.returncode, out.read(), "")
+
+
+def build_pod_vm_image(base: Path, checkout: Path, *, local_images: bool = True) -> Path:
+    """``trustpod image build --bootable`` into ``base/image`` (cached by its inputs' digest);
+    with ``local_images`` the busybox test image is baked in, else the agent pulls."""
+    out = base / "image"
+    cmd = [sys.executable, "-m", "trustpod.cli", "image", "build", "--bootable", "--no-vhd"]
+    cmd += ["--out", str(out), "--checkout", str(checkout)]
+    if local_images:
+        images = base / "images"
+        busybox_rootfs(images / IMAGE.replace("/", "_").replace(":", "_"))
+        cmd += ["--local-images", str(images)]
+    subprocess.run(cmd, check=True, timeout=1500)
+    return out

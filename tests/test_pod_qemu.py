@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from agent_support import IMAGE, busybox_rootfs, initdata_toml
+from agent_support import IMAGE, initdata_toml
+from pod_support import build_pod_vm_image, detached_cli
 from trustpod.agent.policy_defaults import ALLOW_ALL
 from trustpod.errors import DependencyError
 from trustpod.pod.provider import InstanceTypeSpec
@@ -43,13 +41,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for tool, pkg in (("qemu-system-x86_64", "qemu-system-x86"), ("mmdebstrap", "mmdebstrap")):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} not installed (apt-get install {pkg})")
-    base = tmp_path_factory.mktemp("podvm")
-    out, images = base / "image", base / "images"
-    busybox_rootfs(images / IMAGE.replace("/", "_").replace(":", "_"))
-    cmd = [sys.executable, "-m", "trustpod.cli", "image", "build", "--bootable", "--no-vhd"]
-    cmd += ["--out", str(out), "--checkout", str(ROOT), "--local-images", str(images)]
-    subprocess.run(cmd, check=True, timeout=1500)
-    return out
+    return build_pod_vm_image(tmp_path_factory.mktemp("podvm"), ROOT)
 
 
 def _userdata() -> str:
@@ -95,23 +87,6 @@ def test_flipped_byte_fails_the_instance(image: Path, tmp_path: Path) -> None:
         provider.teardown()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Output through a file, not a pipe: ``run -d`` leaves its log pump running, and the
-    pump inherits stdout/stderr (a pipe would never reach EOF)."""
-    with tempfile.TemporaryFile("w+") as out:
-        r = subprocess.run(
-            [sys.executable, "-m", "trustpod.cli", "pod", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=600,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        out.seek(0)
-        return subprocess.CompletedProcess(r.args, r.returncode, out.read(), out.read())
-
-
 def test_pod_run_in_the_vm_through_the_cli(image: Path, tmp_path: Path) -> None:
     config = tmp_path / "pod.toml"
     config.write_text(f'[pod]\nstore = "{tmp_path / "store"}"\n[qemu]\nimage_dir = "{image}"\n')
@@ -122,7 +97,7 @@ def test_pod_run_in_the_vm_through_the_cli(image: Path, tmp_path: Path) -> None:
         "    command: [sh, -c, 'echo hello from the pod VM; sleep 600']\n"
     )
     t0 = time.monotonic()
-    r = _cli(
+    r = detached_cli(
         "run", str(pod), "--provider", "qemu", "--config", str(config), "-d",
         "--kbs-url", "http://10.0.2.100:8080", "--policy", "allow-all",
     )  # fmt: skip
@@ -130,12 +105,12 @@ def test_pod_run_in_the_vm_through_the_cli(image: Path, tmp_path: Path) -> None:
         assert r.returncode == 0, r.stdout
         line = ""
         while time.monotonic() - t0 < 300 and "hello from the pod VM" not in line:
-            line = _cli("logs", "hello", "app", "--config", str(config)).stdout
+            line = detached_cli("logs", "hello", "app", "--config", str(config)).stdout
             time.sleep(0.5)
         first_log = time.monotonic() - t0
         assert "hello from the pod VM" in line
         print(f"pod run --provider qemu to first log line: {first_log:.1f} s")
     finally:
-        d = _cli("delete", "hello", "--config", str(config))
+        d = detached_cli("delete", "hello", "--config", str(config))
     assert d.returncode == 0, d.stdout
     assert not list((tmp_path / "store" / ".vms-qemu").iterdir())

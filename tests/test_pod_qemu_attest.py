@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +23,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from agent_support import IMAGE, busybox_rootfs
-from pod_support import SECRET, PodEnv, pod_env
+from agent_support import IMAGE
+from pod_support import SECRET, PodEnv, build_pod_vm_image, detached_cli, pod_env
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,13 +49,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     given = os.environ.get("TRUSTPOD_POD_VM_IMAGE")
     if given:
         return Path(given)
-    base = tmp_path_factory.mktemp("podvm")
-    out, images = base / "image", base / "images"
-    busybox_rootfs(images / IMAGE.replace("/", "_").replace(":", "_"))
-    cmd = [sys.executable, "-m", "trustpod.cli", "image", "build", "--bootable", "--no-vhd"]
-    cmd += ["--out", str(out), "--checkout", str(ROOT), "--local-images", str(images)]
-    subprocess.run(cmd, check=True, timeout=1500)
-    return out
+    return build_pod_vm_image(tmp_path_factory.mktemp("podvm"), ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -65,32 +58,13 @@ def registry_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for tool, pkg in (("docker-registry", "docker-registry"), ("skopeo", "skopeo")):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} not installed (apt-get install {pkg})")
-    out = tmp_path_factory.mktemp("podvm-registry") / "image"
-    cmd = [sys.executable, "-m", "trustpod.cli", "image", "build", "--bootable", "--no-vhd"]
-    subprocess.run([*cmd, "--out", str(out), "--checkout", str(ROOT)], check=True, timeout=1500)
-    return out
+    return build_pod_vm_image(tmp_path_factory.mktemp("podvm-registry"), ROOT, local_images=False)
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodEnv]:
     with pod_env(tmp_path_factory.mktemp("pods"), ("127.0.0.1", GUEST_HOST_IP)) as e:
         yield e
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI with output to a file (the detached log pump inherits it; a pipe never ends)."""
-    with tempfile.TemporaryFile("w+") as out:
-        r = subprocess.run(
-            [sys.executable, "-m", "trustpod.cli", "pod", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=600,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        out.seek(0)
-        return subprocess.CompletedProcess(r.args, r.returncode, out.read(), "")
 
 
 def write_pod(e: PodEnv, image_dir: Path) -> tuple[Path, list[str]]:
@@ -122,17 +96,17 @@ def write_pod(e: PodEnv, image_dir: Path) -> tuple[Path, list[str]]:
 def test_sealed_secret_in_the_vm(image: Path, env: PodEnv) -> None:
     config, args = write_pod(env, image)
     t0 = time.monotonic()
-    r = _cli("run", *args)
+    r = detached_cli("run", *args)
     try:
         assert r.returncode == 0, r.stdout
         out = ""
         while time.monotonic() - t0 < 300 and "secret=" not in out:
-            out = _cli("logs", "sealed", "app", "--config", str(config)).stdout
+            out = detached_cli("logs", "sealed", "app", "--config", str(config)).stdout
             time.sleep(0.5)
         first_log = time.monotonic() - t0
         assert f"secret={SECRET.decode()}" in out, out
         assert "sealed." not in out
-        console = _cli("logs", "--console", "sealed", "--config", str(config)).stdout
+        console = detached_cli("logs", "--console", "sealed", "--config", str(config)).stdout
         assert "root verified" in console and "EMULATED platform" in console
         # the KBS verified az-snp-vtpm evidence (the VM's vTPM), and the paravisor rebuilt the
         # HCL report for the guest's user data (the KBS nonce)
@@ -143,7 +117,7 @@ def test_sealed_secret_in_the_vm(image: Path, env: PodEnv) -> None:
         assert logs and "HCL report regenerated" in logs[0].read_text()
         print(f"pod run --provider qemu (attested) to the secret's log line: {first_log:.1f} s")
     finally:
-        d = _cli("delete", "sealed", "--config", str(config))
+        d = detached_cli("delete", "sealed", "--config", str(config))
     assert d.returncode == 0, d.stdout
     assert not list((env.tmp / "qemu-store" / ".vms-qemu").iterdir())
 

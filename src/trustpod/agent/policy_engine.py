@@ -18,7 +18,11 @@ settings. Divergences (ADR 0950, docs/compat.md): the policy must declare ``pack
 re-read from the new policy alone (kata keeps the old flag while evaluating it).
 
 Engine: ``trustpod.rego.RegoPolicy`` (regorus, one engine per thread: regorus engines are
-unsendable); the data document is passed with every query as ``data_json``.
+unsendable); the data document is passed with every query as ``data_json``. When the policy reads
+its state only as ``data.pstate`` (``policy_state.externalize_state``), the state is handed to
+the engine through the ``trustpod.pstate()`` extension instead, so a patch of ``pstate`` does not
+make regorus re-prepare the policy (ADR 0951); any other change of the document still replaces
+the engine's data, as kata does.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, NamedTuple
 
 import jsonpatch
 
+from trustpod.agent.policy_state import STATE_EXTENSION, externalize_state
 from trustpod.errors import ConfigError, EvidenceError, PolicyDenied
 from trustpod.rego import UNDEFINED, PolicyLimits, RegoPolicy
 
@@ -89,6 +94,9 @@ class PolicySettings:
     #: Evaluate a trailing ``policy_data := <JSON>`` (genpolicy's layout) once, as data, instead
     #: of rebuilding the literal on every query (same values; ADR 0950).
     hoist_policy_data: bool = True
+    #: Read ``data.pstate`` through an extension (no re-prepare after a state patch), when the
+    #: rewrite provably keeps the policy's meaning (ADR 0951); False: kata's clear-and-add.
+    externalize_state: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_line_bytes", "max_policy_bytes", "max_policy_lines", "max_prints_chars"):
@@ -119,16 +127,20 @@ class AgentPolicy:
         self._hoisted: str | None = None
         if s.hoist_policy_data:
             text, self._hoisted = hoist_policy_data(text)
+        #: ``[pstate]`` (or ``[]``) as the ``trustpod.pstate()`` extension returns it; None when
+        #: the state lives in the engine's data (kata's way).
+        self._state_box: list[Any] | None = None
+        rewritten = externalize_state(text, PACKAGE) if s.externalize_state else None
+        loaded: RegoPolicy | None = None
+        if rewritten is not None:
+            box: list[Any] = [{}]
+            try:
+                loaded = self._load(rewritten, {STATE_EXTENSION: (0, lambda: box)})
+                self._state_box = box
+            except EvidenceError:
+                loaded = None  # the original's own error (if any) is the one to report
         try:
-            self._rego = RegoPolicy(
-                {"policy.rego": text},
-                limits=PolicyLimits(
-                    max_col=s.max_line_bytes,
-                    max_file_bytes=s.max_policy_bytes,
-                    max_lines=s.max_policy_lines,
-                ),
-                gather_prints=True,
-            )
+            self._rego = loaded or self._load(text, None)
             packages = self._rego.packages
         except EvidenceError as exc:
             raise ConfigError(
@@ -143,7 +155,7 @@ class AgentPolicy:
                 fix=f"start the policy with `package {PACKAGE}`",
             )
         self._data: dict[str, Any] = copy.deepcopy(_INITIAL_DATA)
-        self._data_json = self._compose(self._data)
+        self._data_json = self._sync(self._data, None)
         self.allow_failures = False
         try:
             self.allow_failures = self.allow_request(ALLOW_FAILURES_RULE, "{}").allowed
@@ -155,6 +167,34 @@ class AgentPolicy:
                 "every denial and policy error is ignored",
                 ALLOW_FAILURES_RULE,
             )
+
+    def _load(self, text: str, extensions: dict[str, Any] | None) -> RegoPolicy:
+        s = self.settings
+        return RegoPolicy(
+            {"policy.rego": text},
+            limits=PolicyLimits(
+                max_col=s.max_line_bytes,
+                max_file_bytes=s.max_policy_bytes,
+                max_lines=s.max_policy_lines,
+            ),
+            gather_prints=True,
+            extensions=extensions,
+        )
+
+    def _sync(self, doc: dict[str, Any], old: dict[str, Any] | None) -> str:
+        """The engine's data JSON for ``doc`` (``old``: the document it replaces), with the
+        state box updated when the state lives outside the engine."""
+        box = self._state_box
+        if box is None:
+            return self._compose(doc)
+        rest = {k: v for k, v in doc.items() if k != "pstate"}
+        if old is not None and rest == {k: v for k, v in old.items() if k != "pstate"}:
+            data_json = self._data_json  # only pstate changed: the engine keeps its data
+        else:
+            data_json = self._compose(rest)
+        json.dumps(doc.get("pstate"), allow_nan=False)  # the same JSON check as kata's path
+        box[:] = [doc["pstate"]] if "pstate" in doc else []
+        return data_json
 
     def _compose(self, doc: dict[str, Any]) -> str:
         """The engine's data JSON: the policy's data document (+ the hoisted policy_data)."""
@@ -220,7 +260,7 @@ class AgentPolicy:
             if HOISTED_KEY in patched and self._hoisted is not None:
                 raise self._error(ep, f"state patch writes the reserved key {HOISTED_KEY!r}")
             try:
-                data_json = self._compose(patched)
+                data_json = self._sync(patched, self._data)
             except (TypeError, ValueError) as exc:
                 raise self._error(ep, f"patched state is not JSON: {exc}") from exc
             self._data, self._data_json = patched, data_json

@@ -476,6 +476,10 @@ def policy_data(
             "annotations": annotations,
         },
         "containers": containers,
+        "container_index": {
+            "sandbox" if c["type"] == "sandbox" else f"container/{c['name']}": i
+            for i, c in enumerate(containers)
+        },
         "common": {
             "default_mounts": list(_DEFAULT_MOUNTS),
             "bind_source_regex": r"^/run/kata-containers/(shared/containers/|sandbox/)",

@@ -3,9 +3,11 @@
 Written for trustpod from the behaviour genpolicy's ``rules.rego`` enforces
 (guest-and-control-plane.md §6.2) plus what it leaves out: the image of every container is pinned
 to its digest. Same shape as genpolicy output: rules first, ``policy_data := {...}`` last (Trustee
-reads it as ``agent_policy_claims``). Rego v1 syntax (regorus' default), package
-``agent_policy``; state lives in ``data.pstate``: ``containers`` (``<container_id>`` → index
-into ``policy_data.containers``) and ``netns`` (the pod's network namespace, first one seen).
+reads it as ``agent_policy_claims``). Rego v1 syntax (regorus' default), package ``agent_policy``;
+containers are found through ``policy_data.container_index`` (``"sandbox"`` or
+``"container/<name>"`` → index); state lives in ``data.pstate``: ``containers`` (``<container_id>``
+→ index into ``policy_data.containers``) and ``netns`` (the pod's network namespace, first one
+seen).
 """
 
 from __future__ import annotations
@@ -72,97 +74,111 @@ CRI := "io.kubernetes.cri."
 # ---- CreateContainer -----------------------------------------------------------------------
 
 CreateContainerRequest := {"ops": ops, "allowed": true} if {
-	safe_container_id(input.container_id)
-	not data.pstate.containers[input.container_id]
+	cid := input.container_id
+	safe_container_id(cid)
+	not data.pstate.containers[cid]
 	create_input_ok
-	pod_ok(input.OCI.Annotations)
-	some idx, c in policy_data.containers
-	container_name_ok(c, input.OCI.Annotations)
+	anno := input.OCI.Annotations
+	pod_ok(anno)
+	idx := policy_data.container_index[container_key(anno)]
+	c := policy_data.containers[idx]
 	print("CreateContainerRequest: trying", c.name)
 	container_ok(c)
 	print("CreateContainerRequest: allowed as", c.name)
-	path := concat("/", ["/pstate/containers", input.container_id])
-	add := [{"op": "add", "path": path, "value": idx}]
+	add := [{"op": "add", "path": concat("/", ["/pstate/containers", cid]), "value": idx}]
 	ops := array.concat(array.concat(containers_init_ops, netns_ops(c)), add)
 }
 
-containers_init_ops := [] if data.pstate.containers
+# Speed (ADR 0951): regorus interprets every body of a function, so alternatives are `else`
+# chains (same values: every alternative yields true), containers are found through
+# policy_data.container_index and sets replace nested loops.
 
-containers_init_ops := [{"op": "add", "path": "/pstate/containers", "value": {}}] if {
-	not data.pstate.containers
+containers_init_ops := [] if {
+	data.pstate.containers
+} else := [{"op": "add", "path": "/pstate/containers", "value": {}}]
+
+# Which entry of policy_data.containers a request is for ("sandbox" or "container/<name>").
+container_key(anno) := "sandbox" if {
+	anno["io.kubernetes.cri.container-type"] == "sandbox"
+} else := concat("/", ["container", anno["io.kubernetes.cri.container-name"]]) if {
+	anno["io.kubernetes.cri.container-type"] == "container"
 }
 
 # Namespaces: kata gives a container its own mount/ipc/uts (paths empty; the agent joins the
 # sandbox's) and the sandbox a network namespace: the first path seen is the pod's from then on.
-namespaces_ok(l) if {
-	every t in policy_data.common.required_namespaces {
-		some n in l.Namespaces
-		n.Type == t
-	}
-	every n in l.Namespaces {
-		namespace_ok(n)
-	}
-}
-
 namespace_ok(n) if {
+	n.Type == "network"
+} else if {
 	n.Type in policy_data.common.allowed_namespaces
 	n.Path == ""
 }
-
-namespace_ok(n) if n.Type == "network"
 
 input_netns := [n.Path | some n in input.OCI.Linux.Namespaces; n.Type == "network"]
 
 netns_ops(c) := [] if {
 	c.type == "container"
 	count(input_netns) == 0
-}
-
-netns_ops(_) := [] if {
+} else := [] if {
 	input_netns == [data.pstate.netns]
-}
-
-netns_ops(_) := [{"op": "add", "path": "/pstate/netns", "value": input_netns[0]}] if {
+} else := [{"op": "add", "path": "/pstate/netns", "value": input_netns[0]}] if {
 	count(input_netns) == 1
 	input_netns[0] != ""
 	not data.pstate.netns
 }
 
-safe_container_id(cid) if regex.match(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`, cid)
+safe_container_id(cid) if {
+	count(cid) <= 128
+	regex.match(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`, cid)
+}
 
 create_input_ok if {
 	is_null(input.string_user)
 	count(input.shared_mounts) == 0
 	count(input.devices) == 0
-	is_null(input.OCI.Hooks)
-	is_null(input.OCI.Solaris)
-	is_null(input.OCI.Windows)
-	not input.OCI.Process.SelinuxLabel != ""
-	linux_ok(input.OCI.Linux)
-}
-
-linux_ok(l) if {
+	oci := input.OCI
+	is_null(oci.Hooks)
+	is_null(oci.Solaris)
+	is_null(oci.Windows)
+	not oci.Process.SelinuxLabel != ""
+	l := oci.Linux
 	not is_null(l)
-	namespaces_ok(l)
 	count(l.UIDMappings) == 0
 	count(l.GIDMappings) == 0
 	count(l.Devices) == 0
 	l.MountLabel == ""
+	types := {n.Type | some n in l.Namespaces}
+	every t in policy_data.common.required_namespaces {
+		t in types
+	}
+	every n in l.Namespaces {
+		namespace_ok(n)
+	}
 }
 
 # The pod: its name, namespace and annotations (checked once, before any container).
 pod_ok(anno) if {
 	pod_name_ok(anno["io.kubernetes.cri.sandbox-name"])
 	anno["io.kubernetes.cri.sandbox-namespace"] == policy_data.pod.namespace
-	annotations_ok(anno)
+	every k, v in anno {
+		annotation_ok(k, v)
+	}
 }
 
-pod_name_ok(name) if name == policy_data.pod.name
-
 pod_name_ok(name) if {
+	name == policy_data.pod.name
+} else if {
 	is_null(policy_data.pod.name)
 	startswith(name, policy_data.pod.name_prefix)
 	regex.match(`^[a-z0-9-]+$`, trim_prefix(name, policy_data.pod.name_prefix))
+}
+
+annotation_ok(k, v) if {
+	startswith(k, CRI)
+} else if {
+	policy_data.pod.annotations[k] == v
+} else if {
+	some prefix in policy_data.common.annotation_prefixes
+	startswith(k, prefix)
 }
 
 container_ok(c) if {
@@ -173,39 +189,15 @@ container_ok(c) if {
 	every m in input.OCI.Mounts {
 		mount_ok(c, m)
 	}
-	storages_ok(c)
-}
-
-container_name_ok(c, anno) if {
-	c.type == "sandbox"
-	anno["io.kubernetes.cri.container-type"] == "sandbox"
-}
-
-container_name_ok(c, anno) if {
-	c.type == "container"
-	anno["io.kubernetes.cri.container-type"] == "container"
-	anno["io.kubernetes.cri.container-name"] == c.name
-}
-
-annotations_ok(anno) if {
-	every k, v in anno {
-		annotation_ok(k, v)
+	every s in input.storages {
+		storage_ok(c, s)
 	}
 }
 
-annotation_ok(k, _) if startswith(k, CRI)
-
-annotation_ok(k, v) if policy_data.pod.annotations[k] == v
-
-annotation_ok(k, _) if {
-	some prefix in policy_data.common.annotation_prefixes
-	startswith(k, prefix)
-}
-
 # The image: every guest-pull storage names exactly the pinned reference (digest included).
-image_ok(c) if c.type == "sandbox"
-
 image_ok(c) if {
+	c.type == "sandbox"
+} else if {
 	c.type == "container"
 	pulls := [s | some s in input.storages; s.driver == "image_guest_pull"]
 	count(pulls) > 0
@@ -216,19 +208,11 @@ image_ok(c) if {
 	name in c.image_refs
 }
 
-storages_ok(c) if {
-	every s in input.storages {
-		storage_ok(c, s)
-	}
-}
-
 storage_ok(c, s) if {
 	c.type == "container"
 	s.driver == "image_guest_pull"
 	s.mount_point == concat("", ["/run/kata-containers/", input.container_id, "/rootfs"])
-}
-
-storage_ok(_, s) if {
+} else if {
 	s.driver in policy_data.common.volume_drivers
 	regex.match(policy_data.common.volume_mount_point_regex, s.mount_point)
 }
@@ -252,10 +236,9 @@ user_ok(c, u) if {
 	additional_gids_ok(c, u.AdditionalGids)
 }
 
-additional_gids_ok(c, _) if is_null(c.additional_gids)
-
 additional_gids_ok(c, gids) if {
-	not is_null(c.additional_gids)
+	is_null(c.additional_gids)
+} else if {
 	every g in gids {
 		g in c.additional_gids
 	}
@@ -263,25 +246,29 @@ additional_gids_ok(c, gids) if {
 
 # Every variable is listed exactly, or matches a pattern (checked only for the unlisted ones).
 env_ok(c, env) if {
-	unlisted := {e | some e in env} - {e | some e in c.env}
-	patterns := array.concat(c.env_regex, policy_data.common.env_regex)
+	unlisted := [e | some e in env; not e in c.env]
 	every e in unlisted {
-		some pattern in patterns
-		regex.match(pattern, e)
+		env_pattern_ok(c, e)
 	}
 }
 
-no_new_privileges_ok(c, _) if not c.no_new_privileges
+env_pattern_ok(c, e) if {
+	some pattern in c.env_regex
+	regex.match(pattern, e)
+} else if {
+	some pattern in policy_data.common.env_regex
+	regex.match(pattern, e)
+}
 
 no_new_privileges_ok(c, p) if {
-	c.no_new_privileges
+	not c.no_new_privileges
+} else if {
 	p.NoNewPrivileges
 }
 
-capabilities_ok(_, caps) if is_null(caps)
-
 capabilities_ok(c, caps) if {
-	not is_null(caps)
+	is_null(caps)
+} else if {
 	every set in [caps.Ambient, caps.Bounding, caps.Effective, caps.Inheritable, caps.Permitted] {
 		every cap in set {
 			cap in c.capabilities
@@ -289,50 +276,38 @@ capabilities_ok(c, caps) if {
 	}
 }
 
-root_ok(_, r) if is_null(r)
-
 root_ok(c, r) if {
-	not is_null(r)
+	is_null(r)
+} else if {
 	r.Path == concat("", ["/run/kata-containers/", input.container_id, "/rootfs"])
 	readonly_root_ok(c, r)
 }
 
-readonly_root_ok(c, _) if not c.readonly_root
-
 readonly_root_ok(c, r) if {
-	c.readonly_root
+	not c.readonly_root
+} else if {
 	r.Readonly
 }
 
-mount_ok(_, m) if {
-	m.destination in policy_data.common.default_mounts
-	not m.type_ == "bind"
-}
-
-mount_ok(_, m) if {
-	m.destination in policy_data.common.default_mounts
-	m.type_ == "bind"
-	regex.match(policy_data.common.bind_source_regex, m.source)
-}
-
 mount_ok(c, m) if {
+	m.destination in policy_data.common.default_mounts
+	bind_source_ok(m)
+} else if {
 	some v in c.mounts
 	m.destination == v.destination
 	bind_source_ok(m)
 	volume_readonly_ok(v, m)
 }
 
-bind_source_ok(m) if not m.type_ == "bind"
-
 bind_source_ok(m) if {
-	m.type_ == "bind"
+	not m.type_ == "bind"
+} else if {
 	regex.match(policy_data.common.bind_source_regex, m.source)
 }
 
-volume_readonly_ok(v, _) if not v.readonly
-
 volume_readonly_ok(v, m) if {
-	v.readonly
+	not v.readonly
+} else if {
 	"ro" in m.options
 }
 
@@ -364,8 +339,7 @@ ExecProcessRequest if {
 	c := policy_data.containers[idx]
 	p := input.process
 	print("ExecProcessRequest: Args", p.Args, "in", c.name)
-	some cmd in array.concat(c.exec, policy_data.request_defaults.exec_commands)
-	p.Args == cmd
+	p.Args in array.concat(c.exec, policy_data.request_defaults.exec_commands)
 	p.SelinuxLabel == ""
 	p.ApparmorProfile == ""
 	user_ok(c, p.User)

@@ -1,21 +1,22 @@
 """Reading the policy state ``data.pstate`` through an engine extension (pure text rewrite).
 
-Kata keeps the agent policy's state in the engine's data document and, after every ``ops``
-patch, clears and re-adds the whole document (``kata:src/agent/policy/src/policy.rs``). regorus
-then re-prepares the whole policy on the next query (``Engine::add_data`` sets ``prepared =
-false``: module analysis, rule gathering, loop hoisting), which costs about 1 ms for a
-genpolicy-size policy on every CreateContainer/RemoveContainer (ADR 0951).
+Kata keeps the agent policy's state in the engine's data document and, after every ``ops`` patch,
+clears and re-adds the whole document (``kata:src/agent/policy/src/policy.rs``). regorus then
+re-prepares the whole policy on the next query (``Engine::add_data`` sets ``prepared = false``:
+module analysis, rule gathering, loop hoisting), which costs about 1 ms for a genpolicy-size policy
+on every CreateContainer/RemoveContainer (ADR 0951).
 
 ``externalize_state(text)`` rewrites every reference ``data.pstate`` (or ``data["pstate"]``,
-genpolicy's spelling) of a policy into ``data.<package>.trustpod_pstate__``, a rule appended to the policy whose value is what the
-extension ``trustpod.pstate()`` returns (``[state]``, or ``[]`` when the document has no
-``pstate`` — the rule is then undefined, as ``data.pstate`` would be). The state itself stays a
-Python value; a patch that only changes ``pstate`` no longer touches the engine's data.
+genpolicy's spelling) of a policy into ``data.<package>.trustpod_pstate__``, a rule appended to the
+policy whose value is what the extension ``trustpod.pstate()`` returns (``[state]``, or ``[]`` when
+the document has no ``pstate`` — the rule is then undefined, as ``data.pstate`` would be). The
+state itself stays a Python value; a patch that only changes ``pstate`` no longer touches the
+engine's data.
 
 The rewrite is applied only when it is provably the same document: outside comments and strings
 every ``data`` token must be a plain ``data.<name>`` or ``data["<name>"]`` reference (no
-``data[x]``, bare ``data``, ``import data``, ``with data.pstate``), and the policy must not already use the reserved names.
-Otherwise ``None`` is returned and the caller keeps kata's clear-and-add.
+``data[x]``, bare ``data``, ``import data``, ``with data.pstate``), and the policy must not already
+use the reserved names. Otherwise ``None`` is returned and the caller keeps kata's clear-and-add.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``policy_state.externalize_state`` rewrites ``data.pstate`` only where that is provably the same
 document; the equivalence test drives random JSON-patch sequences through both modes and compares
-every decision, error and resulting document (ADR 0951).
+every decision, error and resulting document (ADR 0960).
 """
 
 from __future__ import annotations

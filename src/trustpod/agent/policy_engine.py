@@ -21,7 +21,7 @@ Engine: ``trustpod.rego.RegoPolicy`` (regorus, one engine per thread: regorus en
 unsendable); the data document is passed with every query as ``data_json``. When the policy reads
 its state only as ``data.pstate`` (``policy_state.externalize_state``), the state is handed to
 the engine through the ``trustpod.pstate()`` extension instead, so a patch of ``pstate`` does not
-make regorus re-prepare the policy (ADR 0951); any other change of the document still replaces
+make regorus re-prepare the policy (ADR 0960); any other change of the document still replaces
 the engine's data, as kata does.
 """
 
@@ -95,7 +95,7 @@ class PolicySettings:
     #: of rebuilding the literal on every query (same values; ADR 0950).
     hoist_policy_data: bool = True
     #: Read ``data.pstate`` through an extension (no re-prepare after a state patch), when the
-    #: rewrite provably keeps the policy's meaning (ADR 0951); False: kata's clear-and-add.
+    #: rewrite provably keeps the policy's meaning (ADR 0960); False: kata's clear-and-add.
     externalize_state: bool = True
 
     def __post_init__(self) -> None:

@@ -89,7 +89,7 @@ CreateContainerRequest := {"ops": ops, "allowed": true} if {
 	ops := array.concat(array.concat(containers_init_ops, netns_ops(c)), add)
 }
 
-# Speed (ADR 0951): regorus interprets every body of a function, so alternatives are `else`
+# Speed (ADR 0960): regorus interprets every body of a function, so alternatives are `else`
 # chains (same values: every alternative yields true), containers are found through
 # policy_data.container_index and sets replace nested loops.
 

@@ -4,7 +4,7 @@ Kata keeps the agent policy's state in the engine's data document and, after eve
 clears and re-adds the whole document (``kata:src/agent/policy/src/policy.rs``). regorus then
 re-prepares the whole policy on the next query (``Engine::add_data`` sets ``prepared = false``:
 module analysis, rule gathering, loop hoisting), which costs about 1 ms for a genpolicy-size policy
-on every CreateContainer/RemoveContainer (ADR 0951).
+on every CreateContainer/RemoveContainer (ADR 0960).
 
 ``externalize_state(text)`` rewrites every reference ``data.pstate`` (or ``data["pstate"]``,
 genpolicy's spelling) of a policy into ``data.<package>.trustpod_pstate__``, a rule appended to the

@@ -399,3 +399,29 @@ def test_real_agent_messages_round_trip(name: str) -> None:
         assert to_input(wire) == full
 
     check()
+
+
+def test_compiled_converters_agree_with_the_normalizer_on_every_agent_message() -> None:
+    """``to_input`` (one compiled converter per message type) and ``normalize`` (a generic walk
+    of the same plans) are independent: an empty message of every agent type converts to exactly
+    the all-defaults document, and a populated CreateContainerRequest is already normal."""
+    from trustpod.agent.pb import protos
+
+    pool = protos().pool
+    service = pool.FindServiceByName("grpc.AgentService")
+    for method in service.methods:
+        desc = method.input_type
+        msg = message_factory.GetMessageClass(desc)()
+        assert to_input(msg) == normalize(desc, {}), desc.full_name
+    pb = protos().grpc
+    req = pb.CreateContainerRequest(container_id="c1", exec_id="c1", sandbox_pidns=True)
+    req.OCI.Annotations["k"] = "v"
+    req.OCI.Process.Args.extend(["sh", "-c", "true"])
+    req.OCI.Process.User.SetInParent()
+    req.OCI.Linux.Namespaces.add(Type="ipc")
+    req.OCI.Linux.Resources.Memory.Limit = 1 << 30
+    req.storages.add(driver="image_guest_pull", source="r/i@sha256:" + "0" * 64)
+    full = to_input(req)
+    assert normalize(req.DESCRIPTOR, json.loads(json.dumps(full))) == full
+    assert full["OCI"]["Linux"]["Resources"]["Memory"]["Limit"] == 1 << 30
+    assert full["OCI"]["Hooks"] is None and full["string_user"] is None

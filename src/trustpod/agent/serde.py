@@ -24,15 +24,24 @@ dropped, wrong types are refused. ``CopyFileRequest`` is rewritten to kata's
 
 from __future__ import annotations
 
-import math
-import threading
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from trustpod.agent.serde_emit import to_input
+from trustpod.agent.serde_plan import (
+    FLOATS,
+    MESSAGE,
+    ONEOF,
+    OPTIONAL,
+    RUST_KEYWORDS,
+    FieldPlan,
+    oneof_variant,
+    plan,
+    rust_name,
+)
 from trustpod.errors import EvidenceError
 
 __all__ = [
@@ -53,14 +62,6 @@ MAX_INPUT_DEPTH = 32
 #: The request whose policy input is kata's ``PolicyCopyFileRequest``, not the message itself.
 COPY_FILE_REQUEST = "CopyFileRequest"
 
-#: Rust keywords (strict + reserved); rust-protobuf suffixes a field with such a name with ``_``.
-RUST_KEYWORDS = frozenset(
-    "as async await break const continue crate dyn else enum extern false fn for if impl in let "
-    "loop match mod move mut pub ref return self static struct super trait true type unsafe use "
-    "where while abstract become box do final macro override priv typeof unsized virtual yield "
-    "try gen".split()
-)
-
 _S_IFMT = 0o170000
 _FILE_TYPES = {0o100000: "Regular", 0o040000: "Directory", 0o120000: "Symlink"}
 _INT_RANGES: dict[int, tuple[int, int]] = {
@@ -76,127 +77,6 @@ _INT_RANGES: dict[int, tuple[int, int]] = {
     FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
     FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
-_FLOATS = (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE)
-
-
-def rust_name(proto_name: str) -> str:
-    """The serde key of a field: the proto name, ``_``-suffixed when it is a Rust keyword."""
-    return proto_name + "_" if proto_name in RUST_KEYWORDS else proto_name
-
-
-def oneof_variant(field_name: str) -> str:
-    """rust-protobuf's enum variant for a oneof member: the field name in CamelCase."""
-    return "".join(part[:1].upper() + part[1:] for part in field_name.split("_"))
-
-
-# --- per-descriptor plans (cached: the agent converts every request) -------------------------
-
-_SCALAR, _ENUM, _BYTES, _MESSAGE, _OPTIONAL, _ONEOF = range(6)
-
-
-class _Field:
-    __slots__ = ("desc", "key", "kind", "map_value", "repeated", "variants")
-
-    def __init__(self, key: str, kind: int, desc: FieldDescriptor | None) -> None:
-        self.key = key
-        self.kind = kind
-        self.desc = desc
-        self.repeated = False
-        self.map_value: FieldDescriptor | None = None
-        self.variants: dict[str, FieldDescriptor] = {}
-
-
-_PLANS: dict[str, tuple[_Field, ...]] = {}
-_PLANS_LOCK = threading.Lock()
-
-
-def _synthetic_oneofs(desc: Descriptor) -> frozenset[str]:
-    proto = descriptor_pb2.DescriptorProto()
-    desc.CopyToProto(proto)
-    names = {f.name for f in proto.field if f.proto3_optional}
-    return frozenset(
-        o.name for o in desc.oneofs if len(o.fields) == 1 and o.fields[0].name in names
-    )
-
-
-def _base_kind(f: FieldDescriptor) -> int:
-    if f.type == FieldDescriptor.TYPE_MESSAGE or f.type == FieldDescriptor.TYPE_GROUP:
-        return _MESSAGE
-    if f.type == FieldDescriptor.TYPE_ENUM:
-        return _ENUM
-    if f.type == FieldDescriptor.TYPE_BYTES:
-        return _BYTES
-    return _SCALAR
-
-
-def _plan(desc: Descriptor) -> tuple[_Field, ...]:
-    plan = _PLANS.get(desc.full_name)
-    if plan is not None:
-        return plan
-    synthetic = _synthetic_oneofs(desc)
-    out: list[_Field] = []
-    seen_oneofs: set[str] = set()
-    for f in desc.fields:
-        oneof = f.containing_oneof
-        if oneof is not None and oneof.name in synthetic:
-            item = _Field(rust_name(f.name), _OPTIONAL, f)
-        elif oneof is not None:
-            if oneof.name in seen_oneofs:
-                continue
-            seen_oneofs.add(oneof.name)
-            item = _Field(rust_name(oneof.name), _ONEOF, None)
-            item.variants = {oneof_variant(m.name): m for m in oneof.fields}
-        else:
-            item = _Field(rust_name(f.name), _base_kind(f), f)
-            item.repeated = f.is_repeated
-            mt = f.message_type
-            if item.repeated and mt is not None and mt.GetOptions().map_entry:
-                item.map_value = mt.fields_by_name["value"]
-        out.append(item)
-    plan = tuple(out)
-    with _PLANS_LOCK:
-        _PLANS[desc.full_name] = plan
-    return plan
-
-
-# --- message -> serde JSON ---------------------------------------------------------------------
-
-
-def _value(f: FieldDescriptor, v: Any) -> Any:
-    t = f.type
-    if t == FieldDescriptor.TYPE_MESSAGE:
-        return to_input(v)
-    if t == FieldDescriptor.TYPE_BYTES:
-        return list(v)
-    if t in _FLOATS and not math.isfinite(v):
-        return None  # serde_json writes non-finite floats as null
-    return v
-
-
-def to_input(message: Message) -> dict[str, Any]:
-    """The request as kata's agent serialises it for the policy (rules 1-6 above)."""
-    out: dict[str, Any] = {}
-    desc: Descriptor = message.DESCRIPTOR  # type: ignore[assignment]
-    for item in _plan(desc):
-        if item.kind == _ONEOF:
-            out[item.key] = None
-            for variant, member in item.variants.items():
-                if message.HasField(member.name):
-                    out[item.key] = {variant: _value(member, getattr(message, member.name))}
-            continue
-        f = item.desc
-        assert f is not None
-        raw = getattr(message, f.name)
-        if item.map_value is not None:
-            mv = item.map_value
-            out[item.key] = {str(k): _value(mv, raw[k]) for k in raw}
-        elif item.repeated:
-            out[item.key] = [_value(f, v) for v in raw]
-        elif item.kind in (_MESSAGE, _OPTIONAL) and not message.HasField(f.name):
-            out[item.key] = None
-        else:
-            out[item.key] = _value(f, raw)
-    return out
 
 
 # --- partial serde JSON -> full serde JSON -----------------------------------------------------
@@ -239,7 +119,7 @@ def _norm_value(f: FieldDescriptor, v: Any, path: str, depth: int) -> Any:
         ):
             raise _bad(path, "expected an array of integers 0..255 (bytes)")
         return list(v)
-    if t in _FLOATS:
+    if t in FLOATS:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise _bad(path, "expected a number")
         return float(v)
@@ -251,8 +131,8 @@ def _norm_value(f: FieldDescriptor, v: Any, path: str, depth: int) -> Any:
     return v
 
 
-def _norm_field(item: _Field, v: Any, path: str, depth: int) -> Any:
-    if item.kind == _ONEOF:
+def _norm_field(item: FieldPlan, v: Any, path: str, depth: int) -> Any:
+    if item.kind == ONEOF:
         if v is None:
             return None
         if not isinstance(v, Mapping) or len(v) != 1:
@@ -275,7 +155,7 @@ def _norm_field(item: _Field, v: Any, path: str, depth: int) -> Any:
         if not isinstance(v, list):
             raise _bad(path, "expected an array")
         return [_norm_value(f, x, f"{path}[{i}]", depth) for i, x in enumerate(v)]
-    if item.kind in (_MESSAGE, _OPTIONAL) and v is None:
+    if item.kind in (MESSAGE, OPTIONAL) and v is None:
         return None
     return _norm_value(f, v, path, depth)
 
@@ -284,11 +164,11 @@ def _norm_message(desc: Descriptor, partial: Mapping[str, Any], path: str, depth
     if depth > MAX_INPUT_DEPTH:
         raise _bad(path, f"nested deeper than {MAX_INPUT_DEPTH}")
     out: dict[str, Any] = {}
-    for item in _plan(desc):
+    for item in plan(desc):
         sub = f"{path}.{item.key}" if path else item.key
         if item.key in partial:
             out[item.key] = _norm_field(item, partial[item.key], sub, depth)
-        elif item.kind in (_ONEOF, _MESSAGE, _OPTIONAL) and not item.repeated:
+        elif item.kind in (ONEOF, MESSAGE, OPTIONAL) and not item.repeated:
             out[item.key] = None
         elif item.map_value is not None:
             out[item.key] = {}
@@ -392,9 +272,9 @@ def from_input(message: Message, full: Mapping[str, Any]) -> Message:
     """Fill ``message`` from a request in the full serde shape (``normalize``'s output); the
     inverse of ``to_input``. Returns ``message``."""
     desc: Descriptor = message.DESCRIPTOR  # type: ignore[assignment]
-    for item in _plan(desc):
+    for item in plan(desc):
         v = full.get(item.key)
-        if item.kind == _ONEOF:
+        if item.kind == ONEOF:
             if v is not None:
                 ((variant, inner),) = v.items()
                 _set_value(message, item.variants[variant], inner)

@@ -12,16 +12,11 @@ import hashlib
 import os
 from collections.abc import Iterator
 
-import httpx
-
-from trustpod.errors import DependencyError, VerificationError
+from trustpod.errors import VerificationError
 from trustpod.oci.manifest import Descriptor
 from trustpod.oci.reference import ImageReference
 
-__all__ = ["READ_BYTES", "BlobStream"]
-
-#: What a cache-only fetch asks per read (the stream hands over what it received, <= this).
-READ_BYTES = 1 << 20
+__all__ = ["BlobStream"]
 
 
 class BlobStream:
@@ -41,12 +36,7 @@ class BlobStream:
         self._verified = False
 
     def _next(self) -> bytes:
-        try:
-            chunk = next(self._chunks, b"")
-        except httpx.HTTPError as exc:
-            raise DependencyError(
-                f"reading blob {self._desc.digest}: {exc}", reason="image.registry"
-            ) from exc
+        chunk = next(self._chunks, b"")  # transport errors arrive as image.registry
         self._size += len(chunk)
         if self._size > self._desc.size:
             raise VerificationError(

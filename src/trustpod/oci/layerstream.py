@@ -65,7 +65,7 @@ class UnpackBudget:
 
 
 #: Decompressed bytes handed over at once (bounds memory whatever the compression ratio).
-_CHUNK = 4 << 20
+_CHUNK = 1 << 20
 _READ = 1 << 20
 
 

@@ -22,10 +22,11 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -37,7 +38,8 @@ from trustpod.errors import (
     VerificationError,
 )
 from trustpod.oci.auth import Credentials, parse_challenge
-from trustpod.oci.blobstream import READ_BYTES, BlobStream
+from trustpod.oci.blobhttp import READ_BYTES, BlobHttp, BlobResponse
+from trustpod.oci.blobstream import BlobStream
 from trustpod.oci.manifest import (
     MANIFEST_ACCEPT,
     Descriptor,
@@ -53,6 +55,8 @@ from trustpod.oci.settings import OciSettings
 __all__ = ["BlobStream", "RegistryClient", "ResolvedImage", "resolve_digest"]
 
 log = logging.getLogger(__name__)
+
+_R = TypeVar("_R", httpx.Response, BlobResponse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +85,31 @@ class RegistryClient:
         self.credentials = credentials or Credentials({})
         for reg in sorted(self.settings.insecure_http_registries):
             log.warning("INSECURE: registry %s is spoken to over plain http", reg)
-        verify: ssl.SSLContext | bool = True
+        # one SSLContext (CA loading costs ~20 ms) for httpx and the blob path (ADR 1001)
         if self.settings.extra_root_certificates:
             ctx = ssl.create_default_context()
             for pem in self.settings.extra_root_certificates:
                 ctx.load_verify_locations(cadata=pem)
-            verify = ctx
+        else:
+            ctx = httpx.create_ssl_context()  # httpx's default: certifi, or SSL_CERT_FILE/DIR
         self._client = httpx.Client(
-            verify=verify,
+            verify=ctx,
             timeout=self.settings.http_timeout_s,
             follow_redirects=True,
             max_redirects=self.settings.max_redirects,
             transport=transport,
         )
         self._auth: dict[str, str] = {}
+        # layer bodies over http.client (ADR 1001), unless a transport was injected
+        self._blobs = (
+            None
+            if transport is not None
+            else BlobHttp(lambda: ctx, self.settings.http_timeout_s, self.settings.max_redirects)
+        )
 
     def close(self) -> None:
+        if self._blobs is not None:
+            self._blobs.close()
         self._client.close()
 
     def __enter__(self) -> RegistryClient:
@@ -164,46 +177,52 @@ class RegistryClient:
 
     @contextmanager
     def _get(
-        self, image: ImageReference, url: str, accept: str | None = None
-    ) -> Iterator[httpx.Response]:
+        self,
+        image: ImageReference,
+        url: str,
+        accept: str | None = None,
+        *,
+        opener: Callable[[str, dict[str, str]], AbstractContextManager[_R]],
+    ) -> Iterator[_R]:
         key = image.name
         for attempt in (0, 1):
             headers = {"Accept": accept} if accept else {}
             if key in self._auth:
                 headers["Authorization"] = self._auth[key]
-            try:
-                req = self._client.build_request("GET", url, headers=headers)
-                resp = self._client.send(req, stream=True)
-            except httpx.HTTPError as exc:
-                raise DependencyError(
-                    f"registry {image.registry}: {exc}", reason="image.registry"
-                ) from exc
-            if resp.status_code == 401 and attempt == 0:
-                challenge = resp.headers.get("www-authenticate", "")
-                resp.close()
-                if not challenge:
-                    raise AuthenticationError(
-                        f"{url}: 401 without a challenge", reason="image.auth"
-                    )
-                self._auth[key] = self._token(image, challenge)
-                continue
-            try:
-                if resp.status_code == 404:
-                    raise NotFoundError(f"{url}: not found", reason="image.not_found")
-                if resp.status_code in (401, 403):
-                    raise AuthenticationError(
-                        f"{url}: registry refused access ({resp.status_code})",
-                        reason="image.auth",
-                        fix="check the registry credentials (auth.json)",
-                    )
-                if resp.status_code != 200:
-                    raise DependencyError(
-                        f"{url}: HTTP {resp.status_code}", reason="image.registry"
-                    )
-                yield resp
-            finally:
-                resp.close()
-            return
+            challenge = None
+            with opener(url, headers) as resp:
+                if resp.status_code == 401 and attempt == 0:
+                    challenge = resp.headers.get("www-authenticate", "")
+                else:
+                    if resp.status_code == 404:
+                        raise NotFoundError(f"{url}: not found", reason="image.not_found")
+                    if resp.status_code in (401, 403):
+                        raise AuthenticationError(
+                            f"{url}: registry refused access ({resp.status_code})",
+                            reason="image.auth",
+                            fix="check the registry credentials (auth.json)",
+                        )
+                    if resp.status_code != 200:
+                        raise DependencyError(
+                            f"{url}: HTTP {resp.status_code}", reason="image.registry"
+                        )
+                    yield resp
+                    return
+            if not challenge:
+                raise AuthenticationError(f"{url}: 401 without a challenge", reason="image.auth")
+            self._auth[key] = self._token(image, challenge)
+
+    @contextmanager
+    def _httpx_open(self, url: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
+        try:
+            req = self._client.build_request("GET", url, headers=headers)
+            resp = self._client.send(req, stream=True)
+        except httpx.HTTPError as exc:
+            raise DependencyError(f"{url}: {exc}", reason="image.registry") from exc
+        try:
+            yield resp
+        finally:
+            resp.close()
 
     def _read_limited(self, resp: httpx.Response, limit: int, what: str) -> bytes:
         buf = bytearray()
@@ -225,7 +244,8 @@ class RegistryClient:
     ) -> ImageManifest | ImageIndex:
         """The manifest or index at ``ref`` (default: the reference's digest or tag)."""
         ref = ref or image.manifest_ref
-        with self._get(image, f"{self._base(image)}/manifests/{ref}", MANIFEST_ACCEPT) as r:
+        url = f"{self._base(image)}/manifests/{ref}"
+        with self._get(image, url, MANIFEST_ACCEPT, opener=self._httpx_open) as r:
             raw = self._read_limited(r, self.settings.max_manifest_bytes, f"manifest {image}")
             ctype = r.headers.get("content-type")
         if ref.startswith("sha") and ":" in ref:
@@ -258,7 +278,8 @@ class RegistryClient:
             raise EvidenceError(
                 f"blob {desc.digest} is {desc.size} bytes (limit {limit})", reason="image.too_large"
             )
-        with self._get(image, f"{self._base(image)}/blobs/{desc.digest}") as r:
+        url = f"{self._base(image)}/blobs/{desc.digest}"
+        with self._get(image, url, opener=self._httpx_open) as r:
             data = self._read_limited(r, desc.size, f"blob {desc.digest}")
         algorithm = desc.digest.split(":", 1)[0]
         if len(data) != desc.size or digest_of(data, algorithm) != desc.digest:
@@ -296,11 +317,17 @@ class RegistryClient:
             tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.partial")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
-            with self._get(image, f"{self._base(image)}/blobs/{desc.digest}") as r:
-                # iter_raw() without a chunk size: httpx's re-chunking copy costs more than it saves
-                blob = BlobStream(r.iter_raw(), image, desc, fd)
-                yield blob
-                blob.finish()
+            url = f"{self._base(image)}/blobs/{desc.digest}"
+            if self._blobs is not None and self._blobs.usable():
+                with self._get(image, url, opener=self._blobs.get) as lean:
+                    blob = BlobStream(lean.chunks(), image, desc, fd)
+                    yield blob
+                    blob.finish()
+            else:
+                with self._get(image, url, opener=self._httpx_open) as r:
+                    blob = BlobStream(_httpx_chunks(r, url), image, desc, fd)
+                    yield blob
+                    blob.finish()
             if tmp is not None and dest is not None:
                 os.close(fd)
                 fd = -1
@@ -312,6 +339,14 @@ class RegistryClient:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+
+def _httpx_chunks(resp: httpx.Response, url: str) -> Iterator[bytes]:
+    # iter_raw() without a chunk size: httpx's re-chunking copy costs more than it saves
+    try:
+        yield from resp.iter_raw()
+    except httpx.HTTPError as exc:
+        raise DependencyError(f"reading {url}: {exc}", reason="image.registry") from exc
 
 
 def _basic(user: str, password: str) -> str:

@@ -6,8 +6,11 @@ lines, ~180 KB, the size of genpolicy's output (its rules.rego alone is 1 800 li
 is the full gate path the agent runs: protobuf message -> kata serde JSON -> regorus -> decision
 (+ JSON-patch state), best of 5 rounds, wall and CPU microseconds per RPC, one thread.
 
-CreateContainer/RemoveContainer change the state, and regorus re-prepares after every data change
-(clear + add, as kata's agent does): that, not the rule evaluation, dominates their cost.
+CreateContainer/RemoveContainer change the state. kata's clear-and-add of the data document makes
+regorus re-prepare the whole policy after each change (~1 ms here); trustpod reads ``data.pstate``
+through an extension instead (ADR 0960), and the pair is also timed with that turned off
+(``externalize_state=False``) for comparison. The ``serde`` lines time the protobuf -> kata serde
+conversion alone (part of every figure above them); the rest is regorus.
 
 With ``TRUSTPOD_KATA_SRC`` pointing at a kata-containers checkout it also times genpolicy's own
 ``rules.rego`` with its settings-derived ``policy_data``.
@@ -25,7 +28,8 @@ from typing import Any
 
 from benchmarks.timing import best_us_per_call
 from trustpod.agent.pb import protos
-from trustpod.agent.policy import KataPolicyGate
+from trustpod.agent.policy import KataPolicyGate, policy_input
+from trustpod.agent.policy_engine import PolicySettings
 from trustpod.agent.policy_gen import GeneratorSettings, generate_policy, parse_pod
 
 DIGEST = "sha256:" + "ab" * 32
@@ -92,16 +96,31 @@ def _generated(n: int) -> None:
     print(f"{'load policy (parse once per thread)':<62} {(time.perf_counter() - t0) * 1e3:8.2f} ms")
     last = CONTAINERS - 1
     counter = iter(range(10**9))
+    kata_way = KataPolicyGate(text, settings=PolicySettings(externalize_state=False))
 
-    def create_remove() -> None:
-        cid = f"{next(counter):064x}"
-        gate.check("CreateContainerRequest", _create_request(pb, cid, last))
-        gate.check("RemoveContainerRequest", pb.RemoveContainerRequest(container_id=cid))
+    def pair(g: KataPolicyGate) -> Callable[[], None]:
+        def create_remove() -> None:
+            cid = f"{next(counter):064x}"
+            g.check("CreateContainerRequest", _create_request(pb, cid, last))
+            g.check("RemoveContainerRequest", pb.RemoveContainerRequest(container_id=cid))
 
+        return create_remove
+
+    label = f"CreateContainer (container {CONTAINERS} of {CONTAINERS}) + RemoveContainer"
+    bench(label, pair(gate), max(1, n // 10))
+    bench("  the same, state in the engine's data (kata's clear-and-add)", pair(kata_way), n // 40)
+    cid = "e" * 64
+    one = _create_request(pb, cid, last)
+    gate.check("CreateContainerRequest", one)
     bench(
-        f"CreateContainer (matches container {CONTAINERS} of {CONTAINERS}) + RemoveContainer",
-        create_remove,
-        max(1, n // 20),
+        "  CreateContainer alone (denied: same id again)",
+        lambda: gate.allows("CreateContainerRequest", one),
+        n // 4,
+    )
+    bench(
+        "  serde of that CreateContainerRequest",
+        lambda: policy_input("CreateContainerRequest", one),
+        n,
     )
     cid = "f" * 64
     gate.check("CreateContainerRequest", _create_request(pb, cid, last))
@@ -119,6 +138,7 @@ def _generated(n: int) -> None:
         return None
 
     bench("ExecProcess, listed command (allowed)", lambda: gate.check("ExecProcessRequest", ok), n)
+    bench("  serde of that ExecProcessRequest", lambda: policy_input("ExecProcessRequest", ok), n)
     bench("ExecProcess, other command (denied)", denied, n)
     stats = pb.StatsContainerRequest(container_id=cid)
     bench("StatsContainer (default true)", lambda: gate.check("StatsContainerRequest", stats), n)

@@ -85,12 +85,14 @@ class KataPolicyGate:
     # -- decisions ----------------------------------------------------------------------------
 
     def evaluate(self, request_name: str, input: Mapping[str, Any]) -> Decision:
-        """Evaluate one request given in serde shape (the offline ``policy check`` path)."""
-        text = json.dumps(input, separators=(",", ":"))
+        """Evaluate one request given in serde shape (JSON-compatible values only, as ``serde``
+        builds them; handed to regorus without a JSON round trip)."""
         with self._lock:
             if self._input_log is not None and request_name not in UNLOGGED_REQUESTS:
+                text = json.dumps(input, separators=(",", ":"))
                 self._input_log(f'{{"kind":"{request_name}","request":{text}}}\n')
-            return self._policy.allow_request(request_name, text)
+            value = input if isinstance(input, dict) else dict(input)
+            return self._policy.allow_request(request_name, input_value=value)
 
     def check(self, request_name: str, request: Message) -> None:
         """``PolicyGate.check``: return when allowed, raise ``PolicyDenied`` when denied."""

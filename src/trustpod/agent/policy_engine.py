@@ -216,12 +216,17 @@ class AgentPolicy:
             fix=f"define `{ep}` in the agent policy (or `default {ep} := false`)",
         )
 
-    def allow_request(self, ep: str, input_json: str) -> Decision:
-        """Steps 1-5 of the module doc. Raises ``ConfigError(reason='agent_policy.eval')`` for an
-        evaluation error (kata: ttRPC INTERNAL)."""
+    def allow_request(
+        self, ep: str, input_json: str | None = None, *, input_value: dict[str, Any] | None = None
+    ) -> Decision:
+        """Steps 1-5 of the module doc, for the request as JSON text or as the serde dict itself
+        (``input_value``: no JSON round trip). Raises ``ConfigError(reason='agent_policy.eval')``
+        for an evaluation error (kata: ttRPC INTERNAL)."""
         rule = f"data.{PACKAGE}.{ep}"
         try:
-            ev = self._rego.run([rule], input_json=input_json, data_json=self._data_json)
+            ev = self._rego.run(
+                [rule], input_json=input_json, data_json=self._data_json, input_value=input_value
+            )
         except PolicyDenied as exc:  # regorus evaluation error: kata's INTERNAL, not a denial
             raise self._error(ep, f"evaluation failed: {exc.message}") from exc
         prints = " ".join(ev.prints)[: self.settings.max_prints_chars]

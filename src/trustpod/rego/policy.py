@@ -18,8 +18,10 @@ Semantics:
 
 - Input is JSON: a ``Mapping`` is serialised with ``json.dumps`` (a non-JSON value is a
   ``PolicyDenied``), or raw JSON text is passed as ``input_json`` (e.g. a verified token's
-  payload), then ``set_input_json``. Results are read back as JSON (``eval_rule_as_json``), so sets
-  are lists, as OPA's JSON output.
+  payload), then ``set_input_json``; or ``input_value``, a value the caller built as JSON-compatible
+  (str/int/float/bool/None/list/dict: the agent's serde dicts), handed to regorus' ``set_input``
+  without a JSON round trip (same document: regorus converts it as it parses the JSON). Results
+  are read back as JSON (``eval_rule_as_json``), so sets are lists, as OPA's JSON output.
 - A rule path that the policy does not define (regorus: "not a valid rule path") or whose value is
   undefined returns ``UNDEFINED`` (upstream Trustee's broker treats both as "no claim").
 - Parse errors raise ``EvidenceError(reason="rego.parse")`` with regorus' whole message (file,
@@ -245,14 +247,21 @@ class RegoPolicy:
         return json.loads(text)
 
     def _attempt(
-        self, rules: tuple[str, ...] | list[str], input_json: str, data_json: str | None
+        self,
+        rules: tuple[str, ...] | list[str],
+        input_json: str | None,
+        data_json: str | None,
+        input_value: Any = None,
     ) -> Evaluation | EvidenceError | PolicyDenied:
         engine = self._engine(data_json)
         if isinstance(engine, EvidenceError | PolicyDenied):
             return engine
         try:
-            engine.set_input_json(input_json)
-        except (RuntimeError, UnicodeError) as exc:
+            if input_json is None:
+                engine.set_input(input_value)
+            else:
+                engine.set_input_json(input_json)
+        except (RuntimeError, UnicodeError, TypeError, ValueError, OverflowError) as exc:
             return PolicyDenied(
                 f"policy input is not JSON: {rego_error_text(exc)}", reason="rego.error"
             )
@@ -300,17 +309,21 @@ class RegoPolicy:
         *,
         input_json: str | None = None,
         data_json: str | None = None,
+        input_value: Any = None,
     ) -> Evaluation:
         """``evaluate_many`` plus the ``print()`` output (with ``gather_prints=True``; the prints
-        of a failed evaluation are discarded with it)."""
-        if input_json is None:
+        of a failed evaluation are discarded with it). ``input_value``: see the module doc."""
+        if input_value is not None:
+            if input is not None or input_json is not None:
+                raise ValueError("pass one of input, input_json and input_value")
+        elif input_json is None:
             try:
                 input_json = json.dumps(
                     {} if input is None else input, separators=(",", ":"), allow_nan=False
                 )
             except (TypeError, ValueError, RecursionError):
                 raise PolicyDenied("policy input is not JSON", reason="rego.error") from None
-        got = self._attempt(rules, input_json, data_json)
+        got = self._attempt(rules, input_json, data_json, input_value)
         if isinstance(got, Evaluation):
             return got
         raise got

@@ -72,10 +72,15 @@ def test_guest_spec_rewrites_host_parts() -> None:
     for bad in ("/etc", "/run/kata-containers/../../etc", "relative", "/run/kata-containersX/a"):
         with pytest.raises(EvidenceError):
             guest_path(bad, "/state/run")
+    assert out["linux"]["namespaces"][-1] == {"type": "pid"}  # a new PID namespace
     tty = to_runtime_json(req.OCI)
-    tty["process"]["terminal"] = True
-    with pytest.raises(EvidenceError):
-        guest_spec(tty, container_id="c1", rootfs="/r", run_dir="/s")
+    tty["process"]["terminal"] = True  # kept: the agent gives the process a pty
+    shared = guest_spec(
+        tty, container_id="c1", rootfs="/r", run_dir="/s", pid_namespace="/proc/7/fd/3"
+    )
+    assert shared["process"]["terminal"] is True
+    pid_entries = [ns for ns in shared["linux"]["namespaces"] if ns["type"] == "pid"]
+    assert pid_entries == [{"type": "pid", "path": "/proc/7/fd/3"}]
 
 
 def _copy(**kw: Any) -> Any:
@@ -122,14 +127,24 @@ class FakeRuntime:
     def __init__(self) -> None:
         self.created: list[tuple[str, dict[str, Any]]] = []
 
-    def create(self, container_id: str, bundle: Path, stdio: Stdio) -> int:
+    def create(
+        self, container_id: str, bundle: Path, stdio: Stdio, *, console_socket: str = ""
+    ) -> int:
         import json
 
         self.created.append((container_id, json.loads((bundle / "config.json").read_text())))
         raise ConfigError("fake runtime stops here", reason="test.stop")
 
     def start(self, container_id: str) -> None: ...
-    def exec(self, container_id: str, process: dict[str, Any], stdio: Stdio, tag: str) -> int:
+    def exec(
+        self,
+        container_id: str,
+        process: dict[str, Any],
+        stdio: Stdio,
+        tag: str,
+        *,
+        console_socket: str = "",
+    ) -> int:
         return 0
 
     def delete(self, container_id: str) -> None: ...

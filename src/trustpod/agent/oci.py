@@ -12,12 +12,14 @@ OCI runtime-spec JSON member of the same name in lowerCamelCase (``OOMScoreAdj``
 1. ``root.path`` is the rootfs the image puller unpacked; ``readonly`` is kept;
 2. namespaces: host ``path`` values are dropped (they name host namespaces), and the network
    namespace is removed: containers share the agent's network namespace, which is the pod's
-   (so ``127.0.0.1:8006`` reaches the CDH/AA API, as in a kata pod VM);
+   (so ``127.0.0.1:8006`` reaches the CDH/AA API, as in a kata pod VM); the ``pid`` namespace
+   is a new one, or the sandbox's (``pid_namespace``, kata's ``sandbox_pidns``);
 3. OCI hooks from the host are dropped (kata runs only guest hooks; genpolicy denies them);
 4. ``linux.cgroupsPath`` is ``/trustpod/<container id>`` (the host's path means nothing here);
 5. bind mounts must come from under ``/run/kata-containers/`` (CopyFile'd files, shared
-   storage); they are mapped into the agent's run directory. Any other host path is refused;
-6. a terminal process is refused (no TTY support yet).
+   storage); they are mapped into the agent's run directory. Any other host path is refused.
+
+``process.terminal`` is kept: the agent gives such a process a pty (``trustpod.agent.console``).
 """
 
 from __future__ import annotations
@@ -103,15 +105,15 @@ def guest_spec(
     rootfs: str,
     run_dir: str,
     map_source: Callable[[str], str] | None = None,
+    pid_namespace: str | None = None,
 ) -> dict[str, Any]:
-    """A copy of ``config`` (from ``to_runtime_json``) rewritten by steps 1-6."""
+    """A copy of ``config`` (from ``to_runtime_json``) rewritten by steps 1-5;
+    ``pid_namespace``: the path of the PID namespace to join (None: a new one)."""
     spec = dict(config)
     spec.setdefault("ociVersion", "1.0.2")
     root = dict(spec.get("root") or {})
     spec["root"] = {"path": rootfs, "readonly": bool(root.get("readonly", False))}
     process = dict(spec.get("process") or {})
-    if process.get("terminal"):
-        raise EvidenceError("terminal processes are not supported", reason="agent.terminal")
     process.setdefault("cwd", "/")
     process.setdefault("user", {"uid": 0, "gid": 0})
     if not process.get("args"):
@@ -119,10 +121,14 @@ def guest_spec(
     spec["process"] = process
     linux = dict(spec.get("linux") or {})
     namespaces = [
-        {"type": ns["type"]} for ns in linux.get("namespaces", []) if ns.get("type") != "network"
+        {"type": ns["type"]}
+        for ns in linux.get("namespaces", [])
+        if ns.get("type") not in ("network", "pid")
     ]
     have = {ns["type"] for ns in namespaces}
-    namespaces += [{"type": t} for t in ("pid", "ipc", "uts", "mount") if t not in have]
+    namespaces += [{"type": t} for t in ("ipc", "uts", "mount") if t not in have]
+    pid_ns = {"type": "pid"} | ({"path": pid_namespace} if pid_namespace else {})
+    namespaces.append(pid_ns)
     linux["namespaces"] = namespaces
     linux["cgroupsPath"] = f"/trustpod/{container_id}"
     spec["linux"] = linux

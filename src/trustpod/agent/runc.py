@@ -2,10 +2,12 @@
 
 Every container is ``runc create`` (init paused on runc's exec fifo) then ``runc start``; an
 exec is ``runc exec --detach``. stdio is runc's *pass-through* mode: the pipes the agent hands
-runc become the container process's fds 0-2, and runc's own messages go to ``--log``. Because
-runc detaches, the container process is re-parented to the nearest child subreaper: the agent
-sets ``PR_SET_CHILD_SUBREAPER`` at start (kata's agent is PID 1 in the VM) and reaps each
-process with ``waitpid(pid)``, which gives the exit status kata reports (code, or 128+signal).
+runc become the container process's fds 0-2, and runc's own messages go to ``--log``; a
+process with ``terminal: true`` instead gets a new pty whose master runc sends to
+``--console-socket`` (``trustpod.agent.console``). Because runc detaches, the container
+process is re-parented to the nearest child subreaper: the agent sets
+``PR_SET_CHILD_SUBREAPER`` at start (kata's agent is PID 1 in the VM) and reaps each process
+with ``waitpid(pid)``, which gives the exit status kata reports (code, or 128+signal).
 
 ``--root`` is a private state directory (no clash with a host runc); cgroups are v1 here.
 """
@@ -65,9 +67,19 @@ class Stdio:
 
 
 class ContainerRuntime(Protocol):
-    def create(self, container_id: str, bundle: Path, stdio: Stdio) -> int: ...
+    def create(
+        self, container_id: str, bundle: Path, stdio: Stdio, *, console_socket: str = ""
+    ) -> int: ...
     def start(self, container_id: str) -> None: ...
-    def exec(self, container_id: str, process: dict[str, Any], stdio: Stdio, tag: str) -> int: ...
+    def exec(
+        self,
+        container_id: str,
+        process: dict[str, Any],
+        stdio: Stdio,
+        tag: str,
+        *,
+        console_socket: str = "",
+    ) -> int: ...
     def delete(self, container_id: str) -> None: ...
     def stats(self, container_id: str) -> dict[str, Any]: ...
 
@@ -117,7 +129,9 @@ class RuncRuntime:
             raise DependencyError(f"runc {args[0]} failed: {detail}", reason="agent.runc")
         return out.decode(errors="replace")
 
-    def create(self, container_id: str, bundle: Path, stdio: Stdio) -> int:
+    def create(
+        self, container_id: str, bundle: Path, stdio: Stdio, *, console_socket: str = ""
+    ) -> int:
         pid_file = self.work / f"{container_id}.pid"
         self._runc(
             "create",
@@ -125,6 +139,7 @@ class RuncRuntime:
             str(bundle),
             "--pid-file",
             str(pid_file),
+            *_console(console_socket),
             container_id,
             stdio=stdio,
             log_name=container_id,
@@ -134,7 +149,15 @@ class RuncRuntime:
     def start(self, container_id: str) -> None:
         self._runc("start", container_id, log_name=container_id)
 
-    def exec(self, container_id: str, process: dict[str, Any], stdio: Stdio, tag: str) -> int:
+    def exec(
+        self,
+        container_id: str,
+        process: dict[str, Any],
+        stdio: Stdio,
+        tag: str,
+        *,
+        console_socket: str = "",
+    ) -> int:
         spec_file = self.work / f"{container_id}.{tag}.process.json"
         pid_file = self.work / f"{container_id}.{tag}.pid"
         fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -148,6 +171,7 @@ class RuncRuntime:
                 str(pid_file),
                 "--process",
                 str(spec_file),
+                *_console(console_socket),
                 container_id,
                 stdio=stdio,
                 log_name=f"{container_id}.{tag}",
@@ -165,6 +189,11 @@ class RuncRuntime:
         out = self._runc("events", "--stats", container_id)
         data: dict[str, Any] = json.loads(out).get("data", {})
         return data
+
+
+def _console(socket_path: str) -> tuple[str, ...]:
+    """A terminal process: runc sends the pty master to this socket (``trustpod.agent.console``)."""
+    return ("--console-socket", socket_path) if socket_path else ()
 
 
 def _last_error(log_file: Path) -> str:

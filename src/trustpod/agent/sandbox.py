@@ -4,10 +4,12 @@ A container's life, as the kata agent runs it:
 
 1. CreateContainer: rootfs from the ``ImagePuller`` (the pause container from the pod VM
    image's local rootfs), sealed env values and secret-volume files unsealed through the CDH
-   (a failure refuses the container, naming the secret), spec rewritten by ``oci.guest_spec``,
-   ``runc create`` with fresh stdio pipes;
+   (a failure refuses the container, naming the secret), spec rewritten by ``oci.guest_spec``
+   (with ``sandbox_pidns``: the sandbox's PID namespace, ``trustpod.agent.pidns``),
+   ``runc create`` with fresh stdio pipes, or a pty when the process has ``terminal``
+   (``trustpod.agent.console``);
 2. StartContainer: ``runc start``;
-3. ExecProcess: ``runc exec --detach`` with the request's process;
+3. ExecProcess: ``runc exec --detach`` with the request's process (pipes or a pty, the same);
 4. WaitProcess: the exit status; an exec process is forgotten afterwards (kata removes it);
 5. RemoveContainer: SIGKILL to all its processes, wait (``timeout`` seconds, 0 = the named
    maximum), ``runc delete --force``, the bundle is removed.
@@ -29,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from trustpod.agent.console import launch
 from trustpod.agent.images import ImagePuller
 from trustpod.agent.oci import SHARED_CONTAINERS_DIR, guest_path, guest_spec
-from trustpod.agent.process import Pipes, Process, signal_handled
-from trustpod.agent.runc import ContainerRuntime
+from trustpod.agent.pidns import SandboxPidNamespace
+from trustpod.agent.process import Process, signal_handled
+from trustpod.agent.runc import ContainerRuntime, Stdio
 from trustpod.errors import ConfigError, EvidenceError, NotFoundError, TrustpodError
 
 __all__ = [
@@ -82,6 +86,8 @@ class AgentSettings:
     oom_poll_s: float = 1.0
     #: cgroup v1 memory hierarchy (the containers' cgroupsPath is /trustpod/<id>).
     memory_cgroup_root: str = "/sys/fs/cgroup/memory"
+    #: How long runc has to deliver a terminal process's pty over the console socket.
+    console_timeout_s: float = 5.0
 
 
 @dataclass
@@ -133,6 +139,7 @@ class Sandbox:
         self._oom: list[str] = []
         self._oom_cv = threading.Condition()
         self.closed = False
+        self.pidns = SandboxPidNamespace()
         (state_dir / "bundles").mkdir(parents=True, exist_ok=True, mode=0o700)
         run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         self._oom_seen: dict[str, int] = {}
@@ -230,7 +237,13 @@ class Sandbox:
             self.unsealer.unseal_volume(Path(src))
 
     def create_container(
-        self, cid: str, exec_id: str, config: dict[str, Any], storages: list[Any]
+        self,
+        cid: str,
+        exec_id: str,
+        config: dict[str, Any],
+        storages: list[Any],
+        *,
+        sandbox_pidns: bool = False,
     ) -> None:
         if not cid or "/" in cid or cid.startswith("."):
             raise EvidenceError(f"bad container id {cid!r}", reason="agent.container_id")
@@ -239,37 +252,48 @@ class Sandbox:
                 raise EvidenceError(f"container {cid} exists", reason="agent.container_exists")
             if len(self.containers) >= self.settings.max_containers:
                 raise ConfigError("too many containers", reason="agent.max_containers")
+            count = len(self.containers)
         bundle = self.state_dir / "bundles" / cid
         bundle.mkdir(mode=0o700)
-        pipes: Pipes | None = None
         try:
-            self._local_storages(storages)
-            rootfs = self._rootfs(cid, config, storages, bundle)
-            spec = guest_spec(
-                config,
-                container_id=cid,
-                rootfs=str(rootfs),
-                run_dir=str(self.run_dir),
-                map_source=self._bind_source,
-            )
-            self._unseal(cid, spec)
-            fd = os.open(bundle / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(spec, fh)
-            pipes = Pipes()
-            try:
-                pid = self.runtime.create(cid, bundle, pipes.child)
-            finally:
-                pipes.close_child()
+            with self.pidns.join_path(sandbox_pidns, containers=count) as pid_namespace:
+                self._local_storages(storages)
+                rootfs = self._rootfs(cid, config, storages, bundle)
+                spec = guest_spec(
+                    config,
+                    container_id=cid,
+                    rootfs=str(rootfs),
+                    run_dir=str(self.run_dir),
+                    map_source=self._bind_source,
+                    pid_namespace=pid_namespace,
+                )
+                self._unseal(cid, spec)
+                fd = os.open(bundle / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(spec, fh)
+
+                def run(stdio: Stdio, console: str) -> int:
+                    return self.runtime.create(cid, bundle, stdio, console_socket=console)
+
+                pid, ends = launch(
+                    run,
+                    tty=bool(spec["process"].get("terminal")),
+                    socket_dir=self.state_dir,
+                    timeout_s=self.settings.console_timeout_s,
+                    undo=lambda _pid: self._delete_quietly(cid),
+                )
         except BaseException:
-            if pipes is not None:
-                pipes.close_all()
             shutil.rmtree(bundle, ignore_errors=True)
             raise
-        init = Process(exec_id or cid, pid, pipes, init=True)
+        init = Process(exec_id or cid, pid, ends, init=True)
         with self.lock:
+            self.pidns.record(cid, pid, containers=len(self.containers))
             self.containers[cid] = Container(cid, bundle, init)
-        log.info("container %s created (pid %d)", cid, pid)
+        log.info("container %s created (pid %d, tty %s)", cid, pid, init.tty)
+
+    def _delete_quietly(self, cid: str) -> None:
+        with contextlib.suppress(TrustpodError):
+            self.runtime.delete(cid)
 
     # -- steps 2-4 --
     def start_container(self, cid: str) -> None:
@@ -283,8 +307,6 @@ class Sandbox:
         ctr = self.container(cid)
         if not eid:
             raise EvidenceError("exec_id must not be empty", reason="agent.exec_id")
-        if process.get("terminal"):
-            raise EvidenceError("terminal processes are not supported", reason="agent.terminal")
         process.setdefault("cwd", "/")
         process.setdefault("user", {"uid": 0, "gid": 0})
         with self.lock:
@@ -294,15 +316,18 @@ class Sandbox:
                 raise ConfigError("too many processes", reason="agent.max_processes")
             ctr.exec_count += 1
             tag = f"exec{ctr.exec_count}"
-        pipes = Pipes()
-        try:
-            pid = self.runtime.exec(cid, process, pipes.child, tag)
-        except BaseException:
-            pipes.close_all()
-            raise
-        pipes.close_child()
+
+        def run(stdio: Stdio, console: str) -> int:
+            return self.runtime.exec(cid, process, stdio, tag, console_socket=console)
+
+        pid, ends = launch(
+            run,
+            tty=bool(process.get("terminal")),
+            socket_dir=self.state_dir,
+            timeout_s=self.settings.console_timeout_s,
+        )
         with self.lock:
-            ctr.processes[eid] = Process(eid, pid, pipes, init=False)
+            ctr.processes[eid] = Process(eid, pid, ends, init=False)
 
     def wait_process(self, cid: str, eid: str) -> int:
         proc = self.process(cid, eid)
@@ -348,6 +373,7 @@ class Sandbox:
             p.close()
         with self.lock:
             self.containers.pop(cid, None)
+        self.pidns.removed(cid)
         shutil.rmtree(ctr.bundle, ignore_errors=True)
         log.info("container %s removed", cid)
 
@@ -414,3 +440,4 @@ class Sandbox:
         with self._oom_cv:
             self.closed = True
             self._oom_cv.notify_all()
+        self.pidns.close()

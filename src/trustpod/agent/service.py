@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 EXTRA_FEATURES = ("agent-policy", "guest-pull", "sealed-secret")
 #: kata's ``API_VERSION`` (the agent protocol version reported by Health.Version).
 API_VERSION = "0.0.1"
+#: ``struct winsize`` holds unsigned shorts (kata truncates with ``as c_ushort``; refused here).
+_MAX_WINSIZE = 0xFFFF
 
 
 class AgentService:
@@ -121,7 +123,13 @@ class AgentService:
     # -- containers --
     def CreateContainer(self, req: Any) -> Any:
         config = to_runtime_json(req.OCI)
-        self.sandbox.create_container(req.container_id, req.exec_id, config, list(req.storages))
+        self.sandbox.create_container(
+            req.container_id,
+            req.exec_id,
+            config,
+            list(req.storages),
+            sandbox_pidns=req.sandbox_pidns,
+        )
         return self._empty()
 
     def StartContainer(self, req: Any) -> Any:
@@ -181,8 +189,11 @@ class AgentService:
 
     # -- stdio --
     def WriteStdin(self, req: Any) -> Any:
-        n = self.sandbox.process(req.container_id, req.exec_id).write(bytes(req.data))
-        return self.pb.grpc.WriteStreamResponse(len=n)
+        proc = self.sandbox.process(req.container_id, req.exec_id)
+        if not req.data:  # kata (runtime-rs): empty data is the EOF of stdin
+            proc.close_stdin()
+            return self.pb.grpc.WriteStreamResponse(len=0)
+        return self.pb.grpc.WriteStreamResponse(len=proc.write(bytes(req.data)))
 
     def _read(self, req: Any, stdout: bool) -> Any:
         proc = self.sandbox.process(req.container_id, req.exec_id)
@@ -206,8 +217,15 @@ class AgentService:
         return self._empty()
 
     def TtyWinResize(self, req: Any) -> Any:
-        self.sandbox.process(req.container_id, req.exec_id)
-        raise RpcError(Code.FAILED_PRECONDITION, "process has no terminal")
+        proc = self.sandbox.process(req.container_id, req.exec_id)
+        rows, columns = int(req.row), int(req.column)
+        if rows > _MAX_WINSIZE or columns > _MAX_WINSIZE:
+            raise EvidenceError(
+                f"window size {rows}x{columns} out of range", reason="agent.winsize"
+            )
+        if not proc.resize(rows, columns):
+            raise RpcError(Code.UNAVAILABLE, "no tty")  # kata's answer for a process without one
+        return self._empty()
 
     # -- network (recorded) --
     def UpdateInterface(self, req: Any) -> Any:

@@ -32,6 +32,25 @@ class RoutedStore:
     def list_keys(self, namespace: str) -> list[str]:
         return self._for(namespace).list_keys(namespace)
 
+    def count(self, namespace: str) -> int:
+        """Keys in ``namespace``: the routed store's own ``count`` when it has one (SQLite counts
+        in SQL), else its key list's length. The session cap counts through this."""
+        store = self._for(namespace)
+        counter = getattr(store, "count", None)
+        if callable(counter):
+            return int(counter(namespace))
+        return len(store.list_keys(namespace))
+
+    def reclaim(self) -> None:
+        """Give freed space back on every store that can (SQLite's incremental vacuum)."""
+        for store in self._distinct():
+            reclaim = getattr(store, "reclaim", None)
+            if callable(reclaim):
+                reclaim()
+
+    def _distinct(self) -> list[KeyValueStore]:
+        return list({id(s): s for s in (self.default, *self.routes.values())}.values())
+
     def close(self) -> None:
-        for store in {id(s): s for s in (self.default, *self.routes.values())}.values():
+        for store in self._distinct():
             store.close()

@@ -1,11 +1,11 @@
-"""Layer blob bodies over the standard library's ``http.client`` (I/O; used by ``registry``).
+"""Registry GETs over the standard library's ``http.client`` (I/O; used by ``transport``).
 
-Why not httpx for these (ADR 1001): httpcore receives 64 KiB at a time and h11 copies every
-chunk into and out of its receive buffer, with Python work per chunk in four libraries; for a
-50 MiB blob that was ~0.1 s of CPU (half the fetch) and, with three downloads and the unpacker's
-threads, tens of thousands of GIL hand-overs. ``http.client`` reads a content-length body with
-one ``recv_into`` loop per 1 MiB ``read`` (C, GIL released). Everything else of the registry
-protocol (manifests, tokens, signatures, small blobs) stays on httpx.
+Why not httpx (ADR 1001): httpcore receives 64 KiB at a time and h11 copies every chunk into
+and out of its receive buffer, with Python work per chunk in four libraries; for 50 MiB of
+layers that was ~0.1 s of CPU (half the fetch) and, with three downloads and the unpacker's
+threads, tens of thousands of GIL hand-overs; importing httpx costs the CLI ~0.1 s more.
+``http.client`` reads a content-length body with one ``recv_into`` loop per 1 MiB ``read``
+(C, GIL released). Requests carry ``Accept-Encoding: identity`` (digests are of the bytes).
 
 Same rules as the httpx client it stands in for: ``https`` with the registry client's own
 ``SSLContext`` (hostname checked), redirects followed up to ``max_redirects`` with
@@ -21,12 +21,13 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from ssl import SSLContext
 from urllib.parse import urljoin, urlsplit
 
 from trustpod.errors import DependencyError
 
-__all__ = ["READ_BYTES", "BlobHttp", "BlobResponse"]
+__all__ = ["READ_BYTES", "BlobHttp", "HttpResponse"]
 
 #: One ``read`` of a body: what the stream hands on (hashed, tee'd, inflated) at once.
 READ_BYTES = 1 << 20
@@ -46,24 +47,32 @@ def _origin(url: str) -> tuple[_Origin, str]:
     return (u.scheme, u.hostname, port), f"{target}?{u.query}" if u.query else target
 
 
-class BlobResponse:
-    """A response: ``status_code``, ``headers.get``, the body as 1 MiB chunks (``chunks``)."""
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A response whatever the client: status, headers (lower-case names, first value), body."""
 
-    def __init__(self, resp: http.client.HTTPResponse, url: str) -> None:
-        self._resp, self.url = resp, url
-        self.status_code = resp.status
-        self.headers = resp.headers
+    status_code: int
+    headers: dict[str, str]
+    url: str
+    #: The body as chunks; transport errors and a body ending early raise ``image.registry``.
+    chunks: Callable[[], Iterator[bytes]]
 
-    def chunks(self) -> Iterator[bytes]:
-        """The body; a connection that ends early is ``image.registry``, not a short blob."""
-        resp = self._resp
-        try:
-            while chunk := resp.read(READ_BYTES):
-                yield chunk
-        except (OSError, http.client.HTTPException) as exc:
-            raise DependencyError(f"reading {self.url}: {exc!r}", reason="image.registry") from exc
-        if resp.length:  # content-length not reached: the peer closed the connection
-            raise DependencyError(f"{self.url}: connection closed early", reason="image.registry")
+
+def _body(resp: http.client.HTTPResponse, url: str) -> Iterator[bytes]:
+    try:
+        while chunk := resp.read(READ_BYTES):
+            yield chunk
+    except (OSError, http.client.HTTPException) as exc:
+        raise DependencyError(f"reading {url}: {exc!r}", reason="image.registry") from exc
+    if resp.length:  # content-length not reached: the peer closed the connection
+        raise DependencyError(f"{url}: connection closed early", reason="image.registry")
+
+
+def _headers(resp: http.client.HTTPResponse) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in resp.getheaders():
+        out.setdefault(k.lower(), v)
+    return out
 
 
 class BlobHttp:
@@ -118,7 +127,7 @@ class BlobHttp:
         raise DependencyError(f"{url}: connection lost", reason="image.registry")
 
     @contextmanager
-    def get(self, url: str, headers: dict[str, str]) -> Iterator[BlobResponse]:
+    def get(self, url: str, headers: dict[str, str]) -> Iterator[HttpResponse]:
         """The final response (after redirects); its connection is pooled again only when the
         body was read to its end."""
         hops = 0
@@ -127,7 +136,7 @@ class BlobHttp:
             location = resp.headers.get("location")
             if resp.status not in _REDIRECTS or not location:
                 break
-            resp.read()  # a redirect's small body, so the connection can be reused
+            resp.read(64 * 1024)  # a redirect's small body, so the connection can be reused
             self._release(conn, origin, resp)
             hops += 1
             if hops > self._max_redirects:
@@ -138,7 +147,7 @@ class BlobHttp:
             if new != origin and not same_host_upgrade:
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         try:
-            yield BlobResponse(resp, url)
+            yield HttpResponse(resp.status, _headers(resp), url, lambda: _body(resp, url))
         finally:
             self._release(conn, origin, resp)
 

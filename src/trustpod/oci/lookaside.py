@@ -13,9 +13,8 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-import httpx
 
 from trustpod.errors import DependencyError, EvidenceError, NotFoundError
 from trustpod.oci.cosign import signature_layers, signature_tag
@@ -23,6 +22,9 @@ from trustpod.oci.manifest import ImageManifest
 from trustpod.oci.reference import ImageReference
 from trustpod.oci.registry import RegistryClient
 from trustpod.oci.sigstore_config import SigstoreConfig, signature_url
+
+if TYPE_CHECKING:  # httpx is imported for http(s) signature stores only (CLI start-up time)
+    import httpx
 
 __all__ = ["RegistrySignatureSource", "read_url"]
 
@@ -43,6 +45,8 @@ def read_url(url: str, limit: int, *, client: httpx.Client | None = None) -> byt
         with os.fdopen(fd, "rb") as f:
             data = f.read(limit + 1)
     elif parts.scheme in ("http", "https"):
+        import httpx
+
         own = client is None
         c = client or httpx.Client(timeout=30.0, follow_redirects=True, max_redirects=5)
         try:
@@ -79,6 +83,8 @@ class RegistrySignatureSource:
     @property
     def _http(self) -> httpx.Client:
         if self._client is None:
+            import httpx
+
             self._client = httpx.Client(
                 timeout=self._registry.settings.http_timeout_s,
                 follow_redirects=True,

@@ -1,4 +1,8 @@
-"""OCI distribution client on httpx (distribution-spec v1.1, token auth spec) — I/O.
+"""OCI distribution client (distribution-spec v1.1, token auth spec) — I/O.
+
+HTTP goes through ``RegistryTransport`` (``http.client``; httpx when a proxy is configured in the
+environment or a transport is injected; ADR 1001).
+
 
 * ``GET /v2/<repo>/manifests/<ref>`` with every manifest/index media type in ``Accept``; the body
   is size-limited while streaming and its digest is computed from the bytes; a pinned digest must
@@ -9,8 +13,8 @@
   its name. ``fetch_blob`` only stores; the puller also unpacks from the stream (ADR 1000).
 * 401 → ``WWW-Authenticate``: ``Bearer`` gets a token from the realm
   (``scope=repository:<repo>:pull``, Basic credentials from auth.json when known), ``Basic``
-  sends the credentials; tokens are cached per repository. httpx drops ``Authorization`` on
-  cross-origin redirects (blob CDNs).
+  sends the credentials; tokens are cached per repository. ``Authorization`` is dropped on
+  cross-origin redirects (blob CDNs), as httpx does.
 * ``https`` always, except registries named in ``insecure_http_registries``.
 """
 
@@ -20,15 +24,13 @@ import base64
 import json
 import logging
 import os
-import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
-
-import httpx
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from trustpod.errors import (
     AuthenticationError,
@@ -38,7 +40,7 @@ from trustpod.errors import (
     VerificationError,
 )
 from trustpod.oci.auth import Credentials, parse_challenge
-from trustpod.oci.blobhttp import READ_BYTES, BlobHttp, BlobResponse
+from trustpod.oci.blobhttp import READ_BYTES, HttpResponse
 from trustpod.oci.blobstream import BlobStream
 from trustpod.oci.manifest import (
     MANIFEST_ACCEPT,
@@ -51,12 +53,14 @@ from trustpod.oci.manifest import (
 )
 from trustpod.oci.reference import DEFAULT_REGISTRY, ImageReference, parse_reference
 from trustpod.oci.settings import OciSettings
+from trustpod.oci.transport import RegistryTransport
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["BlobStream", "RegistryClient", "ResolvedImage", "resolve_digest"]
 
 log = logging.getLogger(__name__)
-
-_R = TypeVar("_R", httpx.Response, BlobResponse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,32 +89,11 @@ class RegistryClient:
         self.credentials = credentials or Credentials({})
         for reg in sorted(self.settings.insecure_http_registries):
             log.warning("INSECURE: registry %s is spoken to over plain http", reg)
-        # one SSLContext (CA loading costs ~20 ms) for httpx and the blob path (ADR 1001)
-        if self.settings.extra_root_certificates:
-            ctx = ssl.create_default_context()
-            for pem in self.settings.extra_root_certificates:
-                ctx.load_verify_locations(cadata=pem)
-        else:
-            ctx = httpx.create_ssl_context()  # httpx's default: certifi, or SSL_CERT_FILE/DIR
-        self._client = httpx.Client(
-            verify=ctx,
-            timeout=self.settings.http_timeout_s,
-            follow_redirects=True,
-            max_redirects=self.settings.max_redirects,
-            transport=transport,
-        )
+        self._http = RegistryTransport(self.settings, transport)
         self._auth: dict[str, str] = {}
-        # layer bodies over http.client (ADR 1001), unless a transport was injected
-        self._blobs = (
-            None
-            if transport is not None
-            else BlobHttp(lambda: ctx, self.settings.http_timeout_s, self.settings.max_redirects)
-        )
 
     def close(self) -> None:
-        if self._blobs is not None:
-            self._blobs.close()
-        self._client.close()
+        self._http.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -150,15 +133,10 @@ class RegistryClient:
                 reason="image.auth_insecure_realm",
                 fix="the token service must be https (or list the registry as insecure_http)",
             )
-        auth = httpx.BasicAuth(*creds) if creds else None
-        try:
-            with self._client.stream("GET", ch.params["realm"], params=params, auth=auth) as r:
-                body = self._read_limited(r, self.settings.max_token_bytes, "token response")
-                status = r.status_code
-        except httpx.HTTPError as exc:
-            raise DependencyError(
-                f"token endpoint {ch.params['realm']}: {exc}", reason="image.registry"
-            ) from exc
+        url = f"{realm}{'&' if '?' in realm else '?'}{urlencode(params)}"
+        with self._http.open(url, {"Authorization": _basic(*creds)} if creds else {}) as r:
+            body = self._read_limited(r, self.settings.max_token_bytes, "token response")
+            status = r.status_code
         if status != 200:
             raise AuthenticationError(
                 f"token endpoint of {image.registry} answered {status} for {image.repository}",
@@ -181,16 +159,14 @@ class RegistryClient:
         image: ImageReference,
         url: str,
         accept: str | None = None,
-        *,
-        opener: Callable[[str, dict[str, str]], AbstractContextManager[_R]],
-    ) -> Iterator[_R]:
+    ) -> Iterator[HttpResponse]:
         key = image.name
         for attempt in (0, 1):
             headers = {"Accept": accept} if accept else {}
             if key in self._auth:
                 headers["Authorization"] = self._auth[key]
             challenge = None
-            with opener(url, headers) as resp:
+            with self._http.open(url, headers) as resp:
                 if resp.status_code == 401 and attempt == 0:
                     challenge = resp.headers.get("www-authenticate", "")
                 else:
@@ -212,29 +188,14 @@ class RegistryClient:
                 raise AuthenticationError(f"{url}: 401 without a challenge", reason="image.auth")
             self._auth[key] = self._token(image, challenge)
 
-    @contextmanager
-    def _httpx_open(self, url: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
-        try:
-            req = self._client.build_request("GET", url, headers=headers)
-            resp = self._client.send(req, stream=True)
-        except httpx.HTTPError as exc:
-            raise DependencyError(f"{url}: {exc}", reason="image.registry") from exc
-        try:
-            yield resp
-        finally:
-            resp.close()
-
-    def _read_limited(self, resp: httpx.Response, limit: int, what: str) -> bytes:
+    def _read_limited(self, resp: HttpResponse, limit: int, what: str) -> bytes:
         buf = bytearray()
-        try:
-            for chunk in resp.iter_bytes():
-                buf += chunk
-                if len(buf) > limit:
-                    raise EvidenceError(
-                        f"{what} is larger than {limit} bytes", reason="image.too_large"
-                    )
-        except httpx.HTTPError as exc:
-            raise DependencyError(f"reading {what}: {exc}", reason="image.registry") from exc
+        for chunk in resp.chunks():
+            buf += chunk
+            if len(buf) > limit:
+                raise EvidenceError(
+                    f"{what} is larger than {limit} bytes", reason="image.too_large"
+                )
         return bytes(buf)
 
     # -- manifests ----------------------------------------------------------------------------
@@ -245,7 +206,7 @@ class RegistryClient:
         """The manifest or index at ``ref`` (default: the reference's digest or tag)."""
         ref = ref or image.manifest_ref
         url = f"{self._base(image)}/manifests/{ref}"
-        with self._get(image, url, MANIFEST_ACCEPT, opener=self._httpx_open) as r:
+        with self._get(image, url, MANIFEST_ACCEPT) as r:
             raw = self._read_limited(r, self.settings.max_manifest_bytes, f"manifest {image}")
             ctype = r.headers.get("content-type")
         if ref.startswith("sha") and ":" in ref:
@@ -279,7 +240,7 @@ class RegistryClient:
                 f"blob {desc.digest} is {desc.size} bytes (limit {limit})", reason="image.too_large"
             )
         url = f"{self._base(image)}/blobs/{desc.digest}"
-        with self._get(image, url, opener=self._httpx_open) as r:
+        with self._get(image, url) as r:
             data = self._read_limited(r, desc.size, f"blob {desc.digest}")
         algorithm = desc.digest.split(":", 1)[0]
         if len(data) != desc.size or digest_of(data, algorithm) != desc.digest:
@@ -318,16 +279,10 @@ class RegistryClient:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             url = f"{self._base(image)}/blobs/{desc.digest}"
-            if self._blobs is not None and self._blobs.usable():
-                with self._get(image, url, opener=self._blobs.get) as lean:
-                    blob = BlobStream(lean.chunks(), image, desc, fd)
-                    yield blob
-                    blob.finish()
-            else:
-                with self._get(image, url, opener=self._httpx_open) as r:
-                    blob = BlobStream(_httpx_chunks(r, url), image, desc, fd)
-                    yield blob
-                    blob.finish()
+            with self._get(image, url) as r:
+                blob = BlobStream(r.chunks(), image, desc, fd)
+                yield blob
+                blob.finish()
             if tmp is not None and dest is not None:
                 os.close(fd)
                 fd = -1
@@ -339,14 +294,6 @@ class RegistryClient:
         finally:
             if fd >= 0:
                 os.close(fd)
-
-
-def _httpx_chunks(resp: httpx.Response, url: str) -> Iterator[bytes]:
-    # iter_raw() without a chunk size: httpx's re-chunking copy costs more than it saves
-    try:
-        yield from resp.iter_raw()
-    except httpx.HTTPError as exc:
-        raise DependencyError(f"reading {url}: {exc}", reason="image.registry") from exc
 
 
 def _basic(user: str, password: str) -> str:

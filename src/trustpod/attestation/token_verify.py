@@ -152,6 +152,10 @@ class TokenVerifier:
 
     def verify(self, token: str) -> dict[str, Any]:
         """The verified claims; ``AuthenticationError`` naming the failed check otherwise."""
+        return self.verify_keyed(token)[0]
+
+    def verify_keyed(self, token: str) -> tuple[dict[str, Any], bytes]:
+        """``verify`` plus ``token_digest(token)``, computed once (callers key memos by it)."""
         # (1) Compact JWS with JSON header and claims.
         if len(token) > MAX_TOKEN_CHARS:
             raise _fail("attestation token too large")
@@ -162,10 +166,10 @@ class TokenVerifier:
             if cached.get("exp", 0) + self._leeway < self._clock.time():
                 self._claims.pop(digest, None)
                 raise _fail("attestation token expired", "token.expired")
-            return cached
+            return cached, digest
         claims = self._verify(token)
         self._keep(digest, claims)
-        return claims
+        return claims, digest
 
     def _verify(self, token: str) -> dict[str, Any]:
         parts = token.split(".")

@@ -172,8 +172,7 @@ class KbsCore:
     def get_resource(self, token: str, path: str, query: Mapping[str, str]) -> bytes:
         """The JWE of resource ``path`` for ``token``, as the JSON body of the reply."""
         parts = parse_resource_path(path)
-        claims = self.tokens.verify(token)
-        token_key = token_digest(token)
+        claims, token_key = self.tokens.verify_keyed(token)
         self._authorize(claims, token_key, "resource", parts, query)
         self.metrics.resource_reads.labels(self.metrics.path_label(path)).inc()
         value = self.store.get(RESOURCE_NS, path)

@@ -269,3 +269,36 @@ def test_generated_policy_allows_exactly_this_pod(env: PodEnv) -> None:
         assert not isinstance(err.value, PolicyDenied) or True
     finally:
         delete_pod(store, provider, "gen")
+
+
+def test_share_process_namespace_pod_under_its_generated_policy(env: PodEnv) -> None:
+    """``shareProcessNamespace: true``: the generated policy expects ``sandbox_pidns`` on
+    CreateSandbox and the app container, the runner sends it, and inside the unshare pod VM the
+    container sees the pause process as PID 1 (and is not PID 1 itself)."""
+    from agent_support import busybox_rootfs
+    from trustpod.agent.images import local_name
+    from trustpod.pod.runner import GENERATE, RunOptions, delete_pod, run_pod
+    from trustpod.pod.spec import parse_pod
+    from trustpod.pod.wiring import load_config, make_provider, make_store
+
+    e = env
+    ref = "registry.local/test/busybox@sha256:" + "ab" * 32
+    if not (e.tmp / "images" / local_name(ref)).exists():
+        busybox_rootfs(e.tmp / "images" / local_name(ref))
+    text = (
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: shared}\nspec:\n"
+        "  shareProcessNamespace: true\n  containers:\n"
+        f"  - name: app\n    image: {ref}\n"
+        "    command: [sh, -c, 'echo pid=$$; echo pid1=$(cat /proc/1/cmdline); sleep 60']\n"
+    )
+    cfg = load_config(e.config)
+    store = make_store(cfg)
+    provider = make_provider("sandbox", cfg, store)
+    opts = RunOptions(kbs_url=e.url, kbs_cert=e.ca_pem.read_text(), policy=GENERATE, pod_yaml=text)
+    run_pod(parse_pod(text), provider, store, opts, lambda *_: None)
+    try:
+        logs = _wait_logs(e, "shared", "app", "pid1=")
+        assert "pid1=sleep" in logs and "2147483647" in logs, logs
+        assert "pid=1\n" not in logs, logs
+    finally:
+        delete_pod(store, provider, "shared")

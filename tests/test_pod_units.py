@@ -18,7 +18,7 @@ from trustpod.errors import ConfigError, TrustpodError
 from trustpod.initdata import InitData, encode_annotation
 from trustpod.pod.config import parse_pod_config
 from trustpod.pod.provider import instance_name
-from trustpod.pod.requests import container_id, copy_file_ops, create_container
+from trustpod.pod.requests import container_id, copy_file_ops, create_container, create_sandbox
 from trustpod.pod.spec import INITDATA_ANNOTATION, parse_pod
 from trustpod.pod.store import PodRecord, PodStore
 from trustpod.pod.userdata import (
@@ -224,6 +224,25 @@ def test_requests_shaped_like_the_kata_shim() -> None:
     assert pause.container_id == sid and list(pause.OCI.Process.Args) == ["/pause"]
     assert pause.OCI.Annotations["io.kubernetes.cri.container-type"] == "sandbox"
     assert pause.OCI.Process.User.UID == 65535 and pause.OCI.Root.Readonly
+
+
+def test_share_process_namespace_in_the_requests() -> None:
+    pb = protos()
+    sid = "b" * 64
+    plain = parse_pod(POD, SECRETS)
+    text = POD.replace("  securityContext:", "  shareProcessNamespace: true\n  securityContext:", 1)
+    shared = parse_pod(text, SECRETS)
+    assert shared.share_process_namespace and not plain.share_process_namespace
+    # kata's shim: CreateSandbox and every app container say sandbox_pidns, the pause does not
+    assert create_sandbox(pb, shared, sid).sandbox_pidns
+    assert not create_sandbox(pb, plain, sid).sandbox_pidns
+    assert create_container(pb, shared, sid, shared.containers[0]).sandbox_pidns
+    assert not create_container(pb, shared, sid, None).sandbox_pidns
+    assert not create_container(pb, plain, sid, plain.containers[0]).sandbox_pidns
+    req = create_container(pb, shared, sid, shared.containers[0])
+    assert "/dev/pts" in [m.destination for m in req.OCI.Mounts]  # a terminal's devpts
+    with pytest.raises(ConfigError, match="shareProcessNamespace"):
+        parse_pod(text.replace("Namespace: true", "Namespace: 'yes'"), SECRETS)
 
 
 def test_instance_name_is_caas() -> None:

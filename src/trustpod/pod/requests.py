@@ -29,6 +29,7 @@ __all__ = [
     "container_id",
     "copy_file_ops",
     "create_container",
+    "create_sandbox",
     "exec_request",
 ]
 
@@ -45,6 +46,12 @@ _DEFAULT_MOUNTS = (
     ("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
     ("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
     ("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")),
+    (
+        "/dev/pts",
+        "devpts",
+        "devpts",
+        ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"),
+    ),
 )
 
 
@@ -115,6 +122,13 @@ def _base(pb: Any, cid: str, annotations: dict[str, str]) -> Any:
     return req
 
 
+def create_sandbox(pb: Any, pod: PodSpec, sandbox_id: str) -> Any:
+    """CreateSandbox; ``sandbox_pidns`` is the pod's ``shareProcessNamespace`` (kata's shim)."""
+    return pb.grpc.CreateSandboxRequest(
+        sandbox_id=sandbox_id, hostname=pod.name, sandbox_pidns=pod.share_process_namespace
+    )
+
+
 def create_container(pb: Any, pod: PodSpec, sandbox_id: str, c: ContainerSpec | None) -> Any:
     """The CreateContainerRequest for container ``c`` (``None``: the pause container)."""
     if c is None:
@@ -133,6 +147,9 @@ def create_container(pb: Any, pod: PodSpec, sandbox_id: str, c: ContainerSpec | 
         return req
     cid = container_id(sandbox_id, c.name)
     req = _base(pb, cid, _annotations(pod, sandbox_id, "container", c.name))
+    # kata's shim: containerd gives the container the pause's PID namespace path, the shim
+    # drops that entry and asks the agent for the sandbox's namespace instead
+    req.sandbox_pidns = pod.share_process_namespace
     spec = req.OCI
     spec.Annotations["io.kubernetes.cri.image-name"] = c.image
     spec.Hostname = pod.name

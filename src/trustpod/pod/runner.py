@@ -28,7 +28,7 @@ from typing import Any
 
 from trustpod.errors import DependencyError, PolicyDenied, TrustpodError
 from trustpod.pod.provider import InstanceTypeSpec, Provider
-from trustpod.pod.requests import container_id, copy_file_ops, create_container
+from trustpod.pod.requests import container_id, copy_file_ops, create_container, create_sandbox
 from trustpod.pod.spec import INITDATA_ANNOTATION, PodSpec
 from trustpod.pod.store import PodRecord, PodStore
 from trustpod.pod.userdata import DaemonConfig, build_cloud_config, decode_initdata
@@ -209,7 +209,7 @@ def run_pod(
             begin,
         )
         with agent:
-            req = pb.grpc.CreateSandboxRequest(sandbox_id=sandbox_id, hostname=pod.name)
+            req = create_sandbox(pb, pod, sandbox_id)
             _timed(step, "CreateSandbox", lambda: _call(agent, "CreateSandbox", req), begin)
             pause = create_container(pb, pod, sandbox_id, None)
             _timed(

@@ -2,11 +2,11 @@
 
 What ``trustpod pod run`` accepts is the part of the Pod API a peer pod can honour: containers
 (name, image, command, args, env, volumeMounts, workingDir, securityContext), volumes (emptyDir,
-secret, configMap), the pod securityContext, metadata (name, namespace, labels, annotations) and
-``runtimeClassName``. Everything else is an error naming the field, so a pod never runs with a
-setting silently dropped. ``valueFrom.secretKeyRef`` resolves against Secret manifests given with
-``--secrets`` (values are sealed secrets, unsealed in the guest by the CDH); configMap volumes and
-``configMapKeyRef`` against ConfigMap manifests in the same file.
+secret, configMap), the pod securityContext, ``shareProcessNamespace``, metadata (name, namespace,
+labels, annotations) and ``runtimeClassName``. Everything else is an error naming the field, so
+a pod never runs with a setting silently dropped. ``valueFrom.secretKeyRef`` resolves against
+Secret manifests given with ``--secrets`` (values are sealed secrets, unsealed in the guest by the
+CDH); configMap volumes and ``configMapKeyRef`` against ConfigMap manifests in the same file.
 """
 
 from __future__ import annotations
@@ -39,7 +39,14 @@ INITDATA_ANNOTATION = "io.katacontainers.config.hypervisor.cc_init_data"
 MAX_POD_BYTES = 1024 * 1024
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _WORKLOADS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job")
-_POD_FIELDS = {"containers", "volumes", "securityContext", "runtimeClassName", "restartPolicy"}
+_POD_FIELDS = {
+    "containers",
+    "volumes",
+    "securityContext",
+    "runtimeClassName",
+    "restartPolicy",
+    "shareProcessNamespace",
+}
 _CONTAINER_FIELDS = {
     "name",
     "image",
@@ -114,6 +121,8 @@ class PodSpec:
     runtime_class: str | None
     containers: tuple[ContainerSpec, ...]
     volumes: tuple[Volume, ...]
+    #: ``shareProcessNamespace``: the containers join the pause container's PID namespace.
+    share_process_namespace: bool = False
 
     def instance_size(self) -> tuple[int, int]:
         """(vCPUs, memory MiB) the pod asks for, as CAA's webhook sums them (0 = unset)."""
@@ -393,6 +402,9 @@ def parse_pod(text: str | bytes, secrets: str | bytes | None = None) -> PodSpec:
     labels = _map(meta2.get("labels") or {}, "metadata.labels")
     annotations = _map(meta2.get("annotations") or {}, "metadata.annotations")
     rc = spec.get("runtimeClassName")
+    share = spec.get("shareProcessNamespace", False)
+    if not isinstance(share, bool):
+        raise _err("spec.shareProcessNamespace", "must be true or false")
     return PodSpec(
         name=name,
         namespace=_str(meta2.get("namespace", "default"), "metadata.namespace"),
@@ -401,4 +413,5 @@ def parse_pod(text: str | bytes, secrets: str | bytes | None = None) -> PodSpec:
         runtime_class=None if rc is None else _str(rc, "spec.runtimeClassName"),
         containers=containers,
         volumes=volumes,
+        share_process_namespace=share,
     )

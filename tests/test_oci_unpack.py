@@ -324,3 +324,18 @@ def test_huge_pax_header_refused(tmp_path: Path) -> None:
     assert info.value.reason == "image.too_large"
     unpack_layer(blob, "", digest, root, UnpackBudget(OciSettings(max_tar_header_bytes=4 << 20)))
     assert (root / "f").read_bytes() == b""
+
+
+def test_corrupt_zstd_is_a_layer_format_error(tmp_path: Path) -> None:
+    """zstandard is imported for zstd layers only; its errors still fail closed as format."""
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    raw = _tar([("a", "file", b"x" * 5000)])
+    blob = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(raw))
+    blob[len(blob) // 2] ^= 0xFF
+    (tmp_path / "blob").write_bytes(bytes(blob))
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    with pytest.raises(EvidenceError) as info:
+        unpack_layer(tmp_path / "blob", "zstd", digest, root, UnpackBudget(OciSettings()))
+    assert info.value.reason == "image.layer_format"
+    assert "zstd" in str(info.value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform as _platform
+import os
 from dataclasses import dataclass, field
 
 __all__ = ["OciSettings", "Platform", "host_platform"]
@@ -22,7 +22,7 @@ class Platform:
 
 
 def host_platform() -> Platform:
-    machine = _platform.machine().lower()
+    machine = os.uname().machine.lower()  # what platform.machine() gives, without its import
     return Platform("linux", _ARCH.get(machine, machine))
 
 

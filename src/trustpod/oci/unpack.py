@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-import zstandard
-
 from trustpod.errors import EvidenceError, VerificationError
 from trustpod.oci.layerstream import (
     INFLATE_ERRORS,
@@ -37,6 +35,7 @@ from trustpod.oci.layerstream import (
     ReadAhead,
     TarStream,
     UnpackBudget,
+    ZstdFormatError,
     decompressed_chunks,
 )
 from trustpod.oci.settings import OciSettings
@@ -45,7 +44,7 @@ _FORMAT_ERRORS: tuple[type[BaseException], ...] = (
     tarfile.TarError,
     OSError,
     EOFError,
-    zstandard.ZstdError,
+    ZstdFormatError,
     *INFLATE_ERRORS,
 )
 

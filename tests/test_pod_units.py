@@ -233,8 +233,8 @@ def test_share_process_namespace_in_the_requests() -> None:
     text = POD.replace("  securityContext:", "  shareProcessNamespace: true\n  securityContext:", 1)
     shared = parse_pod(text, SECRETS)
     assert shared.share_process_namespace and not plain.share_process_namespace
-    # kata's shim: CreateSandbox and every app container say sandbox_pidns, the pause does not
-    assert create_sandbox(pb, shared, sid).sandbox_pidns
+    # kata's shim: every app container says sandbox_pidns; the pause and CreateSandbox do not
+    assert not create_sandbox(pb, shared, sid).sandbox_pidns
     assert not create_sandbox(pb, plain, sid).sandbox_pidns
     assert create_container(pb, shared, sid, shared.containers[0]).sandbox_pidns
     assert not create_container(pb, shared, sid, None).sandbox_pidns

@@ -324,7 +324,7 @@ RemoveContainerRequest := {"ops": ops, "allowed": true} if {
 CreateSandboxRequest if {
 	input.guest_hook_path == ""
 	count(input.kernel_modules) == 0
-	input.sandbox_pidns == policy_data.pod.share_pidns
+	input.sandbox_pidns == false # kata's shim never sets it (the containers carry it)
 	every s in input.storages {
 		s.driver in policy_data.common.volume_drivers
 		regex.match(policy_data.common.sandbox_mount_point_regex, s.mount_point)

@@ -123,12 +123,11 @@ def _base(pb: Any, cid: str, annotations: dict[str, str]) -> Any:
 
 
 def create_sandbox(pb: Any, pod: PodSpec, sandbox_id: str) -> Any:
-    """CreateSandbox. ``sandbox_pidns`` is the pod's ``shareProcessNamespace`` because the
-    generated policy's CreateSandbox rule expects that; kata's shim always sends false here
-    (``SandboxConfig.SharePidNs`` is never set from a pod; upstream genpolicy requires false) and
-    the agent ignores the field — the per-container flag is what shares the namespace."""
+    """CreateSandbox. ``sandbox_pidns`` is false, as kata's shim always sends it
+    (``SandboxConfig.SharePidNs`` is never set from a pod) and as genpolicy's CreateSandbox rule
+    requires; the per-container flag is what shares the namespace."""
     return pb.grpc.CreateSandboxRequest(
-        sandbox_id=sandbox_id, hostname=pod.name, sandbox_pidns=pod.share_process_namespace
+        sandbox_id=sandbox_id, hostname=pod.name, sandbox_pidns=False
     )
 
 

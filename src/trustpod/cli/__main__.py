@@ -1,3 +1,3 @@
-from trustpod.cli.main import main
+from trustpod.cli.main import run
 
-raise SystemExit(main())
+raise SystemExit(run())

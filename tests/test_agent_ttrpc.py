@@ -322,3 +322,38 @@ def test_wire_bytes_oversize_and_protocol_errors(server: list[str]) -> None:
         s.sendall(encode_frame(3, TYPE_REQUEST, b""))  # stream ids must increase
         s.settimeout(5)
         assert s.recv(100) == b""
+
+
+def test_inline_routes_run_on_the_event_loop_and_the_rest_on_workers(tmp_path: Path) -> None:
+    """``Route.inline`` handlers are answered by the loop thread (no worker hop); errors still go
+    through the one status table; ordinary routes run on the worker pool."""
+    seen: dict[str, str] = {}
+
+    def inline(req: Any) -> Any:
+        seen["inline"] = threading.current_thread().name
+        if req.mem_block_size:
+            raise NotFoundError("no such thing")
+        return PB.grpc.GuestDetailsResponse(mem_block_size_bytes=7)
+
+    def pooled(req: Any) -> Any:
+        seen["pooled"] = threading.current_thread().name
+        return PB.empty.Empty()
+
+    routes = {
+        (AGENT_SERVICE, "GetGuestDetails"): Route(PB.grpc.GuestDetailsRequest, inline, True),
+        (AGENT_SERVICE, "StartContainer"): Route(PB.grpc.StartContainerRequest, pooled),
+    }
+    srv = TtrpcServer(PB, routes)
+    try:
+        (addr,) = srv.start(f"unix:{tmp_path / 'a.sock'}")
+        with AgentClient(addr, pb=PB) as c:
+            got = c.call("GetGuestDetails", PB.grpc.GuestDetailsRequest())
+            assert got.mem_block_size_bytes == 7
+            with pytest.raises(RpcError) as exc:
+                c.call("GetGuestDetails", PB.grpc.GuestDetailsRequest(mem_block_size=True))
+            assert exc.value.code == Code.NOT_FOUND
+            c.call("StartContainer", _start_req("ok"))
+    finally:
+        srv.stop()
+    assert seen["inline"] == "ttrpc-server"
+    assert seen["pooled"].startswith("ttrpc_")

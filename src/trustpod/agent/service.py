@@ -32,7 +32,7 @@ from trustpod.agent.sandbox import Sandbox
 from trustpod.agent.server import Route
 from trustpod.errors import ConfigError, EvidenceError, PolicyDenied, TrustpodError
 
-__all__ = ["EXTRA_FEATURES", "AgentService"]
+__all__ = ["EXTRA_FEATURES", "INLINE_METHODS", "AgentService"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 EXTRA_FEATURES = ("agent-policy", "guest-pull", "sealed-secret")
 #: kata's ``API_VERSION`` (the agent protocol version reported by Health.Version).
 API_VERSION = "0.0.1"
+#: RPCs answered on the ttRPC event loop (``Route.inline``): bounded work under short locks only,
+#: never the sandbox's (a CreateContainer may hold it while runc runs).
+INLINE_METHODS = frozenset(
+    {"GetGuestDetails", "UpdateInterface", "UpdateRoutes", "ListInterfaces", "ListRoutes"}
+)
 #: ``struct winsize`` holds unsigned shorts (kata truncates with ``as c_ushort``; refused here).
 _MAX_WINSIZE = 0xFFFF
 
@@ -80,14 +85,15 @@ class AgentService:
         for name, method in self.pb.methods(AGENT_SERVICE).items():
             handler: Callable[[Any], Any] = getattr(self, name)
             request_type = self.pb.message(method.input_type.full_name)
+            inline = name in INLINE_METHODS
             if name in ("ReadStdout", "ReadStderr", "SetPolicy"):
                 table[(AGENT_SERVICE, name)] = Route(request_type, handler)
             else:
-                table[(AGENT_SERVICE, name)] = Route(request_type, self._guarded(handler))
+                table[(AGENT_SERVICE, name)] = Route(request_type, self._guarded(handler), inline)
         # kata's grpc.Health: answered without a policy check (the shim's liveness probe)
         check = self.pb.grpc.CheckRequest
-        table[(HEALTH_SERVICE, "Check")] = Route(check, self.HealthCheck)
-        table[(HEALTH_SERVICE, "Version")] = Route(check, self.HealthVersion)
+        table[(HEALTH_SERVICE, "Check")] = Route(check, self.HealthCheck, inline=True)
+        table[(HEALTH_SERVICE, "Version")] = Route(check, self.HealthVersion, inline=True)
         return table
 
     def HealthCheck(self, req: Any) -> Any:

@@ -148,3 +148,19 @@ def test_proxy_in_environment_uses_httpx(
     with client:
         client.fetch_blob(image, DESC, tmp_path / "a")
     assert (tmp_path / "a").read_bytes() == BLOB
+
+
+def test_injected_httpx_transport_serves_every_get(tmp_path: Path) -> None:
+    import httpx
+
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, request.headers.get("accept-encoding")))
+        return httpx.Response(200, content=BLOB)
+
+    s = OciSettings(insecure_http_registries=frozenset({"reg.test"}))
+    with RegistryClient(s, transport=httpx.MockTransport(handler)) as client:
+        client.fetch_blob(parse_reference("reg.test/app:1"), DESC, tmp_path / "a")
+    assert (tmp_path / "a").read_bytes() == BLOB
+    assert seen == [(f"/v2/app/blobs/{DESC.digest}", "identity")]  # digests are of the bytes

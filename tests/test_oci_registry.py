@@ -645,6 +645,11 @@ def test_tls_registry_with_extra_root_certificates(world: World, tmp_path: Path)
             resolve_digest(ref)  # the registry's CA is not trusted by default
         trusted = OciSettings(extra_root_certificates=(ca.cert_pem.bytes().decode(),))
         assert resolve_digest(ref, settings=trusted) == world.digests["a"]
+        with RegistryClient(trusted) as client:  # layer blobs over the pooled https connections
+            image = parse_reference(ref)
+            for layer in client.resolve(image).manifest.layers:
+                client.fetch_blob(image, layer, tmp_path / layer.digest[7:])
+                assert (tmp_path / layer.digest[7:]).stat().st_size == layer.size
     finally:
         reg.close()
 

@@ -102,6 +102,9 @@ class RegistryTransport:
             def chunks() -> Iterator[bytes]:
                 # iter_raw() without a chunk size: httpx's re-chunking copy costs more than it saves
                 try:
+                    if resp.is_stream_consumed:  # read already (an in-memory test transport)
+                        yield resp.content
+                        return
                     yield from resp.iter_raw()
                 except httpx.HTTPError as exc:
                     raise DependencyError(f"reading {url}: {exc}", reason="image.registry") from exc

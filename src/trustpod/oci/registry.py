@@ -3,7 +3,6 @@
 HTTP goes through ``RegistryTransport`` (``http.client``; httpx when a proxy is configured in the
 environment or a transport is injected; ADR 1001).
 
-
 * ``GET /v2/<repo>/manifests/<ref>`` with every manifest/index media type in ``Accept``; the body
   is size-limited while streaming and its digest is computed from the bytes; a pinned digest must
   match (``image.digest_mismatch``). The ``Docker-Content-Digest`` header is never trusted.

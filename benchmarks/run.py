@@ -8,6 +8,9 @@ init``), provisions a secret and the sample reference values, then:
 3. the pinned benchmark (``benchmarks/kbs_pinned.py``: one worker on core 0, the generator on
    core 1, a custom Rego resource policy, sample and emulated az-snp-vtpm evidence, server CPU
    ms/flow from ``/proc``); ``--no-pinned`` leaves it out.
+4. the pod agent's figures (issue 9): ``bench_agent_policy`` (policy decision per RPC),
+   ``bench_oci`` (pull + unpack vs ``skopeo copy``) and ``bench_agent`` (RSS, ttRPC, runc);
+   ``--no-agent`` leaves them out.
 ``--all`` also runs the other benchmarks in this directory (``bench_*.py``); ``--replicas`` runs
 only ``bench_replicas.py`` (1/2/3 replicas on PostgreSQL and Redis) after the main figures.
 """
@@ -169,6 +172,10 @@ def kbs_bench(args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
+#: Run by plain ``make bench`` after the KBS figures (issue 9's agent goals).
+AGENT_BENCHES = ("bench_agent_policy", "bench_oci", "bench_agent")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--workers", type=int, default=2, help="KBS worker processes (K)")
@@ -189,6 +196,11 @@ def main() -> int:
         help="skip the pinned one-core benchmark (benchmarks/kbs_pinned.py)",
     )
     p.add_argument(
+        "--no-agent",
+        action="store_true",
+        help="skip the pod agent benchmarks (policy decisions, image pull, RSS)",
+    )
+    p.add_argument(
         "--stub-as",
         action="store_true",
         help="KBS layer only: a stub attestation service (benchmarks/stub_server.py)",
@@ -207,6 +219,11 @@ def main() -> int:
         from benchmarks import kbs_pinned
 
         kbs_pinned.main(seconds=min(args.seconds, 6.0))
+    root = Path(__file__).resolve().parents[1]
+    if not args.no_agent and not args.all:
+        for stem in AGENT_BENCHES:
+            print(f"--- {stem}.py")
+            subprocess.run([sys.executable, "-m", f"benchmarks.{stem}"], check=False, cwd=root)
     if args.replicas and not args.all:
         from benchmarks import bench_replicas
 
@@ -215,7 +232,6 @@ def main() -> int:
         for bench in sorted(Path(__file__).parent.glob("bench_*.py")):
             print(f"--- {bench.name}")
             # as modules from the repository root: some import shared code from benchmarks.*
-            root = Path(__file__).resolve().parents[1]
             mod = f"benchmarks.{bench.stem}"
             subprocess.run([sys.executable, "-m", mod], check=False, cwd=root)
     return 0

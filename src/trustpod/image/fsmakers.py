@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Protocol
 
-from trustpod.errors import ConfigError, DependencyError
+from trustpod.errors import ConfigError
+from trustpod.image.tools import run_tool
 
 __all__ = [
     "MAKERS",
@@ -43,26 +42,8 @@ class FilesystemMaker(Protocol):
 def _run(
     argv: list[str], env_extra: dict[str, str], package: str, drop_env: tuple[str, ...] = ()
 ) -> None:
-    if shutil.which(argv[0]) is None:
-        raise DependencyError(
-            f"{argv[0]} is not installed",
-            reason="image.tool_missing",
-            fix=f"apt-get install {package}",
-        )
     env = {k: v for k, v in os.environ.items() if k not in drop_env} | env_extra
-    log.info("running %s", " ".join(argv))
-    try:
-        res = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise DependencyError(f"{argv[0]} timed out", reason="image.tool_failed") from exc
-    if res.returncode:
-        tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
-        raise DependencyError(
-            f"{argv[0]} failed (exit {res.returncode}): {' | '.join(tail)}",
-            reason="image.tool_failed",
-        )
+    run_tool(argv, timeout_s=TOOL_TIMEOUT_S, env=env, package=package)
 
 
 class SquashfsMaker:

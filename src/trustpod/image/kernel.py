@@ -12,11 +12,11 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from trustpod.errors import ConfigError, DependencyError
+from trustpod.image.tools import run_tool
 
 __all__ = [
     "BOOT_MODULES",
@@ -102,18 +102,7 @@ def module_order(wanted: tuple[str, ...], depends: dict[str, tuple[str, ...]]) -
 
 
 def _run(argv: list[str], cwd: Path) -> str:
-    if shutil.which(argv[0]) is None:
-        raise DependencyError(f"{argv[0]} is not installed", reason="image.tool_missing")
-    try:
-        res = subprocess.run(
-            argv, cwd=cwd, capture_output=True, text=True, timeout=_APT_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise DependencyError(f"{argv[0]} timed out", reason="image.tool_failed") from exc
-    if res.returncode:
-        tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
-        raise DependencyError(f"{' '.join(argv)} failed: {tail}", reason="image.tool_failed")
-    return res.stdout
+    return run_tool(argv, timeout_s=_APT_TIMEOUT_S, cwd=cwd)
 
 
 def resolve_kernel_package(meta: str = KERNEL_META_PACKAGE) -> tuple[str, str]:

@@ -17,7 +17,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from trustpod.errors import DependencyError
+from trustpod.image.tools import run_tool
 
 __all__ = [
     "AGENT_REQUIREMENTS",
@@ -118,21 +118,8 @@ def plan_rootfs() -> RootfsPlan:
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None) -> None:
-    if shutil.which(argv[0]) is None and not Path(argv[0]).is_file():
-        raise DependencyError(
-            f"{argv[0]} is not installed",
-            reason="image.tool_missing",
-            fix="apt-get install mmdebstrap" if argv[0] == "mmdebstrap" else "",
-        )
-    try:
-        res = subprocess.run(
-            argv, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False, env=env
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise DependencyError(f"{argv[0]} timed out", reason="image.tool_failed") from exc
-    if res.returncode:
-        tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-4:])
-        raise DependencyError(f"{argv[0]} failed: {tail}", reason="image.tool_failed")
+    package = "mmdebstrap" if argv[0] == "mmdebstrap" else ""
+    run_tool(argv, timeout_s=_TIMEOUT_S, env=env, package=package, tail_lines=4)
 
 
 def build_wheel(checkout: Path, out: Path) -> Path:

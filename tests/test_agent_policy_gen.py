@@ -523,6 +523,24 @@ def test_denial_message_names_the_rule(gate: KataPolicyGate) -> None:
     assert 'ExecProcessRequest: Args ["sh"] in app' in exc.value.message
 
 
+def test_create_denial_says_what_was_asked_and_what_the_policy_allows(
+    gate: KataPolicyGate,
+) -> None:
+    """Prints run only on a denial (ADR 0960) and name the container and both argvs."""
+    desc = protos().pool.FindMessageTypeByName("grpc.CreateContainerRequest")
+    req = copy.deepcopy(_app())
+    req["OCI"]["Process"]["Args"] = ["/bin/sh"]
+    decision = gate.evaluate("CreateContainerRequest", normalize(desc, req))
+    assert not decision.allowed
+    assert 'denied for app Args ["/bin/sh"]' in decision.prints
+    assert "the policy's Args for it [" in decision.prints
+    req["OCI"]["Annotations"]["io.kubernetes.cri.container-name"] = "intruder"
+    decision = gate.evaluate("CreateContainerRequest", normalize(desc, req))
+    assert "denied for intruder" in decision.prints and "no such container" in decision.prints
+    allowed = gate.evaluate("CreateContainerRequest", normalize(desc, _app()))
+    assert allowed.allowed and allowed.prints == ""
+
+
 def test_hoisting_is_exact_or_not_done() -> None:
     text = _policy()
     head, data = hoist_policy_data(text)

@@ -165,7 +165,8 @@ def test_publish_to_a_real_kbs(booted: Any, tmp_path: Path) -> None:
         (tmp_path / "bad-token").write_text("not-the-token")
         argv[-3] = str(tmp_path / "bad-token")
         res = subprocess.run([*cli, *argv], capture_output=True, text=True, timeout=60)
-        assert res.returncode == 1 and "image.publish_auth" in res.stderr
+        assert res.returncode == 1 and "image.publish.http_401" in res.stderr
+        assert "--token-file" in res.stderr  # the fix is printed
     finally:
         proc.terminate()
         proc.wait(20)

@@ -16,13 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trustpod.errors import (
-    AuthenticationError,
     ConfigError,
-    DependencyError,
-    EvidenceError,
-    NotFoundError,
-    PolicyDenied,
-    TrustpodError,
 )
 
 __all__ = ["register"]
@@ -87,51 +81,14 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, **kw: Any) -> Any:
-    import ssl
+    from trustpod.admin_http import admin_request
 
-    import httpx
-
-    headers: dict[str, str] = {}
+    token = None
     if args.token_file is not None:
         token = _read(args.token_file, "admin token file").decode().strip()
-        headers["authorization"] = f"Bearer {token}"
-    verify: Any = True
-    if args.cert_file:
-        try:
-            verify = ssl.create_default_context(cafile=args.cert_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load --cert-file {args.cert_file}: {exc}") from exc
-    url = args.url.rstrip("/") + path
-    try:
-        with httpx.Client(verify=verify, timeout=args.timeout) as client:
-            r = client.request(method, url, headers=headers, **kw)
-    except httpx.HTTPError as exc:
-        raise DependencyError(
-            f"cannot reach the KBS at {args.url}: {exc}",
-            reason="admin.connect",
-            fix="check --url, that the KBS runs, and --cert-file for HTTPS",
-        ) from exc
-    if r.status_code == 200:  # exactly 200, as kbs-client
-        return r
-    try:
-        detail = r.json()["detail"]
-    except (ValueError, KeyError, TypeError):
-        detail = r.text[:500]
-    msg = f"KBS answered {r.status_code} to {method} {path}: {detail}"
-    err: type[TrustpodError] = DependencyError
-    fix = None
-    if r.status_code == 401:
-        err, fix = (
-            AuthenticationError,
-            "check --token-file (trustpod kbs init writes D/admin-token)",
-        )
-    elif r.status_code == 403:
-        err, fix = PolicyDenied, "the token's role is not allowed on this endpoint (admin ACLs)"
-    elif r.status_code == 404:
-        err = NotFoundError
-    elif r.status_code in (400, 413):
-        err = EvidenceError
-    raise err(msg, reason=f"admin.http_{r.status_code}", fix=fix)
+    return admin_request(
+        args.url, method, path, token=token, cert_file=args.cert_file, timeout_s=args.timeout, **kw
+    )
 
 
 def _set_resource(args: argparse.Namespace) -> int:

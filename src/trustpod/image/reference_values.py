@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trustpod._internal.b64 import b64_encode
-from trustpod.errors import AuthenticationError, ConfigError, DependencyError
+from trustpod.errors import ConfigError
 from trustpod.image.manifest import BootManifest
 
 __all__ = [
@@ -63,30 +63,15 @@ def publish(
     timeout_s: float = PUBLISH_TIMEOUT_S,
 ) -> None:
     """POST the message to ``<url>/kbs/v0/reference-value`` with the admin bearer token."""
-    import httpx
+    from trustpod.admin_http import admin_request
 
-    endpoint = url.rstrip("/") + "/kbs/v0/reference-value"
-    verify: Any = str(cert_file) if cert_file is not None else True
-    try:
-        resp = httpx.post(
-            endpoint,
-            content=json.dumps(message).encode(),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            verify=verify,
-            timeout=timeout_s,
-        )
-    except httpx.HTTPError as exc:
-        raise DependencyError(
-            f"cannot reach KBS at {endpoint}: {exc}", reason="image.publish"
-        ) from exc
-    if resp.status_code in (401, 403):
-        raise AuthenticationError(
-            f"KBS refused the admin token ({resp.status_code})",
-            reason="image.publish_auth",
-            fix="pass the admin token of this KBS with --token-file",
-        )
-    if resp.status_code != 200:
-        raise DependencyError(
-            f"KBS answered {resp.status_code} to the reference value: {resp.text[:200]}",
-            reason="image.publish",
-        )
+    admin_request(
+        url,
+        "POST",
+        "/kbs/v0/reference-value",
+        token=token,
+        cert_file=cert_file,
+        timeout_s=timeout_s,
+        reason_prefix="image.publish",
+        json=message,
+    )

@@ -17,11 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from trustpod.errors import (
-    AuthenticationError,
     ConfigError,
-    DependencyError,
     NotFoundError,
-    TrustpodError,
 )
 from trustpod.oci.encrypt import Recipients, encrypt_image
 from trustpod.oci.settings import OciSettings
@@ -70,38 +67,22 @@ class DirKekStore:
 def publish_kek(args: argparse.Namespace, kid: str, kek: bytes) -> None:
     """``POST /kbs/v0/resource/<path>`` (``application/octet-stream``, admin bearer token), as
     ``trustpod admin set-resource`` and coco_keyprovider's ``--kbs`` registration do."""
-    import ssl
-
-    import httpx
-
+    from trustpod.admin_http import admin_request
     from trustpod.guest.uri import parse_resource
 
     if args.token_file is None:
         raise ConfigError("--publish needs --token-file (KBS admin token)", reason="image.publish")
     token = _read(args.token_file, "--token-file").decode().strip()
-    verify: Any = ssl.create_default_context(cafile=args.cert_file) if args.cert_file else True
-    url = f"{args.publish.rstrip('/')}/kbs/v0/resource/{parse_resource(kid).path}"
-    try:
-        with httpx.Client(verify=verify, timeout=30.0) as client:
-            r = client.post(
-                url,
-                content=kek,
-                headers={
-                    "authorization": f"Bearer {token}",
-                    "content-type": "application/octet-stream",
-                },
-            )
-    except httpx.HTTPError as exc:
-        raise DependencyError(
-            f"cannot reach the KBS at {args.publish}: {exc}", reason="image.publish"
-        ) from exc
-    if r.status_code != 200:  # exactly 200, as kbs-client
-        err: type[TrustpodError] = AuthenticationError if r.status_code == 401 else DependencyError
-        raise err(
-            f"the KBS answered {r.status_code} to storing {kid}: {r.text[:300]}",
-            reason="image.publish",
-            fix="check --publish, --token-file and --cert-file",
-        )
+    admin_request(
+        args.publish,
+        "POST",
+        f"/kbs/v0/resource/{parse_resource(kid).path}",
+        token=token,
+        cert_file=args.cert_file,
+        reason_prefix="image.publish",
+        content_type="application/octet-stream",
+        content=kek,
+    )
 
 
 def _write_new_key(path: Path, kek: bytes) -> None:

@@ -170,3 +170,25 @@ def test_tree_digest_sees_content_mode_and_links(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("y")
     d2 = tree_digest(tmp_path)
     assert len({d0, d1, d2}) == 3
+
+
+def test_rootfs_key_names_a_cached_build_by_its_inputs_and_hashes_anything_else(
+    tmp_path: Path,
+) -> None:
+    from trustpod.image.vmimage import _rootfs_key
+
+    digest = "ab" * 32
+    built = tmp_path / "cache" / "rootfs" / digest
+    built.mkdir(parents=True)
+    (built / "etc").write_text("x")
+    (built / ".trustpod-rootfs").write_text(digest + "\n")
+    said: list[str] = []
+    assert _rootfs_key(built, tmp_path / "cache", said.append) == f"inputs:{digest}"
+    assert said == []  # no tree walk for build_rootfs' own output
+    (built / ".trustpod-rootfs").write_text("cd" * 32 + "\n")  # marker of another build
+    assert _rootfs_key(built, tmp_path / "cache", said.append) == tree_digest(built)
+    (built / ".trustpod-rootfs").write_text(digest + "\n")
+    assert _rootfs_key(built, None, said.append) == tree_digest(built)  # no cache: hashed
+    elsewhere = tmp_path / "mine" / digest
+    shutil.copytree(built, elsewhere)
+    assert _rootfs_key(elsewhere, tmp_path / "cache", said.append) == tree_digest(elsewhere)

@@ -136,6 +136,18 @@ def _copy_tree(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _rootfs_key(rootfs: Path, cache: Path | None, progress: Progress) -> str:
+    """What the image depends on of the root tree: a rootfs ``build_rootfs`` made in this cache
+    (``cache/rootfs/<input digest>`` with that digest in its marker, written last) is named by
+    its input digest, as it is built reproducibly from those inputs; any other tree is hashed."""
+    marker = rootfs / ".trustpod-rootfs"
+    if cache is not None and rootfs.parent == cache / "rootfs" and marker.is_file():
+        if marker.read_text().strip() == rootfs.name:
+            return f"inputs:{rootfs.name}"
+    progress("hashing the root tree")
+    return tree_digest(rootfs)
+
+
 def build_vm_image(
     rootfs: Path,
     out: Path,
@@ -151,10 +163,9 @@ def build_vm_image(
     modules = kernel_modules(kernel, BOOT_MODULES)
     inputs = collect_inputs(modules)
     t0 = time.monotonic()
-    progress("hashing the root tree")
     key_src = {
         "v": 1,
-        "rootfs": tree_digest(rootfs),
+        "rootfs": _rootfs_key(rootfs, cache, progress),
         "fs": maker.name,
         "kernel": [kernel.package, kernel.version, kernel.deb_sha256],
         "initramfs": inputs.digest(),

@@ -208,12 +208,13 @@ class _Connection:
 
     async def handle(self, stream_id: int, payload: bytes) -> None:
         code, message, out = self.server.protos_decode_and_route(payload)
-        if out is not None and out[0].inline:
-            code, message, body = self.server.invoke(out[0], out[1])
-            await self.send(stream_id, *self._bounded_reply(code, message, body))
+        if out is None:
+            await self.send(stream_id, code, message)
             return
-        if out is not None:
-            route, request, timeout = out
+        route, request, timeout = out
+        if route.inline:
+            code, message, body = self.server.invoke(route, request)
+        else:
             loop = asyncio.get_running_loop()
             fut = loop.run_in_executor(self.server.pool, self.server.invoke, route, request)
             try:
@@ -222,9 +223,7 @@ class _Connection:
                 code, message, body = Code.DEADLINE_EXCEEDED, "deadline exceeded", b""
             except RuntimeError:  # the pool is shut down (server stopping)
                 code, message, body = Code.UNAVAILABLE, "agent is stopping", b""
-            await self.send(stream_id, *self._bounded_reply(code, message, body))
-            return
-        await self.send(stream_id, code, message)
+        await self.send(stream_id, *self._bounded_reply(code, message, body))
 
     def _bounded_reply(self, code: int, message: str, body: bytes) -> tuple[int, str, bytes]:
         if len(body) > self.server.settings.max_message_bytes:

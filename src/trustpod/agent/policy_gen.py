@@ -472,7 +472,6 @@ def policy_data(
             "name": name if exact else None,
             "name_prefix": None if exact else prefix,
             "namespace": meta.get("namespace") or "default",
-            "share_pidns": bool(spec.get("shareProcessNamespace", False)),
             "annotations": annotations,
         },
         "containers": containers,
